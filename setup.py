@@ -1,0 +1,63 @@
+"""edgeward: a security agent for Raspberry-Pi-class smart products.
+
+Every top-level folder is installed as a sub-package of one namespace root, so that
+folder ``models/`` is imported as ``edgeward.models`` (DESIGN.md, "Layout").
+"""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+PARTS = ("models", "attestation", "agent", "firmware_shim", "boards", "simulator")
+HERE = Path(__file__).parent
+
+package_dir = {}
+packages = []
+for part in PARTS:
+    package_dir[f"edgeward.{part}"] = part
+    packages.append(f"edgeward.{part}")
+    for sub in find_packages(where=str(HERE / part)):
+        packages.append(f"edgeward.{part}.{sub}")
+
+setup(
+    name="edgeward",
+    version="0.1.0",
+    description="On-device model integrity, remote attestation and inference early warning "
+    "for Raspberry-Pi-class smart products",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8")
+    if (HERE / "README.md").exists()
+    else "",
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    package_dir=package_dir,
+    packages=packages,
+    package_data={f"edgeward.{p}": ["py.typed", "*.toml", "data/*"] for p in PARTS},
+    include_package_data=True,
+    install_requires=[
+        "cryptography>=42",
+        "cbor2>=5.6",
+        "click>=8.1",
+        "numpy>=1.24",
+        "flatbuffers>=23.5",
+    ],
+    extras_require={
+        "litert": ["ai-edge-litert>=1.2"],
+        "tflite": ["tflite-runtime==2.14.0", "numpy<2"],
+        "tpm": ["tpm2-pytss>=2.3"],
+        "agent": ["paho-mqtt>=2.1", "psutil>=5.9"],
+        "dev": [
+            "pytest>=8",
+            "hypothesis>=6.100",
+            "ruff>=0.6",
+            "mypy>=1.10",
+            "model-signing>=1.0",
+            "pyopenssl>=24",
+            "flatbuffers>=23.5",
+            "tflite>=2.18",
+            "scikit-learn>=1.4",
+            "pycose>=1.1",
+            "cwt>=2.8",
+        ],
+    },
+    entry_points={"console_scripts": ["edgeward = edgeward.agent.cli:main"]},
+)
