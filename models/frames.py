@@ -1,0 +1,83 @@
+"""Length-prefixed CBOR frames for the agent's local Unix socket.
+
+Applications on the device (the inference guard, a lock's firmware bridge) send events to the
+agent over a Unix stream socket. Each frame is a 4-byte big-endian length followed by that many
+bytes of CBOR, a map ``{"type": str, "ts": float, "body": map}``. Frames are bounded
+(:data:`MAX_FRAME`) and decoded with the bounded CBOR reader.
+
+Pure: bytes in, events out. The socket ends live in ``edgeward.agent`` (server) and
+``edgeward.models.guard`` (client).
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+from .errors import MalformedInputError
+from .limits import DEFAULT_LIMITS, Limits
+
+MAX_FRAME = 64 * 1024
+_HEADER = struct.Struct(">I")
+
+
+def encode_frame(event: dict[str, Any]) -> bytes:
+    """Encode one event map as a frame; raises ValueError if it is larger than MAX_FRAME."""
+    from .cbor import dumps
+
+    payload = dumps(event)
+    if len(payload) > MAX_FRAME:
+        raise ValueError(f"event of {len(payload)} bytes is larger than {MAX_FRAME}")
+    return _HEADER.pack(len(payload)) + payload
+
+
+def _check_event(obj: Any) -> dict[str, Any]:
+    if not isinstance(obj, dict):
+        raise MalformedInputError("frame is not a CBOR map")
+    if not isinstance(obj.get("type"), str) or not obj["type"]:
+        raise MalformedInputError("frame has no text 'type'")
+    if not isinstance(obj.get("body", {}), dict):
+        raise MalformedInputError("frame 'body' is not a map")
+    ts = obj.get("ts", 0)
+    if isinstance(ts, bool) or not isinstance(ts, int | float):
+        raise MalformedInputError("frame 'ts' is not a number")
+    return obj
+
+
+class FrameDecoder:
+    """Incremental decoder: ``feed(bytes)`` returns the complete events received so far.
+
+    A frame that is oversized poisons the stream (the length prefix can no longer be trusted)
+    and raises :class:`MalformedInputError`; the caller closes that connection. A frame that is
+    well-sized but not a valid event is skipped and its reason appended to :attr:`rejected`, so
+    the caller can count it and go on without losing the good frames around it.
+    """
+
+    def __init__(self, *, limits: Limits = DEFAULT_LIMITS, max_frame: int = MAX_FRAME) -> None:
+        self._buf = bytearray()
+        self._limits = limits
+        self._max = max_frame
+        self.rejected: list[str] = []
+
+    def feed(self, data: bytes) -> list[dict[str, Any]]:
+        from .cbor import loads
+
+        self._buf += data
+        events: list[dict[str, Any]] = []
+        while len(self._buf) >= _HEADER.size:
+            (n,) = _HEADER.unpack_from(self._buf)
+            if n == 0 or n > self._max:
+                raise MalformedInputError(f"frame length {n} is outside 1..{self._max}")
+            if len(self._buf) < _HEADER.size + n:
+                break
+            payload = bytes(self._buf[_HEADER.size : _HEADER.size + n])
+            del self._buf[: _HEADER.size + n]
+            try:
+                events.append(_check_event(loads(payload, limits=self._limits)))
+            except MalformedInputError as e:
+                self.rejected.append(str(e))
+        return events
+
+    @property
+    def pending(self) -> int:
+        return len(self._buf)

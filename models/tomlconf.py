@@ -1,0 +1,169 @@
+"""Typed, validated access to TOML configuration files.
+
+Configuration is loaded once at start into frozen dataclasses (STYLE.md, "Config"). This module
+gives the loaders one way to read a file and to read typed keys from it, so that every message
+names the file, the key and the fix::
+
+    conf = load_toml(path)
+    sec = conf.section("mqtt")
+    host = sec.str("host", default="127.0.0.1")
+    port = sec.int("port", default=8883, min=1, max=65535)
+
+Reading the file is the only I/O here; the rest is pure.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+MAX_CONFIG_BYTES = 1024 * 1024
+_MISSING: Any = object()
+
+
+class Section:
+    """A table of a TOML file, with typed getters whose errors name the file and key."""
+
+    def __init__(self, data: dict[str, Any], *, source: str, prefix: str = "") -> None:
+        self.data = data
+        self.source = source
+        self.prefix = prefix
+
+    def _where(self, key: str) -> str:
+        return f"{self.source}: key '{self.prefix}{key}'"
+
+    def _get(self, key: str, default: Any) -> Any:
+        if key in self.data:
+            return self.data[key]
+        if default is _MISSING:
+            raise ConfigError(f"{self._where(key)} is missing", hint="add it to the file")
+        return default
+
+    def has(self, key: str) -> bool:
+        return key in self.data
+
+    def str(self, key: str, default: Any = _MISSING, *, choices: Sequence[str] | None = None) -> Any:
+        value = self._get(key, default)
+        if value is None and default is None:
+            return None
+        if not isinstance(value, str):
+            raise ConfigError(f"{self._where(key)} must be a string, not {type(value).__name__}")
+        if choices is not None and value not in choices:
+            raise ConfigError(f"{self._where(key)} is '{value}'; use one of: {', '.join(choices)}")
+        return value
+
+    def int(
+        self, key: str, default: Any = _MISSING, *, min: int | None = None, max: int | None = None
+    ) -> Any:
+        value = self._get(key, default)
+        if value is None and default is None:
+            return None
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ConfigError(f"{self._where(key)} must be an integer, not {value!r}")
+        if min is not None and value < min:
+            raise ConfigError(f"{self._where(key)} is {value}; it must be at least {min}")
+        if max is not None and value > max:
+            raise ConfigError(f"{self._where(key)} is {value}; it must be at most {max}")
+        return value
+
+    def float(
+        self,
+        key: str,
+        default: Any = _MISSING,
+        *,
+        min: float | None = None,
+        max: float | None = None,
+    ) -> Any:
+        value = self._get(key, default)
+        if value is None and default is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{self._where(key)} must be a number, not {value!r}")
+        value = float(value)
+        if min is not None and value < min:
+            raise ConfigError(f"{self._where(key)} is {value}; it must be at least {min}")
+        if max is not None and value > max:
+            raise ConfigError(f"{self._where(key)} is {value}; it must be at most {max}")
+        return value
+
+    def bool(self, key: str, default: Any = _MISSING) -> Any:
+        value = self._get(key, default)
+        if not isinstance(value, bool):
+            raise ConfigError(f"{self._where(key)} must be true or false, not {value!r}")
+        return value
+
+    def path(self, key: str, default: Any = _MISSING, *, base: Path | None = None) -> Any:
+        """A path; relative paths are taken relative to the configuration file's folder."""
+        value = self.str(key, default)
+        if value is None:
+            return None
+        p = Path(value).expanduser()
+        if not p.is_absolute() and base is not None:
+            p = base / p
+        return p
+
+    def list(self, key: str, default: Any = _MISSING) -> Any:
+        value = self._get(key, default)
+        if not isinstance(value, list):
+            raise ConfigError(f"{self._where(key)} must be a list, not {type(value).__name__}")
+        return value
+
+    def section(self, key: str, *, required: bool = False) -> Section:
+        value = self.data.get(key, _MISSING)
+        if value is _MISSING:
+            if required:
+                raise ConfigError(f"{self.source}: table [{self.prefix}{key}] is missing")
+            value = {}
+        if not isinstance(value, dict):
+            raise ConfigError(f"{self._where(key)} must be a table [{self.prefix}{key}]")
+        return Section(value, source=self.source, prefix=f"{self.prefix}{key}.")
+
+    def sections(self, key: str) -> list[Section]:
+        """An array of tables ``[[key]]``."""
+        value = self.data.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+            raise ConfigError(f"{self._where(key)} must be an array of tables [[{key}]]")
+        return [
+            Section(v, source=self.source, prefix=f"{self.prefix}{key}[{i}].")
+            for i, v in enumerate(value)
+        ]
+
+    def reject_unknown(self, known: Sequence[str]) -> None:
+        """Refuse keys the loader does not know: a typo must not silently do nothing."""
+        for key in self.data:
+            if key not in known:
+                raise ConfigError(
+                    f"{self._where(key)} is not a known setting",
+                    hint=f"known here: {', '.join(sorted(known))}",
+                )
+
+
+def parse_toml(text: str, *, source: str = "<config>") -> Section:
+    try:
+        return Section(tomllib.loads(text), source=source)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{source}: not valid TOML ({e})") from e
+
+
+def load_toml(path: Path) -> Section:
+    """Read and parse one TOML file, bounded in size."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
+    except FileNotFoundError as e:
+        raise ConfigError(f"configuration file {path} does not exist") from e
+    except IsADirectoryError as e:
+        raise ConfigError(f"configuration file {path} is a directory, not a file") from e
+    except OSError as e:
+        raise ConfigError(f"cannot read configuration file {path}: {e.strerror}") from e
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"configuration file {path} is larger than {MAX_CONFIG_BYTES} bytes")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"configuration file {path} is not UTF-8") from e
+    return parse_toml(text, source=str(path))
