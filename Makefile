@@ -1,0 +1,66 @@
+# edgeward: two commands do all the set-up on a fresh Debian/Ubuntu machine.
+#   make demo   installs what is needed and runs the end-to-end demonstration
+#   make test   installs what is needed, then lint, type checks and the whole test suite
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+VENV_TFLITE := .venv-tflite
+APT_PACKAGES := mosquitto mosquitto-clients swtpm swtpm-tools tpm2-tools libtss2-dev \
+	pkg-config cpio
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+PIP_FLAGS := --disable-pip-version-check --no-input -q
+
+.PHONY: demo test lint typecheck system venv venv-tflite unit runtime-tflite bench clean
+
+demo: system venv
+	$(VENV)/bin/edgeward demo
+
+test: system venv venv-tflite lint typecheck unit runtime-tflite
+
+# Debian packages: skipped when every one is already installed.
+system:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "Installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+venv: $(VENV)/.installed
+$(VENV)/.installed: setup.py pyproject.toml
+	@echo "Setting up $(VENV) (Python packages from PyPI)"
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install $(PIP_FLAGS) -U pip setuptools wheel
+	$(VENV)/bin/pip install $(PIP_FLAGS) -e '.[litert,tpm,agent,dev]'
+	touch $@
+
+# tflite-runtime 2.14 needs numpy<2, so it gets a venv of its own.
+venv-tflite: $(VENV_TFLITE)/.installed
+$(VENV_TFLITE)/.installed: setup.py pyproject.toml
+	@echo "Setting up $(VENV_TFLITE) (tflite-runtime 2.14 with numpy<2)"
+	$(PYTHON) -m venv $(VENV_TFLITE)
+	$(VENV_TFLITE)/bin/pip install $(PIP_FLAGS) -U pip setuptools wheel
+	$(VENV_TFLITE)/bin/pip install $(PIP_FLAGS) 'tflite-runtime==2.14.0' 'numpy<2' \
+		'scikit-learn<1.6' pytest hypothesis
+	$(VENV_TFLITE)/bin/pip install $(PIP_FLAGS) -e .
+	touch $@
+
+lint: venv
+	$(VENV)/bin/ruff check .
+
+typecheck: venv
+	$(VENV)/bin/mypy models attestation agent firmware_shim boards simulator
+
+unit: venv
+	$(VENV)/bin/pytest -q
+
+runtime-tflite: venv-tflite
+	$(VENV_TFLITE)/bin/pytest -q -p no:cacheprovider tests/models/test_runtime.py
+
+bench: venv
+	$(VENV)/bin/python benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) $(VENV_TFLITE) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
