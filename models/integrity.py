@@ -118,6 +118,20 @@ def read_bounded(path: Path, limit: int, *, what: str) -> bytes:
     return data
 
 
+def _require_file(path: Path, *, what: str) -> None:
+    """A cheap look before the expensive work: a missing path or a folder is the operator's."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError as e:
+        raise ConfigError(f"{what} {path} does not exist") from e
+    except OSError as e:
+        raise DeviceError(f"cannot read {what} {path}: {e.strerror or e}") from e
+    if stat.S_ISDIR(st.st_mode):
+        raise ConfigError(f"{what} {path} is a directory; give a file")
+    if not stat.S_ISREG(st.st_mode):
+        raise ConfigError(f"{what} {path} is not a regular file")
+
+
 def _entry_for(path: Path, files: Any) -> Any:
     for entry in files:
         if entry.path == path.name:
@@ -171,6 +185,7 @@ def verify_model(
     """
     model_path = Path(model_path)
     sig_path = Path(sig_path) if sig_path else default_sig_path(model_path)
+    _require_file(model_path, what="model")
     sig = read_bounded(sig_path, MAX_SIG_BYTES, what="signature")
 
     # 1. Signature first: nothing below parses the model before this passes.

@@ -32,6 +32,8 @@ class Limits:
     max_cbor_items: int = 100_000
     # manifests
     max_manifest_files: int = 64
+    # OpenSSF model-signing bundles (JSON)
+    max_ossf_bundle_bytes: int = 1 * MiB
 
 
 DEFAULT_LIMITS = Limits()

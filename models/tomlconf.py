@@ -14,6 +14,7 @@ Reading the file is the only I/O here; the rest is pure.
 
 from __future__ import annotations
 
+import builtins
 import tomllib
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,25 +29,33 @@ _MISSING: Any = object()
 class Section:
     """A table of a TOML file, with typed getters whose errors name the file and key."""
 
-    def __init__(self, data: dict[str, Any], *, source: str, prefix: str = "") -> None:
+    def __init__(
+        self, data: dict[builtins.str, Any], *, source: builtins.str, prefix: builtins.str = ""
+    ) -> None:
         self.data = data
         self.source = source
         self.prefix = prefix
 
-    def _where(self, key: str) -> str:
+    def _where(self, key: builtins.str) -> str:
         return f"{self.source}: key '{self.prefix}{key}'"
 
-    def _get(self, key: str, default: Any) -> Any:
+    def _get(self, key: builtins.str, default: Any) -> Any:
         if key in self.data:
             return self.data[key]
         if default is _MISSING:
             raise ConfigError(f"{self._where(key)} is missing", hint="add it to the file")
         return default
 
-    def has(self, key: str) -> bool:
+    def has(self, key: builtins.str) -> builtins.bool:
         return key in self.data
 
-    def str(self, key: str, default: Any = _MISSING, *, choices: Sequence[str] | None = None) -> Any:
+    def str(
+        self,
+        key: builtins.str,
+        default: Any = _MISSING,
+        *,
+        choices: Sequence[builtins.str] | None = None,
+    ) -> Any:
         value = self._get(key, default)
         if value is None and default is None:
             return None
@@ -57,7 +66,12 @@ class Section:
         return value
 
     def int(
-        self, key: str, default: Any = _MISSING, *, min: int | None = None, max: int | None = None
+        self,
+        key: builtins.str,
+        default: Any = _MISSING,
+        *,
+        min: builtins.int | None = None,
+        max: builtins.int | None = None,
     ) -> Any:
         value = self._get(key, default)
         if value is None and default is None:
@@ -72,11 +86,11 @@ class Section:
 
     def float(
         self,
-        key: str,
+        key: builtins.str,
         default: Any = _MISSING,
         *,
-        min: float | None = None,
-        max: float | None = None,
+        min: builtins.float | None = None,
+        max: builtins.float | None = None,
     ) -> Any:
         value = self._get(key, default)
         if value is None and default is None:
@@ -90,13 +104,13 @@ class Section:
             raise ConfigError(f"{self._where(key)} is {value}; it must be at most {max}")
         return value
 
-    def bool(self, key: str, default: Any = _MISSING) -> Any:
+    def bool(self, key: builtins.str, default: Any = _MISSING) -> Any:
         value = self._get(key, default)
         if not isinstance(value, bool):
             raise ConfigError(f"{self._where(key)} must be true or false, not {value!r}")
         return value
 
-    def path(self, key: str, default: Any = _MISSING, *, base: Path | None = None) -> Any:
+    def path(self, key: builtins.str, default: Any = _MISSING, *, base: Path | None = None) -> Any:
         """A path; relative paths are taken relative to the configuration file's folder."""
         value = self.str(key, default)
         if value is None:
@@ -106,13 +120,13 @@ class Section:
             p = base / p
         return p
 
-    def list(self, key: str, default: Any = _MISSING) -> Any:
+    def list(self, key: builtins.str, default: Any = _MISSING) -> Any:
         value = self._get(key, default)
         if not isinstance(value, list):
             raise ConfigError(f"{self._where(key)} must be a list, not {type(value).__name__}")
         return value
 
-    def section(self, key: str, *, required: bool = False) -> Section:
+    def section(self, key: builtins.str, *, required: builtins.bool = False) -> Section:
         value = self.data.get(key, _MISSING)
         if value is _MISSING:
             if required:
@@ -122,7 +136,7 @@ class Section:
             raise ConfigError(f"{self._where(key)} must be a table [{self.prefix}{key}]")
         return Section(value, source=self.source, prefix=f"{self.prefix}{key}.")
 
-    def sections(self, key: str) -> list[Section]:
+    def sections(self, key: builtins.str) -> builtins.list[Section]:
         """An array of tables ``[[key]]``."""
         value = self.data.get(key, [])
         if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
@@ -132,7 +146,7 @@ class Section:
             for i, v in enumerate(value)
         ]
 
-    def reject_unknown(self, known: Sequence[str]) -> None:
+    def reject_unknown(self, known: Sequence[builtins.str]) -> None:
         """Refuse keys the loader does not know: a typo must not silently do nothing."""
         for key in self.data:
             if key not in known:

@@ -1,0 +1,420 @@
+"""Signing keys, verifying keys, key files and the trust store.
+
+Two algorithms, as COSE names them (RFC 9053 §2.1, §2.2): ``EdDSA`` with Ed25519 and ``ES256``
+(ECDSA with P-256 and SHA-256). Signatures are in COSE's format: Ed25519's 64 bytes, and for
+ES256 the fixed-length ``r || s`` (32 + 32 bytes, RFC 9053 §2.1), not DER.
+
+A key's id is the SHA-256 of its public key's SubjectPublicKeyInfo DER (RFC 5280 §4.1.2.7), so
+it is the same on every machine and in every file format.
+
+The key *objects* do no I/O. The file edges are :func:`write_keypair`, :func:`load_signing_key`,
+:func:`load_verifying_key` and :meth:`TrustStore.from_path`; they raise
+:class:`~edgeward.models.errors.ConfigError` with the path and the fix. Private key files are
+written with mode 0600 from the first byte and refused when group or others can read them.
+Key material is never logged; key ids are.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import secrets
+import stat
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.asymmetric.utils import (
+    decode_dss_signature,
+    encode_dss_signature,
+)
+
+from edgeward.models.errors import ConfigError, SignatureError
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "ALG_EDDSA",
+    "ALG_ES256",
+    "SigningKey",
+    "TrustStore",
+    "VerifyingKey",
+    "generate",
+    "load_signing_key",
+    "load_verifying_key",
+    "write_keypair",
+]
+
+ALG_EDDSA = "EdDSA"
+ALG_ES256 = "ES256"
+_P256_BYTES = 32
+_MAX_KEY_FILE = 64 * 1024
+_GEN_HINT = "create one with `edgeward keys generate --out DIR`"
+
+PublicKey = ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey
+PrivateKey = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey
+
+
+def _alg_of_public(public_key: Any) -> str:
+    if isinstance(public_key, ed25519.Ed25519PublicKey):
+        return ALG_EDDSA
+    if isinstance(public_key, ec.EllipticCurvePublicKey) and isinstance(
+        public_key.curve, ec.SECP256R1
+    ):
+        return ALG_ES256
+    raise ConfigError(
+        f"unsupported public key type {type(public_key).__name__}",
+        hint="use an Ed25519 or P-256 key",
+    )
+
+
+def _spki_der(public_key: PublicKey) -> bytes:
+    return public_key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+class VerifyingKey:
+    """A public key that verifies COSE-format signatures. Does no I/O."""
+
+    __slots__ = ("_key", "alg", "key_id")
+
+    def __init__(self, public_key: PublicKey, *, key_id: bytes | None = None) -> None:
+        self.alg: str = _alg_of_public(public_key)
+        self._key = public_key
+        self.key_id: bytes = (
+            key_id if key_id is not None else hashlib.sha256(_spki_der(public_key)).digest()
+        )
+
+    @classmethod
+    def from_crypto(cls, public_key: Any, *, key_id: bytes | None = None) -> VerifyingKey:
+        """Wrap a cryptography public key (Ed25519 or P-256; ConfigError otherwise).
+
+        ``key_id`` overrides the SHA-256-of-SPKI id, for interop with messages from other
+        systems that name keys differently (e.g. the COSE WG examples' ``kid: "11"``).
+        """
+        return cls(public_key, key_id=key_id)
+
+    @classmethod
+    def from_pem(cls, data: bytes) -> VerifyingKey:
+        """Parse a PEM SubjectPublicKeyInfo (``BEGIN PUBLIC KEY``). ConfigError if it is not one."""
+        if b"PRIVATE KEY" in data:
+            raise ConfigError(
+                "this is a private key, not a public key",
+                hint="give the public.pem that was written next to it",
+            )
+        try:
+            public_key = serialization.load_pem_public_key(data)
+        except (ValueError, UnsupportedAlgorithm, TypeError) as e:
+            raise ConfigError(
+                "not a PEM public key", hint="expected '-----BEGIN PUBLIC KEY-----'"
+            ) from e
+        return cls(public_key)  # type: ignore[arg-type]
+
+    @property
+    def crypto_key(self) -> PublicKey:
+        """The underlying cryptography public key (for X.509 and other uses)."""
+        return self._key
+
+    def spki_der(self) -> bytes:
+        return _spki_der(self._key)
+
+    def to_pem(self) -> bytes:
+        return self._key.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+
+    def verify(self, message: bytes, signature: bytes) -> None:
+        """Verify a COSE-format signature over ``message``; raise SignatureError if it fails."""
+        if not isinstance(signature, bytes) or len(signature) != 64:
+            raise SignatureError(f"{self.alg} signature must be 64 bytes")
+        try:
+            if isinstance(self._key, ed25519.Ed25519PublicKey):
+                self._key.verify(signature, message)
+            else:
+                r = int.from_bytes(signature[:_P256_BYTES], "big")
+                s = int.from_bytes(signature[_P256_BYTES:], "big")
+                self._key.verify(encode_dss_signature(r, s), message, ec.ECDSA(hashes.SHA256()))
+        except InvalidSignature:
+            raise SignatureError(
+                f"signature does not verify with key {self.key_id.hex()[:16]}"
+            ) from None
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, VerifyingKey) and self.spki_der() == other.spki_der()
+
+    def __hash__(self) -> int:
+        return hash(self.spki_der())
+
+    def __repr__(self) -> str:
+        return f"VerifyingKey(alg={self.alg!r}, key_id={self.key_id.hex()[:16]}...)"
+
+
+class SigningKey:
+    """A private key that makes COSE-format signatures. Does no I/O."""
+
+    __slots__ = ("_key", "alg", "key_id", "public")
+
+    def __init__(self, private_key: PrivateKey) -> None:
+        if not isinstance(private_key, ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey):
+            raise ConfigError(
+                f"unsupported private key type {type(private_key).__name__}",
+                hint="use an Ed25519 or P-256 key",
+            )
+        self._key = private_key
+        self.public: VerifyingKey = VerifyingKey(private_key.public_key())
+        self.alg: str = self.public.alg
+        self.key_id: bytes = self.public.key_id
+
+    @property
+    def crypto_key(self) -> PrivateKey:
+        """The underlying cryptography private key (for X.509 CSRs and certificates)."""
+        return self._key
+
+    def sign(self, message: bytes) -> bytes:
+        """Sign ``message``; 64 bytes (Ed25519, or ES256 ``r || s``)."""
+        if isinstance(self._key, ed25519.Ed25519PrivateKey):
+            return self._key.sign(message)
+        der = self._key.sign(message, ec.ECDSA(hashes.SHA256()))
+        r, s = decode_dss_signature(der)
+        return r.to_bytes(_P256_BYTES, "big") + s.to_bytes(_P256_BYTES, "big")
+
+    def private_pem(self) -> bytes:
+        """PKCS#8 PEM, unencrypted (the file protection is mode 0600)."""
+        return self._key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+
+    def __repr__(self) -> str:
+        return f"SigningKey(alg={self.alg!r}, key_id={self.key_id.hex()[:16]}...)"
+
+
+def generate(alg: str = "ed25519") -> SigningKey:
+    """A new key: ``"ed25519"`` (COSE EdDSA) or ``"p256"`` (COSE ES256)."""
+    name = alg.lower()
+    if name == "ed25519":
+        return SigningKey(ed25519.Ed25519PrivateKey.generate())
+    if name in ("p256", "p-256"):
+        return SigningKey(ec.generate_private_key(ec.SECP256R1()))
+    raise ConfigError(f"unknown key algorithm {alg!r}", hint="use 'ed25519' or 'p256'")
+
+
+# --- file edges -----------------------------------------------------------------------------
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_new(final: Path, data: bytes, mode: int, force: bool) -> None:
+    """Write ``data`` to a temp file created with ``mode`` (O_EXCL), then move it into place.
+
+    Without ``force`` the move is ``os.link`` (fails if ``final`` exists, no clobbering race);
+    with ``force`` it is ``os.replace``.
+    """
+    tmp = final.with_name(f".{final.name}.{secrets.token_hex(8)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), mode)
+    try:
+        try:
+            os.fchmod(fd, mode)  # umask can only narrow the mode; make it exact
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if force:
+            os.replace(tmp, final)
+        else:
+            os.link(tmp, final)
+            tmp.unlink()
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def write_keypair(out_dir: Path, key: SigningKey, *, force: bool = False) -> tuple[Path, Path]:
+    """Write ``private.pem`` (mode 0600) and ``public.pem`` into ``out_dir``.
+
+    Refuses to overwrite either file (ConfigError) unless ``force``. Each file is written to a
+    temp file in the same directory and moved into place, then the directory is fsynced.
+    """
+    out_dir = Path(out_dir)
+    private_path = out_dir / "private.pem"
+    public_path = out_dir / "public.pem"
+    try:
+        out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not force:
+            for p in (private_path, public_path):
+                if p.exists() or p.is_symlink():
+                    raise ConfigError(
+                        f"{p} already exists",
+                        hint="choose another --out directory, or remove the old keys first",
+                    )
+        _write_new(private_path, key.private_pem(), 0o600, force)
+        _write_new(public_path, key.public.to_pem(), 0o644, force)
+        _fsync_dir(out_dir)
+    except FileExistsError as e:
+        raise ConfigError(
+            f"{e.filename or out_dir} already exists",
+            hint="choose another --out directory, or remove the old keys first",
+        ) from e
+    except OSError as e:
+        raise ConfigError(
+            f"cannot write keys to {out_dir}: {e.strerror or e}",
+            hint="check that the directory is writable",
+        ) from e
+    logger.info("wrote %s key %s to %s", key.alg, key.key_id.hex()[:16], out_dir)
+    return private_path, public_path
+
+
+def _read_key_file(path: Path, what: str) -> tuple[bytes, os.stat_result]:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        raise ConfigError(f"{what} file {path} does not exist", hint=_GEN_HINT) from None
+    except OSError as e:
+        raise ConfigError(
+            f"cannot read {what} file {path}: {e.strerror or e}",
+            hint="check the path and its permissions",
+        ) from e
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(f"{what} file {path} is not a regular file", hint=_GEN_HINT)
+        if st.st_size > _MAX_KEY_FILE:
+            raise ConfigError(
+                f"{what} file {path} is {st.st_size} bytes, too large for a key", hint=_GEN_HINT
+            )
+        with os.fdopen(os.dup(fd), "rb") as f:
+            data = f.read(_MAX_KEY_FILE + 1)
+    except OSError as e:
+        raise ConfigError(f"cannot read {what} file {path}: {e.strerror or e}") from e
+    finally:
+        os.close(fd)
+    return data, st
+
+
+def load_signing_key(path: Path) -> SigningKey:
+    """Load a PEM private key (PKCS#8; Ed25519 or P-256) that only its owner can read."""
+    path = Path(path)
+    data, st = _read_key_file(path, "private key")
+    if st.st_mode & 0o077:
+        raise ConfigError(
+            f"private key file {path} is accessible by group or others "
+            f"(mode {stat.S_IMODE(st.st_mode):04o})",
+            hint=f"run `chmod 600 {path}`",
+        )
+    try:
+        private_key = serialization.load_pem_private_key(data, password=None)
+    except TypeError as e:
+        raise ConfigError(
+            f"private key file {path} is password-protected",
+            hint="write it unencrypted with mode 0600 (e.g. `edgeward keys generate`)",
+        ) from e
+    except (ValueError, UnsupportedAlgorithm) as e:
+        raise ConfigError(
+            f"{path} is not a PEM private key",
+            hint="expected '-----BEGIN PRIVATE KEY-----' (PKCS#8, Ed25519 or P-256); " + _GEN_HINT,
+        ) from e
+    if isinstance(private_key, ec.EllipticCurvePrivateKey) and not isinstance(
+        private_key.curve, ec.SECP256R1
+    ):
+        raise ConfigError(
+            f"{path} holds an EC key on {private_key.curve.name}", hint="use Ed25519 or P-256"
+        )
+    try:
+        return SigningKey(private_key)  # type: ignore[arg-type]
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e.message}", hint=e.hint) from e
+
+
+def load_verifying_key(path: Path) -> VerifyingKey:
+    """Load a PEM public key (SubjectPublicKeyInfo; Ed25519 or P-256)."""
+    path = Path(path)
+    data, _ = _read_key_file(path, "public key")
+    try:
+        return VerifyingKey.from_pem(data)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e.message}", hint=e.hint) from e
+
+
+class TrustStore:
+    """The set of public keys whose signatures are accepted, looked up by key id. No I/O."""
+
+    def __init__(self, keys: Iterable[VerifyingKey]) -> None:
+        self._by_id: dict[bytes, VerifyingKey] = {}
+        for k in keys:
+            if not isinstance(k, VerifyingKey):
+                raise TypeError(f"TrustStore holds VerifyingKey objects, not {type(k).__name__}")
+            self._by_id.setdefault(k.key_id, k)
+
+    @classmethod
+    def from_path(cls, path: Path) -> TrustStore:
+        """Load one PEM public key file, or every ``*.pem`` public key in a directory.
+
+        In a directory, files holding a *private* key (e.g. the ``private.pem`` that
+        ``edgeward keys generate`` writes next to ``public.pem``) are skipped with a warning; a
+        private key given as the file itself is a ConfigError. ConfigError if no key is found.
+        """
+        path = Path(path)
+        if path.is_dir():
+            found: list[VerifyingKey] = []
+            skipped: list[str] = []
+            for p in sorted(p for p in path.glob("*.pem") if p.is_file()):
+                data, _ = _read_key_file(p, "public key")
+                if b"PRIVATE KEY" in data:
+                    logger.info("trust directory: skipping private key file %s", p)
+                    skipped.append(p.name)
+                    continue
+                try:
+                    found.append(VerifyingKey.from_pem(data))
+                except ConfigError as e:
+                    raise ConfigError(f"{p}: {e.message}", hint=e.hint) from e
+            if not found:
+                extra = f" (skipped private key file(s) {', '.join(skipped)})" if skipped else ""
+                raise ConfigError(
+                    f"trust directory {path} holds no *.pem public keys{extra}",
+                    hint="copy the signer's public.pem into it",
+                )
+            store = cls(found)
+        elif path.exists():
+            store = cls([load_verifying_key(path)])
+        else:
+            raise ConfigError(
+                f"trust path {path} does not exist",
+                hint="give the signer's public.pem or a directory of public keys",
+            )
+        logger.debug("trust store from %s: %s", path, ", ".join(k.key_id.hex()[:16] for k in store))
+        return store
+
+    def get(self, key_id: bytes) -> VerifyingKey | None:
+        return self._by_id.get(bytes(key_id))
+
+    def with_alg(self, alg: str) -> list[VerifyingKey]:
+        """The trusted keys of one algorithm (``"EdDSA"`` or ``"ES256"``)."""
+        return [k for k in self._by_id.values() if k.alg == alg]
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def __iter__(self) -> Iterator[VerifyingKey]:
+        return iter(self._by_id.values())
+
+    def __contains__(self, key_id: object) -> bool:
+        return isinstance(key_id, bytes | bytearray) and bytes(key_id) in self._by_id
+
+    def __repr__(self) -> str:
+        return f"TrustStore({len(self)} keys)"
