@@ -63,7 +63,7 @@ from edgeward.models.integrity import verify_model
 from edgeward.models.keys import TrustStore
 from edgeward.models import runtime
 import numpy  # noqa: F401  (imported before the baseline, as an application would)
-runtime._import_runtime() if hasattr(runtime, "_import_runtime") else None
+runtime._backend()  # import the runtime before the baseline
 base = rss_kib("VmRSS:")
 vm = verify_model(Path(sys.argv[1]), TrustStore.from_path(Path(sys.argv[2])))
 interp = runtime.load_interpreter(vm.content, **json.loads(sys.argv[3]))
@@ -88,7 +88,7 @@ def run(sizes_mb: list[int], repeat: int, work: Path) -> str:
     from edgeward.models.integrity import sign_model, verify_model
     from edgeward.models.keys import TrustStore, generate, write_keypair
     from edgeward.models.persist import write_atomic
-    from edgeward.models.refmodels import dense_model_of_size
+    from edgeward.models.refmodels.dense import write_dense_model
 
     key = generate("p256")
     priv, pub = write_keypair(work / "keys", key)
@@ -96,10 +96,7 @@ def run(sizes_mb: list[int], repeat: int, work: Path) -> str:
     rows_tp, rows_cli, rows_mem = [], [], []
     for size in sizes_mb:
         model = work / f"dense_{size}mb.tflite"
-        data = dense_model_of_size(size * MiB)
-        model.write_bytes(data)
-        actual = len(data)
-        del data
+        actual = write_dense_model(model, size * MiB)
         sig, _ = sign_model(model, key, name=f"dense{size}", version=1)
         write_atomic(model.with_name(model.name + ".ewsig"), sig)
         bundle = work / f"dense_{size}mb.sig"
@@ -132,7 +129,8 @@ def run(sizes_mb: list[int], repeat: int, work: Path) -> str:
             f"| **{ours / theirs:.2f}** |"
         )
         # memory, fresh processes
-        for label, kwargs in (("default (XNNPACK)", {}),):
+        for label, kwargs in (("XNNPACK (default)", {}),
+                              ("built-in kernels (`use_xnnpack=False`)", {"use_xnnpack": False})):
             m = _memory(model, pub, kwargs)
             added = (m["peak_kib"] - m["base_kib"]) / 1024
             budget = actual / MiB + 30
