@@ -19,16 +19,26 @@ state; the checks themselves live in :mod:`.manifest`, :mod:`.ossf`, :mod:`.tfli
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import logging
+import mmap
 import os
 import stat
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .digest import (
+    DEFAULT_SHARD_SIZE,
+    fd_sha256,
+    fd_shard_digests,
+    first_mismatch,
+    shard_digests,
+)
 from .errors import (
     ConfigError,
     DeviceError,
@@ -50,12 +60,12 @@ MAX_SIG_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
-class VerifiedModel:
-    """A model whose bytes passed every check. ``content`` is what the interpreter gets."""
+class ModelCheck:
+    """The verdict on a model file: every check passed. Holds no copy of the model."""
 
     path: Path
-    content: bytes = field(repr=False)
     sha256: bytes
+    size: int
     summary: ModelSummary
     signer_key_id: bytes
     scheme: str  # "edgeward-manifest" or "openssf-model-signing"
@@ -78,7 +88,7 @@ class VerifiedModel:
             "name": self.name,
             "version": self.version,
             "sha256": self.sha256.hex(),
-            "size": len(self.content),
+            "size": self.size,
             "signer_key_id": self.signer_key_id.hex(),
             "operators": list(self.summary.operators),
             "profile_sha256": (
@@ -87,6 +97,13 @@ class VerifiedModel:
                 else None
             ),
         }
+
+
+@dataclass(frozen=True)
+class VerifiedModel(ModelCheck):
+    """A verified model and ``content``, the exact bytes checked: give them to the interpreter."""
+
+    content: bytes = field(default=b"", repr=False)
 
 
 def default_sig_path(model: Path) -> Path:
@@ -143,14 +160,36 @@ def _entry_for(path: Path, files: Any) -> Any:
     )
 
 
-def _check_digest(path: Path, content: bytes, entry: Any) -> bytes:
-    size = getattr(entry, "size", None)
-    if size is not None and size != len(content):
+def _check_digest(path: Path, data: bytes | memoryview | int, size: int, entry: Any) -> bytes:
+    """Compare the bytes (or an open file's, given its descriptor) with the signed entry.
+
+    Returns their SHA-256.
+    """
+    signed_size = getattr(entry, "size", None)
+    if signed_size is not None and signed_size != size:
         raise DigestMismatchError(
-            f"model {path.name} is {len(content)} bytes but the signed size is {size}",
+            f"model {path.name} is {size} bytes but the signed size is {signed_size}",
             hint="the model was modified or truncated; reinstall it from a trusted source",
         )
-    digest = hashlib.sha256(content).digest()
+    shards = getattr(entry, "shards", ())
+    if shards:
+        # Every shard's SHA-256 is signed, so matching them all covers every byte; the file's
+        # SHA-256, signed beside them, is then the one the signer computed from these bytes.
+        actual = (
+            fd_shard_digests(data, size, entry.shard_size)
+            if isinstance(data, int)
+            else shard_digests(data, entry.shard_size)
+        )
+        bad = first_mismatch(actual, shards)
+        if bad >= 0:
+            lo = bad * entry.shard_size
+            raise DigestMismatchError(
+                f"model {path.name} differs from the signed digest in bytes "
+                f"{lo}..{min(lo + entry.shard_size, size) - 1} (shard {bad})",
+                hint="the model was modified; reinstall it from a trusted source",
+            )
+        return bytes(entry.sha256)
+    digest = fd_sha256(data, size) if isinstance(data, int) else hashlib.sha256(data).digest()
     if not hmac.compare_digest(digest, entry.sha256):
         raise DigestMismatchError(
             f"model {path.name} has SHA-256 {digest.hex()[:16]}… but the signed digest is "
@@ -158,6 +197,36 @@ def _check_digest(path: Path, content: bytes, entry: Any) -> bytes:
             hint="the model was modified; reinstall it from a trusted source",
         )
     return digest
+
+
+@contextlib.contextmanager
+def _mapped(path: Path, limit: int) -> Iterator[tuple[int, memoryview]]:
+    """An open file and a read-only mapping of it (no copy in process memory)."""
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError as e:
+        raise ConfigError(f"model {path} does not exist") from e
+    except IsADirectoryError as e:
+        raise ConfigError(f"model {path} is a directory; give a file") from e
+    except OSError as e:
+        raise DeviceError(f"cannot read model {path}: {e.strerror or e}") from e
+    with f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(f"model {path} is not a regular file")
+        if st.st_size > limit:
+            raise IntegrityError(f"model {path} is {st.st_size} bytes, above the limit of {limit}")
+        if st.st_size == 0:
+            yield f.fileno(), memoryview(b"")
+            return
+        mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        view = memoryview(mm)
+        try:
+            yield f.fileno(), view
+        finally:
+            view.release()
+            with contextlib.suppress(BufferError):  # a view still held: closed when collected
+                mm.close()
 
 
 def _compare_summary(summary: ModelSummary, signed: dict[str, Any]) -> None:
@@ -169,27 +238,16 @@ def _compare_summary(summary: ModelSummary, signed: dict[str, Any]) -> None:
         )
 
 
-def verify_model(
+def _open_signature(
     model_path: Path,
     trust: TrustStore | VerifyingKey,
-    *,
-    sig_path: Path | None = None,
-    state: RollbackState | None = None,
-    limits: Limits = DEFAULT_LIMITS,
-) -> VerifiedModel:
-    """Verify ``model_path`` against its signature and return the verified bytes.
-
-    Raises the :class:`IntegrityError` family for a negative verdict (exit 2),
-    :class:`ConfigError` for a missing or wrong path (exit 1) and :class:`DeviceError` for I/O
-    failures (exit 3).
-    """
-    model_path = Path(model_path)
+    sig_path: Path | None,
+    state: RollbackState | None,
+    limits: Limits,
+) -> tuple[Manifest | None, Any, bytes, str]:
     sig_path = Path(sig_path) if sig_path else default_sig_path(model_path)
     _require_file(model_path, what="model")
     sig = read_bounded(sig_path, MAX_SIG_BYTES, what="signature")
-
-    # 1. Signature first: nothing below parses the model before this passes.
-    manifest: Manifest | None = None
     if is_ossf_bundle(sig):
         if state is not None:
             raise ConfigError(
@@ -198,48 +256,103 @@ def verify_model(
                 hint="sign the model with `edgeward model sign` or drop --state",
             )
         statement = open_ossf_bundle(sig, trust, limits=limits)
-        files: Any = statement.files
-        key_id = statement.key_id
-        scheme = "openssf-model-signing"
-    else:
-        manifest = open_manifest(sig, trust, limits=limits)
-        files = manifest.files
-        key_id = manifest.key_id
-        scheme = "edgeward-manifest"
-    entry = _entry_for(model_path, files)
+        return None, _entry_for(model_path, statement.files), statement.key_id, (
+            "openssf-model-signing"
+        )
+    manifest = open_manifest(sig, trust, limits=limits)
+    return manifest, _entry_for(model_path, manifest.files), manifest.key_id, "edgeward-manifest"
 
-    # 2. One read of the model; size and digest against the signed entry.
-    content = read_bounded(model_path, limits.max_model_bytes, what="model")
-    digest = _check_digest(model_path, content, entry)
 
-    # 3. Anti-rollback before the version is recorded anywhere.
+def _check_bytes(
+    model_path: Path,
+    view: bytes | memoryview,
+    manifest: Manifest | None,
+    entry: Any,
+    state: RollbackState | None,
+    limits: Limits,
+    fd: int | None = None,
+) -> tuple[bytes, ModelSummary]:
+    size = memoryview(view).nbytes
+    digest = _check_digest(model_path, view if fd is None else fd, size, entry)
     if manifest is not None and state is not None:
         state.check(manifest.name, manifest.version)
-
-    # 4. Structure of the exact bytes that will be loaded.
     allow_custom = manifest.allow_custom_ops if manifest else False
-    summary = validate(content, allow_custom_ops=allow_custom, limits=limits)
+    summary = validate(view, allow_custom_ops=allow_custom, limits=limits)
     if manifest is not None:
         _compare_summary(summary, manifest.tflite)
+        if state is not None:
+            state.accept(manifest.name, manifest.version)
+    return digest, summary
 
-    if manifest is not None and state is not None:
-        state.accept(manifest.name, manifest.version)
-    logger.info(
-        "verified %s (%s, sha256 %s, key %s)",
-        model_path.name,
-        scheme,
-        digest.hex()[:16],
-        key_id.hex()[:16],
-    )
-    return VerifiedModel(
-        path=model_path,
-        content=content,
-        sha256=digest,
-        summary=summary,
-        signer_key_id=key_id,
-        scheme=scheme,
-        manifest=manifest,
-    )
+
+def verify_model(
+    model_path: Path,
+    trust: TrustStore | VerifyingKey,
+    *,
+    sig_path: Path | None = None,
+    state: RollbackState | None = None,
+    limits: Limits = DEFAULT_LIMITS,
+) -> VerifiedModel:
+    """Verify ``model_path`` against its signature and return the verified bytes to load.
+
+    Order: the signature (nothing parses the model before it passes), one read of the model,
+    size and SHA-256 against the signed entry, anti-rollback, structural validation and the
+    signed summary. Raises the :class:`IntegrityError` family for a negative verdict (exit 2),
+    :class:`ConfigError` for a missing or wrong path (exit 1), :class:`DeviceError` for I/O
+    failures (exit 3).
+    """
+    model_path = Path(model_path)
+    manifest, entry, key_id, scheme = _open_signature(model_path, trust, sig_path, state, limits)
+    content = read_bounded(model_path, limits.max_model_bytes, what="model")
+    digest, summary = _check_bytes(model_path, content, manifest, entry, state, limits)
+    logger.info("verified %s (%s, sha256 %s, key %s)", model_path.name, scheme,
+                digest.hex()[:16], key_id.hex()[:16])
+    return VerifiedModel(path=model_path, sha256=digest, size=len(content), summary=summary,
+                         signer_key_id=key_id, scheme=scheme, manifest=manifest, content=content)
+
+
+def check_model(
+    model_path: Path,
+    trust: TrustStore | VerifyingKey,
+    *,
+    sig_path: Path | None = None,
+    state: RollbackState | None = None,
+    limits: Limits = DEFAULT_LIMITS,
+) -> ModelCheck:
+    """The same checks as :func:`verify_model` on a read-only mapping, keeping no copy.
+
+    For a verdict about a file (``edgeward model verify``, the agent's re-verification watch),
+    not for loading: a model to run must come from :func:`verify_model`, whose bytes are the
+    ones checked.
+    """
+    model_path = Path(model_path)
+    manifest, entry, key_id, scheme = _open_signature(model_path, trust, sig_path, state, limits)
+    with _mapped(model_path, limits.max_model_bytes) as (fd, view):
+        size = view.nbytes
+        # Hashing reads the file with pread into a small buffer on every core; the structural
+        # check walks the mapping. The verdict is about the file as it was during the check.
+        digest, summary = _check_bytes(model_path, view, manifest, entry, state, limits, fd)
+    logger.info("checked %s (%s, sha256 %s, key %s)", model_path.name, scheme,
+                digest.hex()[:16], key_id.hex()[:16])
+    return ModelCheck(path=model_path, sha256=digest, size=size, summary=summary,
+                      signer_key_id=key_id, scheme=scheme, manifest=manifest)
+
+
+def _shard_size_for(size: int) -> int:
+    """4 MiB shards, doubled until a file needs at most 1,024 of them."""
+    shard = DEFAULT_SHARD_SIZE
+    while -(-size // shard) > 1024:
+        shard *= 2
+    return shard
+
+
+def file_entry_with_shards(path: str, content: bytes | memoryview) -> FileEntry:
+    """A manifest entry: size, SHA-256 and, above one shard, the shard digests."""
+    size = memoryview(content).nbytes
+    shard = _shard_size_for(size)
+    shards = tuple(shard_digests(content, shard)) if size > shard else ()
+    return FileEntry(path=path, size=size, sha256=hashlib.sha256(content).digest(),
+                     shard_size=shard if shards else 0, shards=shards)
 
 
 def sign_model(
@@ -266,13 +379,7 @@ def sign_model(
     manifest = Manifest(
         name=name,
         version=version,
-        files=(
-            FileEntry(
-                path=model_path.name,
-                size=len(content),
-                sha256=hashlib.sha256(content).digest(),
-            ),
-        ),
+        files=(file_entry_with_shards(model_path.name, content),),
         tflite=summary.to_manifest(),
         created=int(time.time()) if created is None else created,
         key_id=key.key_id,

@@ -13,7 +13,10 @@ Payload, in CDDL (RFC 8610), encoded deterministically (RFC 8949 §4.2.1)::
       "custom_ops": bool,
       ? "profile": bstr .size 32,    ; SHA-256 of the signed inference-guard profile
     }
-    file = { "path": tstr, "size": uint, "sha256": bstr .size 32 }
+    file = { "path": tstr, "size": uint, "sha256": bstr .size 32,
+             ? "shard": uint,              ; shard size, a power of two, 64 KiB .. 1 GiB
+             ? "shards": [+ bstr .size 32] ; SHA-256 of each consecutive shard (models/digest.py)
+           }
     tflite-summary = { "ops": [* tstr], "inputs": [* tensor], "outputs": [* tensor] }
     tensor = { "name": tstr, "dtype": tstr, "shape": [* int] }
 
@@ -40,6 +43,7 @@ from typing import Any
 
 from edgeward.models import cbor
 from edgeward.models.cose import sign1, verify1
+from edgeward.models.digest import MAX_SHARD_SIZE, MAX_SHARDS, MIN_SHARD_SIZE, shard_count
 from edgeward.models.errors import MalformedInputError, SignatureError
 from edgeward.models.keys import SigningKey, TrustStore, VerifyingKey
 from edgeward.models.limits import DEFAULT_LIMITS, Limits
@@ -70,6 +74,7 @@ MAX_OP_CHARS = 256
 _NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,128}")
 _REQUIRED = frozenset({"fmt", "name", "ver", "files", "tflite", "created", "kid", "custom_ops"})
 _OPTIONAL = frozenset({"profile"})
+_FILE_KEYS = frozenset({"path", "size", "sha256"})
 
 
 @dataclass(frozen=True)
@@ -79,6 +84,8 @@ class FileEntry:
     path: str
     size: int
     sha256: bytes
+    shard_size: int = 0  # 0: no shard digests
+    shards: tuple[bytes, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -145,6 +152,21 @@ def check_path(path: Any) -> str:
     return path
 
 
+def _check_shards(size: int, shard_size: Any, shards: Any) -> tuple[int, tuple[bytes, ...]]:
+    if shard_size == 0 and not shards:
+        return 0, ()
+    shard_size = _check_uint(shard_size, "shard size", MAX_SHARD_SIZE)
+    if shard_size < MIN_SHARD_SIZE or shard_size & (shard_size - 1):
+        raise _bad(f"shard size {shard_size} is not a power of two in {MIN_SHARD_SIZE}..")
+    if not isinstance(shards, list | tuple) or len(shards) > MAX_SHARDS:
+        raise _bad(f"shards must be a list of at most {MAX_SHARDS} digests")
+    if len(shards) != shard_count(size, shard_size):
+        raise _bad(
+            f"{len(shards)} shard digests do not cover {size} bytes in {shard_size}-byte shards"
+        )
+    return shard_size, tuple(_check_digest(d, "shard sha256") for d in shards)
+
+
 def _check_files(files: Any, limits: Limits) -> tuple[FileEntry, ...]:
     if not isinstance(files, list | tuple) or not 1 <= len(files) <= limits.max_manifest_files:
         raise _bad(f"files must list 1..{limits.max_manifest_files} entries")
@@ -153,18 +175,26 @@ def _check_files(files: Any, limits: Limits) -> tuple[FileEntry, ...]:
     for f in files:
         if isinstance(f, FileEntry):
             path, size, digest = f.path, f.size, f.sha256
+            shard_size, shards = f.shard_size, f.shards
         elif isinstance(f, Mapping):
-            if set(f) != {"path", "size", "sha256"}:
-                raise _bad("file entry must have exactly the keys path, size, sha256")
+            if set(f) not in (_FILE_KEYS, _FILE_KEYS | {"shard", "shards"}):
+                raise _bad("file entry must have the keys path, size, sha256 [, shard, shards]")
             path, size, digest = f["path"], f["size"], f["sha256"]
+            shard_size, shards = f.get("shard", 0), f.get("shards", ())
         else:
             raise _bad("file entry is not a map")
         path = check_path(path)
         if path in seen:
             raise _bad(f"lists file {path!r} twice")
         seen.add(path)
+        size = _check_uint(size, "file size")
         out.append(
-            FileEntry(path, _check_uint(size, "file size"), _check_digest(digest, "file sha256"))
+            FileEntry(
+                path,
+                size,
+                _check_digest(digest, "file sha256"),
+                *_check_shards(size, shard_size, shards),
+            )
         )
     return tuple(out)
 
@@ -228,6 +258,14 @@ def _validated(m: Manifest, limits: Limits) -> Manifest:
 # --- encoding --------------------------------------------------------------------------------
 
 
+def _encode_file(f: FileEntry) -> dict[str, Any]:
+    out: dict[str, Any] = {"path": f.path, "size": f.size, "sha256": f.sha256}
+    if f.shards:
+        out["shard"] = f.shard_size
+        out["shards"] = list(f.shards)
+    return out
+
+
 def encode_manifest(m: Manifest, *, limits: Limits = DEFAULT_LIMITS) -> bytes:
     """The deterministic CBOR payload of ``m``; MalformedInputError if a field is out of range."""
     m = _validated(m, limits)
@@ -235,7 +273,7 @@ def encode_manifest(m: Manifest, *, limits: Limits = DEFAULT_LIMITS) -> bytes:
         "fmt": m.format,
         "name": m.name,
         "ver": m.version,
-        "files": [{"path": f.path, "size": f.size, "sha256": f.sha256} for f in m.files],
+        "files": [_encode_file(f) for f in m.files],
         "tflite": m.tflite,
         "created": m.created,
         "kid": m.key_id,

@@ -9,7 +9,8 @@ The agent calls :meth:`ModelWatch.poll` from its loop. A model is re-verified wh
 
 Each check yields a :class:`WatchEvent`; only changes of verdict are marked ``changed`` so a
 caller can report transitions without flooding. The clock is injected; the filesystem is read
-through :func:`~edgeward.models.integrity.verify_model` and ``os.stat`` only.
+through :func:`~edgeward.models.integrity.check_model` (a read-only mapping, no copy kept)
+and ``os.stat`` only.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import EdgewardError
-from .integrity import VerifiedModel, default_sig_path, verify_model
+from .integrity import ModelCheck, check_model, default_sig_path
 from .keys import TrustStore, VerifyingKey
 from .limits import DEFAULT_LIMITS, Limits
 from .rollback import RollbackState
@@ -81,7 +82,7 @@ class ModelWatch:
     interval: float = 300.0
     state: RollbackState | None = None
     limits: Limits = DEFAULT_LIMITS
-    verifier: Callable[..., VerifiedModel] = verify_model
+    verifier: Callable[..., ModelCheck] = check_model
     _models: dict[Path, _Watched] = field(default_factory=dict)
 
     def add(self, model: Path, sig: Path | None = None) -> None:

@@ -129,14 +129,14 @@ def verify(model_path: Path, trust_path: Path, sig_path: Path | None, state_dir:
     Checks, in order: the signature against the trust store, the file's size and SHA-256,
     anti-rollback (with --state), and the flatbuffer's structure against the signed summary.
     """
-    from edgeward.models.integrity import verify_model
+    from edgeward.models.integrity import check_model
     from edgeward.models.keys import TrustStore
     from edgeward.models.rollback import RollbackState
 
     trust = TrustStore.from_path(trust_path)
     state = RollbackState(state_dir) if state_dir else None
     try:
-        vm = verify_model(model_path, trust, sig_path=sig_path, state=state)
+        vm = check_model(model_path, trust, sig_path=sig_path, state=state)
     except IntegrityError as e:
         if as_json:
             echo_json({"verified": False, "path": model_path, "reason": str(e),

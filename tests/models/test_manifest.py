@@ -8,12 +8,13 @@ from typing import Any
 
 import cbor2
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from edgeward.models import cbor, cose, keys, manifest
 from edgeward.models.errors import MalformedInputError, SignatureError, UntrustedKeyError
 from edgeward.models.limits import Limits
 from edgeward.models.manifest import FileEntry, Manifest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 TFLITE = {
     "ops": ["CONV_2D", "FULLY_CONNECTED", "SOFTMAX"],
@@ -286,3 +287,20 @@ def test_fuzz_mutated_payloads_only_malformed(data: st.DataObject) -> None:
     except MalformedInputError:
         return
     assert manifest.decode_manifest(manifest.encode_manifest(m)) == m
+
+
+def test_attack_shard_digests_that_do_not_cover_the_file_are_refused():
+    from edgeward.models.manifest import encode_manifest
+
+    base = dict(name="m", version=1, tflite={"ops": [], "inputs": [], "outputs": []},
+                created=0, key_id=b"k" * 32)
+    ok = FileEntry("m.tflite", 5 * 1024 * 1024, b"a" * 32, 4 * 1024 * 1024, (b"b" * 32, b"c" * 32))
+    manifest.decode_manifest(encode_manifest(Manifest(files=(ok,), **base)))
+    for bad in (
+        FileEntry("m.tflite", 5 * 1024 * 1024, b"a" * 32, 4 * 1024 * 1024, (b"b" * 32,)),
+        FileEntry("m.tflite", 5 * 1024 * 1024, b"a" * 32, 3 * 1024 * 1024, (b"b" * 32, b"c" * 32)),
+        FileEntry("m.tflite", 5 * 1024 * 1024, b"a" * 32, 1024, (b"b" * 32,) * 5120),
+        FileEntry("m.tflite", 5 * 1024 * 1024, b"a" * 32, 4 * 1024 * 1024, (b"b" * 31, b"c" * 32)),
+    ):
+        with pytest.raises(MalformedInputError):
+            encode_manifest(Manifest(files=(bad,), **base))
