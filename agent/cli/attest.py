@@ -1,0 +1,303 @@
+"""``edgeward attest``: remote attestation, one shot (DESIGN.md, "Command line").
+
+Thin commands over :mod:`edgeward.attestation`. ``challenge``, ``evidence`` and ``verify`` are
+the stable verbs; ``pubkey``, ``ca``, ``enroll``, ``measure``, ``refvalues sign`` and
+``check-ear`` are what a vendor needs to go from key generation to an affirming result
+(docs/ATTESTATION.md). ``verify`` prints the EAR and returns exit code 2 unless affirming.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from pathlib import Path
+
+import click
+
+from edgeward.models.errors import EXIT_REJECTED, ConfigError
+
+from .common import echo_json
+
+_cfg_path = click.Path(path_type=Path, dir_okay=False)
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    t = text.strip()
+    return base64.urlsafe_b64decode(t + "=" * (-len(t) % 4))
+
+
+def _hex(value: str, what: str) -> bytes:
+    try:
+        return bytes.fromhex(value.strip())
+    except ValueError as e:
+        raise click.BadParameter(f"{what} must be hex") from e
+
+
+def _read(path: Path, what: str, limit: int = 4 * 1024 * 1024) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            data = f.read(limit + 1)
+    except OSError as e:
+        raise ConfigError(f"cannot read {what} {path}: {e.strerror}") from e
+    if len(data) > limit:
+        raise ConfigError(f"{what} {path} is larger than {limit} bytes")
+    return data
+
+
+def _write(path: Path, data: bytes, mode: int = 0o644) -> None:
+    from edgeward.models.persist import write_atomic
+
+    write_atomic(path, data, mode=mode)
+
+
+@click.group()
+def attest() -> None:
+    """Remote attestation: challenge, evidence, verify; plus enrollment and reference values."""
+
+
+@attest.command()
+@click.option("--verifier-config", "config", required=True, type=_cfg_path,
+              help="VERIFIER.toml")
+@click.option("--device", help="Device name the nonce is bound to (its certificate CN).")
+def challenge(config: Path, device: str | None) -> None:
+    """Print a fresh nonce (hex), stored in the verifier database for one use by DEVICE."""
+    from edgeward.attestation.config import load_verifier_config
+    from edgeward.attestation.verifier import Verifier
+
+    if not device:
+        raise click.UsageError("a nonce is bound to one device: pass --device NAME")
+    v = Verifier.from_config(load_verifier_config(config))
+    try:
+        click.echo(v.challenge(device).hex())
+    finally:
+        v.close()
+
+
+@attest.command()
+@click.option("--config", required=True, type=_cfg_path, help="AGENT.toml")
+@click.option("--nonce", required=True, help="The verifier's nonce, hex.")
+@click.option("--out", required=True, type=click.Path(path_type=Path, dir_okay=False),
+              help="Where to write the evidence (COSE_Sign1 CWT).")
+def evidence(config: Path, nonce: str, out: Path) -> None:
+    """Measure this device and write signed evidence answering NONCE."""
+    from edgeward.attestation.attester import Attester
+    from edgeward.attestation.config import load_attester_config
+
+    n = _hex(nonce, "--nonce")
+    if not 8 <= len(n) <= 64:
+        raise click.BadParameter("--nonce must be 8..64 bytes (16..128 hex digits)")
+    a = Attester.from_config(load_attester_config(config))
+    try:
+        token = a.evidence(n)
+    finally:
+        a.close()
+    _write(out, token)
+    click.echo(f"wrote {out} ({len(token)} bytes, {a.signer.kind} key "
+               f"{a.signer.key_id.hex()[:16]})", err=True)
+
+
+@attest.command()
+@click.argument("evidence_file", metavar="EVIDENCE", type=_cfg_path)
+@click.option("--verifier-config", "config", required=True, type=_cfg_path,
+              help="VERIFIER.toml")
+@click.option("--json", "as_json", is_flag=True, help="Print the EAR in readable JSON.")
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False),
+              help="Also write the signed EAR (COSE_Sign1) to this file.")
+def verify(evidence_file: Path, config: Path, as_json: bool, out: Path | None) -> int:
+    """Appraise EVIDENCE and print the signed EAR (base64url; --json: readable).
+
+    Exit 0 when the result is affirming, 2 for anything else.
+    """
+    from edgeward.attestation.config import load_verifier_config
+    from edgeward.attestation.verifier import Verifier
+
+    cfg = load_verifier_config(config)
+    data = _read(evidence_file, "evidence", cfg.limits.max_cbor_bytes + 1)
+    v = Verifier.from_config(cfg)
+    try:
+        result = v.verify(data)
+    finally:
+        v.close()
+    if out is not None:
+        _write(out, result.signed)
+    if as_json:
+        echo_json({**result.ear.to_json(), "signed": _b64(result.signed)})
+    else:
+        click.echo(_b64(result.signed))
+        click.echo(f"{result.ear.status_name}: {result.device or 'unknown device'}", err=True)
+        for reason in result.ear.reasons:
+            click.echo(f"  - {reason}", err=True)
+    return 0 if result.ear.affirming else EXIT_REJECTED
+
+
+@attest.command("check-ear")
+@click.argument("ear_file", metavar="EAR", type=_cfg_path)
+@click.option("--verifier-key", required=True, type=_cfg_path, help="Verifier public.pem")
+@click.option("--nonce", help="The relying party's nonce (hex) the EAR must echo.")
+@click.option("--max-age", type=float, help="Accept an EAR at most this many seconds old.")
+def check_ear_cmd(ear_file: Path, verifier_key: Path, nonce: str | None,
+                  max_age: float | None) -> int:
+    """Relying party: check an EAR offline (signature, then nonce or age). Exit 0 if affirming."""
+    from edgeward.attestation.ear import check_ear
+    from edgeward.models.keys import load_verifying_key
+
+    if nonce is None and max_age is None:
+        raise click.UsageError("pass --nonce or --max-age")
+    raw = _read(ear_file, "EAR")
+    if not raw.startswith(b"\xd2") and not raw.startswith(b"\x84"):
+        raw = _unb64(raw.decode("ascii", "replace"))
+    ear = check_ear(raw, load_verifying_key(verifier_key), now=time.time(),
+                    nonce=_hex(nonce, "--nonce") if nonce else None, max_age=max_age)
+    echo_json(ear.to_json())
+    return 0 if ear.affirming else EXIT_REJECTED
+
+
+@attest.command()
+@click.option("--config", required=True, type=_cfg_path, help="AGENT.toml")
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False),
+              help="Write the public key (PEM) here; default: print it.")
+def pubkey(config: Path, out: Path | None) -> None:
+    """Export this device's evidence public key (TPM AK or software key) for its certificate."""
+    from edgeward.attestation.attester import open_signer
+    from edgeward.attestation.config import load_attester_config
+
+    signer = open_signer(load_attester_config(config))
+    try:
+        pem = signer.public.to_pem()
+    finally:
+        close = getattr(signer, "close", None)
+        if close:
+            close()
+    if out:
+        _write(out, pem)
+        click.echo(f"wrote {out} ({signer.kind} key {signer.key_id.hex()})", err=True)
+    else:
+        click.echo(pem.decode(), nl=False)
+
+
+@attest.group()
+def ca() -> None:
+    """The device maker's CA (endorsements): create it, issue device certificates."""
+
+
+@ca.command("init")
+@click.option("--out", required=True, type=click.Path(path_type=Path, file_okay=False),
+              help="Folder for private.pem (0600), public.pem and ca.pem.")
+@click.option("--name", required=True, help="CA name, e.g. 'Acme Locks Device CA'.")
+@click.option("--alg", type=click.Choice(["ed25519", "p256"]), default="p256",
+              show_default=True)
+def ca_init(out: Path, name: str, alg: str) -> None:
+    """Create a maker CA key and its self-signed certificate."""
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from edgeward.attestation.enroll import make_ca
+    from edgeward.models.keys import generate, write_keypair
+
+    key = generate(alg)
+    write_keypair(out, key)
+    cert = make_ca(key, name, now=time.time())
+    _write(out / "ca.pem", cert.public_bytes(Encoding.PEM))
+    click.echo(f"wrote {out}/ca.pem and the CA key pair")
+
+
+@ca.command("issue")
+@click.option("--ca", "ca_dir", required=True, type=click.Path(path_type=Path, file_okay=False),
+              help="Folder made by `attest ca init`.")
+@click.option("--pubkey", "pub", required=True, type=_cfg_path, help="Device public key PEM.")
+@click.option("--device", required=True, help="Device name (certificate CN).")
+@click.option("--out", required=True, type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--tpm", is_flag=True,
+              help="Vouch that the key is a TPM attestation key (only after checking it).")
+def ca_issue(ca_dir: Path, pub: Path, device: str, out: Path, tpm: bool) -> None:
+    """Endorse a device key: issue its certificate (CN = device name)."""
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from edgeward.attestation.enroll import issue_device_cert, load_certs
+    from edgeward.models.keys import load_signing_key, load_verifying_key
+
+    ca_key = load_signing_key(ca_dir / "private.pem")
+    ca_cert = load_certs(_read(ca_dir / "ca.pem", "CA certificate"))[0]
+    cert = issue_device_cert(ca_key, ca_cert, load_verifying_key(pub), device, now=time.time(),
+                             tpm=tpm)
+    _write(out, cert.public_bytes(Encoding.PEM))
+    click.echo(f"wrote {out} for device {device}" + (" (TPM key)" if tpm else ""))
+
+
+@attest.command()
+@click.option("--verifier-config", "config", required=True, type=_cfg_path)
+@click.option("--cert", required=True, type=_cfg_path,
+              help="Device certificate (PEM; chain leaf first).")
+def enroll(config: Path, cert: Path) -> None:
+    """Enroll a device ahead of time from its maker-CA certificate."""
+    from edgeward.attestation.config import load_verifier_config
+    from edgeward.attestation.enroll import load_certs
+    from edgeward.attestation.verifier import Verifier
+
+    v = Verifier.from_config(load_verifier_config(config))
+    try:
+        e = v.enroll(load_certs(_read(cert, "certificate")))
+    finally:
+        v.close()
+    click.echo(f"enrolled {e.device} (key {e.key.key_id.hex()[:16]}, CA '{e.issuer}')")
+
+
+@attest.command()
+@click.option("--config", required=True, type=_cfg_path, help="AGENT.toml")
+@click.option("--json", "as_json", is_flag=True)
+def measure(config: Path, as_json: bool) -> None:
+    """Print this device's measurements as a reference-values TOML skeleton (or JSON)."""
+    from edgeward.attestation.attester import VERSION
+    from edgeward.attestation.config import load_attester_config
+    from edgeward.attestation.measure import measure as do_measure
+
+    cfg = load_attester_config(config)
+    m = do_measure(cfg.source, cfg.models, agent_root=cfg.agent_root, model_sigs=cfg.model_sigs)
+    if as_json:
+        echo_json({"board": cfg.board, "swversion": VERSION, **m.to_cbor()})
+        return
+    lines = [f'board = "{cfg.board}"', f'min_swversion = "{VERSION}"', "",
+             "[[releases]]", f'swversion = "{VERSION}"',
+             f'agent_code = ["{m.agent_code.hex()}"]',
+             f'agent_config = ["{m.agent_config.hex()}"]']
+    for mm in m.models:
+        digests = ", ".join(f'"{d.hex()}"' for _p, d in mm.files)
+        lines += ["", "[[models]]", f'name = "{mm.name}"', f"min_version = {mm.version}",
+                  f"digests = [{digests}]"]
+    if cfg.key == "tpm":
+        from edgeward.attestation.attester import open_signer
+
+        tpm = open_signer(cfg)
+        try:
+            pcrs = tpm.read_pcrs(cfg.pcrs)  # type: ignore[attr-defined]
+        finally:
+            tpm.close()  # type: ignore[attr-defined]
+        lines.insert(2, "require_tpm = true")
+        lines += ["", "[pcrs]"] + [f'{i} = "{d.hex()}"' for i, d in sorted(pcrs.items())]
+    click.echo("\n".join(lines))
+
+
+@attest.group()
+def refvalues() -> None:
+    """Reference values (vendor-signed)."""
+
+
+@refvalues.command("sign")
+@click.argument("toml_file", metavar="REF.toml", type=_cfg_path)
+@click.option("--key", required=True, type=_cfg_path, help="Vendor private.pem")
+@click.option("--out", required=True, type=click.Path(path_type=Path, dir_okay=False),
+              help="Output, e.g. refvalues/smartlock-pi4.ewref")
+def refvalues_sign(toml_file: Path, key: Path, out: Path) -> None:
+    """Sign reference values written in TOML for the verifier's refvalues folder."""
+    from edgeward.attestation.refvalues import from_toml, sign_refvalues
+    from edgeward.models.keys import load_signing_key
+    from edgeward.models.tomlconf import load_toml
+
+    rv = from_toml(load_toml(toml_file), issued=int(time.time()))
+    data = sign_refvalues(rv, load_signing_key(key))
+    _write(out, data)
+    click.echo(f"wrote {out} for board {rv.board} ({len(rv.releases)} release(s), "
+               f"{len(rv.models)} model(s))")

@@ -1,0 +1,301 @@
+"""Appraisal of evidence: the verifier's core (RFC 9334 §3.2, §8). Pure.
+
+Bytes of evidence, the enrolled devices and live sessions (as look-ups), the signed reference
+values and a clock in; a :class:`Verdict` with an :class:`~.ear.Ear` out. Every problem becomes a
+clean verdict with plain-words reasons, never an exception. The steps, in order:
+
+1. structure: COSE_Sign1 within the configured CBOR limits (size, depth, items, duplicate keys,
+   tags); malformed evidence is ``instance-identity`` 99 (cryptographic validation failed);
+2. identity: the ``kid`` must name an enrolled key (else 97 unrecognized instance), the
+   signature must verify (else 99), and the ``device`` claim must be the enrolled name (else 96);
+3. freshness: the ``eat_nonce`` must be a live, unused challenge issued to that device
+   (:mod:`.nonces`), and ``iat`` not in the future nor older than ``max_evidence_age`` (99);
+4. the bootcount may not go backwards (RFC 9711 §4.2.13; 96, a clone or a rolled-back state);
+5. hardware: a TPM key must be endorsed as one (the maker's certificate policy, see
+   :mod:`.enroll`) and its quote is checked for real (:mod:`.tpm_quote`); a software key is
+   accepted only if the policy allows it, and then claims nothing about hardware;
+6. reference values for the board (``hwmodel``): agent version (older than ``min-swversion``
+   is 96 contraindicated), agent code digest (``executables``), configuration digest
+   (``configuration``), models by name, minimum version and digest (``file-system``), PCRs.
+
+AR4SI values are from draft-ietf-rats-ar4si §2.3 (see :mod:`.claims`). This module does no I/O.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from edgeward.attestation import claims as C
+from edgeward.attestation.ear import Ear, TrustVector
+from edgeward.attestation.evidence import EvidenceClaims, claims_from_cbor
+from edgeward.attestation.nonces import NoncePolicy, Session
+from edgeward.attestation.refvalues import RefValues, parse_version
+from edgeward.attestation.tpm_quote import verify_quote
+from edgeward.models import cbor, cose
+from edgeward.models.errors import FreshnessError, IntegrityError, SignatureError
+from edgeward.models.keys import VerifyingKey
+from edgeward.models.limits import DEFAULT_LIMITS, Limits
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Appraisal policy; the defaults are the safe ones."""
+
+    allow_software_keys: bool = True
+    max_clock_skew: float = 30.0
+    max_evidence_age: float = 300.0
+    policy_id: str = "edgeward/default"
+
+
+@dataclass(frozen=True)
+class EnrolledDevice:
+    device: str
+    key: VerifyingKey
+    endorsement: str  # "x509" | "tofu"
+    last_bootcount: int | None = None
+    key_kind: str = "software"  # "tpm" only if the maker's certificate says the key is in a TPM
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The result of one appraisal and what the store must commit with it."""
+
+    ear: Ear
+    device: str | None
+    nonce_to_consume: bytes | None
+    bootcount: int | None
+    evidence_sha256: bytes
+    claims: EvidenceClaims | None = None
+
+
+class _Result:
+    """The vector being built (a plain dict: this is the hot path) and the reasons."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, int] = {}
+        self.reasons: list[str] = []
+
+    @property
+    def vector(self) -> TrustVector:
+        return TrustVector(**self.values)
+
+    def set(self, claim: str, value: int, reason: str | None = None) -> None:
+        attr = claim.replace("-", "_")
+        current = self.values.get(attr, C.NO_CLAIM)
+        # Never improve a claim already set worse (higher tier) by an earlier check.
+        if current == C.NO_CLAIM or C.tier_of(value) >= C.tier_of(current):
+            self.values[attr] = value
+        if reason:
+            self.reasons.append(reason)
+
+
+def appraise(
+    evidence: bytes,
+    *,
+    devices: Callable[[bytes], EnrolledDevice | None],
+    sessions: Callable[[bytes], Session | None],
+    refvalues: Mapping[str, RefValues],
+    now: float,
+    policy: Policy = Policy(),
+    limits: Limits = DEFAULT_LIMITS,
+) -> Verdict:
+    """Appraise one evidence token; see the module docstring for the steps."""
+    digest = hashlib.sha256(evidence if isinstance(evidence, bytes) else b"").digest()
+    r = _Result()
+
+    def done(device: str | None = None, nonce: bytes | None = None,
+             consume: bytes | None = None, bootcount: int | None = None,
+             claims: EvidenceClaims | None = None) -> Verdict:
+        ear = Ear(vector=r.vector, iat=int(now), device=device, nonce=nonce,
+                  reasons=tuple(r.reasons), policy_id=policy.policy_id)
+        return Verdict(ear, device, consume, bootcount, digest, claims)
+
+    # 1-2. structure, identity, signature, claims
+    try:
+        msg = cose.decode_sign1(evidence, limits=limits)
+    except IntegrityError as e:
+        r.set("instance-identity", C.CRYPTO_VALIDATION_FAILED, f"evidence is malformed: {e}")
+        return done()
+    enrolled = devices(msg.kid) if msg.kid else None
+    if enrolled is None:
+        kid = msg.kid.hex()[:16] if msg.kid else "none"
+        r.set("instance-identity", C.UNRECOGNIZED_INSTANCE,
+              f"evidence is signed by key {kid}, which is not enrolled")
+        return done()
+    try:
+        _verify_signature(msg, enrolled.key)
+        ev = claims_from_cbor(cbor.loads(msg.payload, limits=limits), limits=limits)
+    except IntegrityError as e:
+        r.set("instance-identity", C.CRYPTO_VALIDATION_FAILED,
+              f"evidence of {enrolled.device} failed validation: {e}")
+        return done(enrolled.device)
+    name = enrolled.device
+    if ev.device != name:
+        r.set("instance-identity", C.UNTRUSTWORTHY_INSTANCE,
+              f"evidence claims to be '{ev.device}' but is signed by the key of '{name}'")
+        return done(name)
+
+    # 3. freshness
+    try:
+        NoncePolicy.check(sessions(ev.nonce), nonce=ev.nonce, device=name, now=now)
+    except FreshnessError as e:
+        r.set("instance-identity", C.CRYPTO_VALIDATION_FAILED, f"stale or replayed: {e}")
+        return done(name, nonce=ev.nonce, claims=ev)
+    consume = ev.nonce
+    if ev.iat > now + policy.max_clock_skew:
+        r.set("instance-identity", C.CRYPTO_VALIDATION_FAILED,
+              f"evidence iat is {ev.iat - now:.0f} s in the future")
+        return done(name, ev.nonce, consume, claims=ev)
+    if now - ev.iat > policy.max_evidence_age:
+        r.set("instance-identity", C.CRYPTO_VALIDATION_FAILED,
+              f"evidence is {now - ev.iat:.0f} s old (limit {policy.max_evidence_age:.0f} s)")
+        return done(name, ev.nonce, consume, claims=ev)
+
+    # 4. bootcount
+    bootcount: int | None = ev.bootcount
+    if enrolled.last_bootcount is not None and ev.bootcount < enrolled.last_bootcount:
+        r.set("instance-identity", C.UNTRUSTWORTHY_INSTANCE,
+              f"bootcount went backwards ({ev.bootcount} < {enrolled.last_bootcount}): "
+              "cloned device or rolled-back state")
+        bootcount = None
+    else:
+        note = " (trust on first use)" if enrolled.endorsement == "tofu" else ""
+        r.set("instance-identity", C.TRUSTWORTHY_INSTANCE,
+              f"device {name} is enrolled{note} and its evidence is fresh")
+
+    # 5. hardware and boot state
+    _hardware(r, ev, enrolled, policy)
+    # 6. reference values
+    rv = refvalues.get(ev.hwmodel)
+    if rv is None:
+        r.set("executables", C.UNRECOGNIZED_RUNTIME,
+              f"no signed reference values for board '{ev.hwmodel}'")
+    else:
+        _against_reference(r, ev, rv)
+    return done(name, ev.nonce, consume, bootcount, ev)
+
+
+_COSE_ALGS = {cose.COSE_ALG_EDDSA: "EdDSA", cose.COSE_ALG_ES256: "ES256"}
+
+
+def _verify_signature(msg: cose.Sign1Message, key: VerifyingKey) -> None:
+    """RFC 9052 §4.4 over the already-decoded message (one decode per appraisal).
+
+    Same checks as :func:`edgeward.models.cose.verify1`: the header's alg must be the enrolled
+    key's algorithm, then the signature over the Sig_structure must verify.
+    """
+    if _COSE_ALGS.get(msg.alg) != key.alg:
+        raise SignatureError(f"evidence alg {msg.alg} is not the enrolled key's {key.alg}")
+    key.verify(_sig_structure(msg.protected_bytes, msg.payload), msg.signature)
+
+
+def _bstr_head(n: int) -> bytes:
+    if n < 24:
+        return bytes([0x40 | n])
+    if n < 0x100:
+        return bytes([0x58, n])
+    if n < 0x10000:
+        return b"\x59" + n.to_bytes(2, "big")
+    if n < 0x100000000:
+        return b"\x5a" + n.to_bytes(4, "big")
+    return b"\x5b" + n.to_bytes(8, "big")
+
+
+def _sig_structure(protected: bytes, payload: bytes) -> bytes:
+    """``["Signature1", protected, h'', payload]`` in deterministic CBOR (RFC 9052 §4.4)."""
+    return b"".join((b"\x84\x6aSignature1", _bstr_head(len(protected)), protected, b"\x40",
+                     _bstr_head(len(payload)), payload))
+
+
+def _hardware(r: _Result, ev: EvidenceClaims, enrolled: EnrolledDevice, policy: Policy) -> None:
+    if ev.key_kind == "software":
+        if ev.boot is not None:
+            r.set("hardware", C.CONTRAINDICATED_HARDWARE,
+                  "a software key cannot vouch for a TPM quote")
+        elif policy.allow_software_keys:
+            r.reasons.append("signed by a software key: hardware is not attested")
+        else:
+            r.set("hardware", C.CONTRAINDICATED_HARDWARE,
+                  "signed by a software key, which the policy does not accept")
+        return
+    if enrolled.key_kind != "tpm":
+        r.set("hardware", C.CONTRAINDICATED_HARDWARE,
+              "evidence claims a TPM key but the device certificate does not endorse one")
+        return
+    if ev.boot is None:
+        r.set("hardware", C.UNSAFE_HARDWARE, "TPM key but no boot state (PCRs and quote)")
+        return
+    try:
+        verify_quote(ev.boot.quote, ev.boot.quote_sig, enrolled.key.crypto_key,
+                     eat_nonce=ev.nonce, pcrs=ev.boot.pcrs)
+    except IntegrityError as e:
+        r.set("hardware", C.CRYPTO_VALIDATION_FAILED, f"TPM quote rejected: {e}")
+        return
+    r.set("hardware", C.GENUINE_HARDWARE, "TPM quote verified with the endorsed attestation key")
+
+
+def _against_reference(r: _Result, ev: EvidenceClaims, rv: RefValues) -> None:
+    meas = ev.measurements
+    try:
+        version = parse_version(ev.swversion)
+    except ValueError:
+        r.set("executables", C.UNRECOGNIZED_RUNTIME, f"agent version '{ev.swversion}' is not x.y.z")
+        return
+    if version < parse_version(rv.min_swversion):
+        r.set("executables", C.CONTRAINDICATED_RUNTIME,
+              f"agent {ev.swversion} is older than the minimum {rv.min_swversion}")
+    release = rv.release(ev.swversion)
+    if release is None:
+        r.set("executables", C.UNRECOGNIZED_RUNTIME,
+              f"agent {ev.swversion} is not a release in the reference values")
+    else:
+        if meas.agent_code in release.agent_code:
+            r.set("executables", C.APPROVED_RUNTIME, f"agent {ev.swversion} code is approved")
+        else:
+            r.set("executables", C.UNRECOGNIZED_RUNTIME,
+                  f"agent code digest {meas.agent_code.hex()[:16]} is not the approved "
+                  f"{ev.swversion} code (modified agent)")
+        if not release.agent_config:
+            r.reasons.append("no reference configuration: configuration not appraised")
+        elif meas.agent_config in release.agent_config:
+            r.set("configuration", C.APPROVED_CONFIG, "agent configuration is approved")
+        else:
+            r.set("configuration", C.UNSAFE_CONFIG,
+                  f"agent configuration digest {meas.agent_config.hex()[:16]} is not approved")
+    if rv.require_tpm and ev.boot is None:
+        r.set("hardware", C.CONTRAINDICATED_HARDWARE,
+              f"board '{rv.board}' requires a TPM quote")
+    if ev.boot is not None and rv.pcrs is not None:
+        differ = [i for i, d in sorted(rv.pcrs.items()) if ev.boot.pcrs.get(i) != d]
+        if differ:
+            r.set("executables", C.UNRECOGNIZED_RUNTIME,
+                  f"PCRs {', '.join(map(str, differ))} differ from the reference boot state")
+        else:
+            r.reasons.append("boot state (PCRs) matches the reference")
+    _models(r, ev, rv)
+
+
+def _models(r: _Result, ev: EvidenceClaims, rv: RefValues) -> None:
+    ok = True
+    for m in ev.measurements.models:
+        ref = rv.model(m.name)
+        if ref is None:
+            r.set("file-system", C.UNRECOGNIZED_FILES,
+                  f"model '{m.name}' is not in the reference values")
+            ok = False
+            continue
+        if m.version < ref.min_version:
+            r.set("file-system", C.CONTRAINDICATED_FILES,
+                  f"model '{m.name}' version {m.version} is older than {ref.min_version}")
+            ok = False
+        bad = [p for p, d in m.files if d not in ref.digests]
+        if bad or not m.files:
+            r.set("file-system", C.UNRECOGNIZED_FILES,
+                  f"model '{m.name}' file(s) {', '.join(bad) or '(none)'} have digests that "
+                  "are not in the reference values (tampered model)")
+            ok = False
+    if ok and ev.measurements.models:
+        r.set("file-system", C.APPROVED_FILES,
+              f"{len(ev.measurements.models)} model(s) match the reference values")

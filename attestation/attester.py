@@ -1,0 +1,178 @@
+"""The Attester: builds signed evidence from AGENT.toml, a nonce and the device. An edge.
+
+This is what the device agent calls (RFC 9334 §3.1)::
+
+    attester = Attester.from_config(load_attester_config(Path("AGENT.toml")))
+    token = attester.evidence(nonce)        # bytes: EAT/CWT in COSE_Sign1
+    attester.close()
+
+It gathers the inputs (measurements from files, the bootcount from the state folder, uptime
+from ``/proc/uptime``, PCRs and a quote from the TPM) and hands them to the pure core
+:mod:`.evidence`. The bootcount (RFC 9711 §4.2.13) is persisted in ``state_dir/bootcount.json``
+and goes up by one whenever the kernel's boot id changes, so it is monotonic across restarts of
+the agent and counts real boots; it is written atomically (temp file, fsync, rename).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgeward.attestation import claims as C
+from edgeward.attestation.config import AttesterConfig
+from edgeward.attestation.evidence import BootState, EvidenceClaims, sign_evidence
+from edgeward.attestation.measure import measure
+from edgeward.attestation.nonces import MAX_NONCE_BYTES
+from edgeward.attestation.tpm_quote import qualifying_data
+from edgeward.firmware_shim.signer import Signer
+from edgeward.firmware_shim.sim.signer import SoftwareSigner
+from edgeward.models.errors import ConfigError, DeviceError
+from edgeward.models.persist import write_atomic
+
+logger = logging.getLogger(__name__)
+
+VERSION = "0.1.0"
+BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+MIN_EAT_NONCE = 8  # RFC 9711 §4.1
+
+
+class BootCounter:
+    """A persisted, monotonic boot counter keyed to the kernel's boot id."""
+
+    def __init__(self, state_dir: Path, *, boot_id_path: Path = BOOT_ID) -> None:
+        self.path = Path(state_dir) / "bootcount.json"
+        self.boot_id_path = boot_id_path
+
+    def _boot_id(self) -> str:
+        try:
+            return self.boot_id_path.read_text().strip()
+        except OSError:
+            return f"no-boot-id-{time.time_ns()}"  # count every start when there is none
+
+    def current(self) -> int:
+        boot_id = self._boot_id()
+        count = 0
+        try:
+            state = json.loads(self.path.read_text())
+            count = int(state["bootcount"])
+            if state.get("boot_id") == boot_id:
+                return count
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise DeviceError(f"bootcount state {self.path} is unreadable: {e}",
+                              hint="restore it from backup; deleting it resets the counter, "
+                              "which the verifier reports as a bootcount going backwards") from e
+        count += 1
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise DeviceError(f"cannot create {self.path.parent}: {e.strerror}") from e
+        write_atomic(self.path, json.dumps({"bootcount": count, "boot_id": boot_id}).encode(),
+                     mode=0o600)
+        logger.info("boot %d", count)
+        return count
+
+
+def _uptime() -> int | None:
+    try:
+        return int(float(Path("/proc/uptime").read_text().split()[0]))
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def open_signer(cfg: AttesterConfig) -> Signer:
+    """The configured evidence key: a software key file or the TPM's attestation key."""
+    if cfg.key == "tpm":
+        from edgeward.firmware_shim.linux.tpm import TpmSigner
+
+        return TpmSigner(cfg.tpm_tcti, ak_handle=cfg.tpm_ak_handle)
+    if cfg.key_file is None:
+        raise ConfigError(f"{cfg.source}: key 'device.key_file' is missing")
+    return SoftwareSigner.from_file(cfg.key_file)
+
+
+def load_cert_chain(path: Path | None) -> list[bytes]:
+    """The device certificate chain (PEM) as DER, leaf first, for the x5chain header."""
+    if path is None:
+        return []
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from edgeward.attestation.enroll import load_certs
+
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"cannot read device certificate {path}: {e.strerror}") from e
+    return [c.public_bytes(Encoding.DER) for c in load_certs(data)]
+
+
+@dataclass
+class Attester:
+    """Builds evidence for one device. Not thread-safe (one TPM session)."""
+
+    config: AttesterConfig
+    signer: Signer
+    cert_chain: list[bytes]
+    clock: Callable[[], float] = time.time
+
+    @classmethod
+    def from_config(cls, cfg: AttesterConfig, *, clock: Callable[[], float] = time.time
+                    ) -> Attester:
+        return cls(cfg, open_signer(cfg), load_cert_chain(cfg.cert_file), clock)
+
+    @property
+    def ueid(self) -> bytes:
+        if self.config.ueid is not None:
+            return self.config.ueid
+        return bytes([C.UEID_RAND]) + hashlib.sha256(b"edgeward-ueid" + self.signer.key_id
+                                                     ).digest()[:16]
+
+    def boot_state(self, nonce: bytes) -> BootState | None:
+        if self.signer.kind != "tpm":
+            return None
+        tpm: Any = self.signer
+        pcrs = tpm.read_pcrs(self.config.pcrs)
+        q = tpm.quote(qualifying_data(nonce), self.config.pcrs)
+        return BootState(pcrs=pcrs, quote=q.attest, quote_sig=q.signature)
+
+    def claims(self, nonce: bytes) -> EvidenceClaims:
+        if not isinstance(nonce, bytes) or not MIN_EAT_NONCE <= len(nonce) <= MAX_NONCE_BYTES:
+            raise ValueError("eat_nonce must be 8..64 bytes")
+        cfg = self.config
+        return EvidenceClaims(
+            nonce=nonce,
+            device=cfg.device,
+            ueid=self.ueid,
+            hwmodel=cfg.board,
+            swname=cfg.swname,
+            swversion=VERSION,
+            iat=int(self.clock()),
+            bootcount=BootCounter(cfg.state_dir).current(),
+            key_kind=self.signer.kind,
+            measurements=measure(cfg.source, cfg.models, agent_root=cfg.agent_root,
+                                 model_sigs=cfg.model_sigs),
+            uptime=_uptime(),
+            oemid=cfg.oemid,
+            hwversion=cfg.hwversion,
+            dbgstat=cfg.dbgstat,
+            boot=self.boot_state(nonce),
+        )
+
+    def evidence(self, nonce: bytes, *, submods: dict[str, Any] | None = None) -> bytes:
+        """Measure, sign and return one evidence token answering ``nonce``."""
+        ev = self.claims(nonce)
+        if submods:
+            ev = EvidenceClaims(**{**ev.__dict__, "submods": dict(submods)})
+        return sign_evidence(ev, self.signer, x5chain=self.cert_chain or None)
+
+    def close(self) -> None:
+        close = getattr(self.signer, "close", None)
+        if close is not None:
+            close()

@@ -1,0 +1,210 @@
+"""Attestation configuration: the attester's part of AGENT.toml and VERIFIER.toml.
+
+Frozen dataclasses loaded once through :mod:`edgeward.models.tomlconf`, so every error names the
+file, the key and the fix. Relative paths are relative to the configuration file. Only the
+tables named here are read; the agent's other tables belong to ``edgeward.agent.config``.
+
+AGENT.toml (the Attester's part; full example in docs/ATTESTATION.md)::
+
+    [device]            # per-device identity: NOT part of the configuration measurement
+    name = "lock-0001"; board = "smartlock-pi4"; key = "software" | "tpm"
+    key_file = "..."; cert_file = "..."; tpm_tcti = "..."; tpm_ak_handle = 0x81010020
+    hwversion, oemid (hex), ueid (hex)
+    [attestation]       # fleet policy: measured
+    state_dir (default: [agent] state_dir), models = [...] (default: the paths of the agent's
+    [[models.model]] entries), pcrs = [0..7], agent_root, swname, dbgstat
+
+VERIFIER.toml: ``[verifier]`` (database, EAR key), ``[enrollment]`` (maker CAs, TOFU),
+``[refvalues]`` (vendor keys, folder of signed documents), ``[policy]`` and ``[limits]``.
+Reading the file is the only I/O.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgeward.attestation import claims as C
+from edgeward.models.errors import ConfigError
+from edgeward.models.limits import Limits
+from edgeward.models.tomlconf import Section, load_toml
+
+DBGSTAT = {
+    "enabled": C.DBG_ENABLED,
+    "disabled": C.DBG_DISABLED,
+    "disabled-since-boot": C.DBG_DISABLED_SINCE_BOOT,
+    "disabled-permanently": C.DBG_DISABLED_PERMANENTLY,
+    "disabled-fully-and-permanently": C.DBG_DISABLED_FULLY_AND_PERMANENTLY,
+}
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+DEVICE_KEYS = ("name", "board", "hwversion", "oemid", "ueid", "key", "key_file", "cert_file",
+               "tpm_tcti", "tpm_ak_handle")
+ATTESTATION_KEYS = ("state_dir", "models", "pcrs", "agent_root", "swname", "dbgstat")
+
+
+def _hex(sec: Section, key: str, *, min_len: int, max_len: int) -> bytes | None:
+    v = sec.str(key, None)
+    if v is None:
+        return None
+    try:
+        b = bytes.fromhex(v)
+    except ValueError:
+        b = b""
+    if not min_len <= len(b) <= max_len:
+        raise ConfigError(f"{sec.source}: key '{sec.prefix}{key}' must be {min_len}..{max_len} "
+                          "bytes of hex")
+    return b
+
+
+@dataclass(frozen=True)
+class AttesterConfig:
+    source: Path
+    device: str
+    board: str
+    key: str  # "software" | "tpm"
+    key_file: Path | None
+    cert_file: Path | None
+    tpm_tcti: str
+    tpm_ak_handle: int
+    state_dir: Path
+    models: tuple[Path, ...] = ()
+    model_sigs: tuple[tuple[Path, Path], ...] = ()  # (model, signature) where not MODEL.ewsig
+    pcrs: tuple[int, ...] = tuple(range(8))
+    agent_root: Path | None = None
+    swname: str = "edgeward-agent"
+    hwversion: str | None = None
+    oemid: bytes | None = None
+    ueid: bytes | None = None
+    dbgstat: int | None = None
+
+
+def attester_from_section(root: Section, source: Path) -> AttesterConfig:
+    base = source.parent
+    dev = root.section("device", required=True)
+    dev.reject_unknown(DEVICE_KEYS)
+    att = root.section("attestation")
+    att.reject_unknown(ATTESTATION_KEYS)
+    name = dev.str("name")
+    if not _NAME_RE.match(name):
+        raise ConfigError(f"{source}: key 'device.name' is '{name}'",
+                          hint="use letters, digits, '.', '_' or '-' (at most 64)")
+    board = dev.str("board")
+    if not 0 < len(board.encode()) <= 32:
+        raise ConfigError(f"{source}: key 'device.board' must be 1..32 bytes (EAT hwmodel)")
+    key = dev.str("key", "software", choices=("software", "tpm"))
+    key_file = dev.path("key_file", None, base=base)
+    if key == "software" and key_file is None:
+        raise ConfigError(f"{source}: key 'device.key_file' is missing",
+                          hint="a software evidence key needs `edgeward keys generate --out DIR`")
+    pcrs = att.list("pcrs", list(range(8)))
+    if not all(isinstance(p, int) and not isinstance(p, bool) and 0 <= p < 24 for p in pcrs):
+        raise ConfigError(f"{source}: key 'attestation.pcrs' must list PCR indices 0..23")
+    sigs: list[tuple[Path, Path]] = []
+    if att.has("models"):
+        names = att.list("models")
+        if not all(isinstance(m, str) for m in names):
+            raise ConfigError(f"{source}: key 'attestation.models' must be a list of paths")
+        models = [base / Path(m).expanduser() for m in names]
+    else:  # the agent's own [[models.model]] entries (agent/config.py)
+        models = []
+        for m in root.section("models").sections("model"):
+            path = m.path("path", base=base)
+            models.append(path)
+            sig = m.path("sig", None, base=base)
+            if sig is not None:
+                sigs.append((path, sig))
+    state_default = root.section("agent").str("state_dir", "state")
+    dbg = att.str("dbgstat", None, choices=tuple(DBGSTAT))
+    return AttesterConfig(
+        source=source,
+        device=name,
+        board=board,
+        key=key,
+        key_file=key_file,
+        cert_file=dev.path("cert_file", None, base=base),
+        tpm_tcti=dev.str("tpm_tcti", "device:/dev/tpmrm0"),
+        tpm_ak_handle=dev.int("tpm_ak_handle", 0x81010020, min=0x81000000, max=0x81FFFFFF),
+        state_dir=att.path("state_dir", state_default, base=base),
+        models=tuple(models),
+        model_sigs=tuple(sigs),
+        pcrs=tuple(sorted(set(pcrs))),
+        agent_root=att.path("agent_root", None, base=base),
+        swname=att.str("swname", "edgeward-agent"),
+        hwversion=dev.str("hwversion", None),
+        oemid=_hex(dev, "oemid", min_len=3, max_len=16),
+        ueid=_hex(dev, "ueid", min_len=7, max_len=33),
+        dbgstat=DBGSTAT[dbg] if dbg is not None else None,
+    )
+
+
+def load_attester_config(path: Path) -> AttesterConfig:
+    path = Path(path)
+    return attester_from_section(load_toml(path), path)
+
+
+@dataclass(frozen=True)
+class VerifierConfig:
+    source: Path
+    database: Path
+    key_file: Path
+    maker_cas: tuple[Path, ...]
+    vendor_keys: Path
+    refvalues_dir: Path
+    tofu: bool = False
+    allow_software_keys: bool = True
+    max_clock_skew: float = 30.0
+    max_evidence_age: float = 300.0
+    nonce_ttl: float = 60.0
+    nonce_bytes: int = 32
+    policy_id: str = "edgeward/default"
+    limits: Limits = field(default_factory=Limits)
+
+
+def verifier_from_section(root: Section, source: Path) -> VerifierConfig:
+    base = source.parent
+    v = root.section("verifier", required=True)
+    v.reject_unknown(("database", "key_file", "policy_id"))
+    en = root.section("enrollment")
+    en.reject_unknown(("maker_cas", "tofu"))
+    rv = root.section("refvalues", required=True)
+    rv.reject_unknown(("vendor_keys", "dir"))
+    pol = root.section("policy")
+    pol.reject_unknown(("allow_software_keys", "max_clock_skew", "max_evidence_age",
+                        "nonce_ttl", "nonce_bytes"))
+    lim = root.section("limits")
+    lim.reject_unknown(("max_cbor_bytes", "max_cbor_depth", "max_cbor_items"))
+    cas = en.list("maker_cas", [])
+    if not all(isinstance(c, str) for c in cas):
+        raise ConfigError(f"{source}: key 'enrollment.maker_cas' must be a list of PEM paths")
+    tofu = en.bool("tofu", False)
+    if not cas and not tofu:
+        raise ConfigError(f"{source}: no device-maker CA in 'enrollment.maker_cas'",
+                          hint="add the maker's CA certificate, or set tofu = true (unsafe)")
+    d = Limits()
+    limits = Limits(
+        max_cbor_bytes=lim.int("max_cbor_bytes", 64 * 1024, min=256, max=d.max_cbor_bytes),
+        max_cbor_depth=lim.int("max_cbor_depth", d.max_cbor_depth, min=4, max=64),
+        max_cbor_items=lim.int("max_cbor_items", 10_000, min=16, max=d.max_cbor_items),
+    )
+    return VerifierConfig(
+        source=source,
+        database=v.path("database", "verifier.sqlite", base=base),
+        key_file=v.path("key_file", base=base),
+        maker_cas=tuple(base / c if not Path(c).is_absolute() else Path(c) for c in cas),
+        vendor_keys=rv.path("vendor_keys", base=base),
+        refvalues_dir=rv.path("dir", base=base),
+        tofu=tofu,
+        allow_software_keys=pol.bool("allow_software_keys", True),
+        max_clock_skew=pol.float("max_clock_skew", 30.0, min=0, max=3600),
+        max_evidence_age=pol.float("max_evidence_age", 300.0, min=1, max=86400),
+        nonce_ttl=pol.float("nonce_ttl", 60.0, min=1, max=3600),
+        nonce_bytes=pol.int("nonce_bytes", 32, min=16, max=64),
+        policy_id=v.str("policy_id", "edgeward/default"),
+        limits=limits,
+    )
+
+
+def load_verifier_config(path: Path) -> VerifierConfig:
+    path = Path(path)
+    return verifier_from_section(load_toml(path), path)

@@ -1,0 +1,196 @@
+"""Enrollment: accept a device key only if a trusted device-maker CA endorses it. Pure.
+
+The device maker is the Endorser (RFC 9334 §3.2): it issues each device an X.509 certificate
+(RFC 5280) over the device's evidence key (the TPM attestation key or the software key), with
+the device name as the subject commonName. The verifier trusts a set of maker CA certificates
+and accepts a chain ``leaf [, intermediate ...]`` when every certificate is inside its validity
+period, each issuer is a CA (basicConstraints cA=TRUE, keyCertSign), every signature verifies
+(``verify_directly_issued_by``), and the last certificate is issued by a trusted CA. The leaf's
+key must be Ed25519 or P-256 (COSE EdDSA/ES256). :func:`issue_device_cert` is the maker's side,
+used by ``edgeward attest enroll issue`` and by tests.
+
+Trust on first use is not here: the verifier facade does it only when configured, loudly.
+This module does no I/O.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.x509.oid import NameOID
+
+from edgeward.models.errors import MalformedInputError, UnknownDeviceError
+from edgeward.models.keys import SigningKey, VerifyingKey
+
+MAX_CHAIN = 4
+# Certificate policy (RFC 5280 §4.2.1.4) by which the maker states that the certified key is a
+# TPM-resident restricted attestation key (checked at the factory, e.g. by credential
+# activation against the TPM's endorsement key). OID in the UUID arc 2.25 (ITU-T X.667).
+TPM_KEY_POLICY = x509.ObjectIdentifier("2.25.88528677824138185023864636800161431357")
+
+
+@dataclass(frozen=True)
+class Endorsement:
+    device: str
+    key: VerifyingKey
+    issuer: str
+    fingerprint: bytes  # SHA-256 of the leaf certificate
+    key_kind: str = "software"  # "tpm" when the certificate carries TPM_KEY_POLICY
+
+
+def load_certs(data: bytes) -> list[x509.Certificate]:
+    """PEM (one or more) or a single DER certificate."""
+    try:
+        if b"-----BEGIN" in data:
+            return list(x509.load_pem_x509_certificates(data))
+        return [x509.load_der_x509_certificate(data)]
+    except ValueError as e:
+        raise MalformedInputError(f"not an X.509 certificate: {e}") from e
+
+
+def _cn(name: x509.Name) -> str:
+    attrs = name.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return str(attrs[0].value) if attrs else name.rfc4514_string()
+
+
+def _valid_at(cert: x509.Certificate, now: dt.datetime, what: str) -> None:
+    if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+        raise UnknownDeviceError(f"{what} certificate '{_cn(cert.subject)}' is outside its "
+                                 "validity period")
+
+
+def _is_ca(cert: x509.Certificate) -> bool:
+    try:
+        bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+    except x509.ExtensionNotFound:
+        return False
+    try:
+        ku = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+        if not ku.key_cert_sign:
+            return False
+    except x509.ExtensionNotFound:
+        pass
+    return bool(bc.ca)
+
+
+def _issued_by(child: x509.Certificate, parent: x509.Certificate) -> bool:
+    try:
+        child.verify_directly_issued_by(parent)
+    except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
+        return False
+    return True
+
+
+def verify_endorsement(
+    chain: list[x509.Certificate], trusted_cas: list[x509.Certificate], *, now: float
+) -> Endorsement:
+    """Check ``chain`` (leaf first) against the maker CAs; return the endorsed device key.
+
+    Raises :class:`UnknownDeviceError` (exit 2) when the chain does not lead to a trusted CA.
+    """
+    if not chain:
+        raise UnknownDeviceError("no device certificate was presented")
+    if len(chain) > MAX_CHAIN:
+        raise UnknownDeviceError(f"certificate chain is longer than {MAX_CHAIN}")
+    if not trusted_cas:
+        raise UnknownDeviceError("the verifier trusts no device-maker CA")
+    when = dt.datetime.fromtimestamp(now, tz=dt.UTC)
+    leaf = chain[0]
+    _valid_at(leaf, when, "device")
+    for child, parent in itertools.pairwise(chain):
+        _valid_at(parent, when, "intermediate")
+        if not _is_ca(parent) or not _issued_by(child, parent):
+            raise UnknownDeviceError(f"certificate '{_cn(child.subject)}' is not issued by "
+                                     f"'{_cn(parent.subject)}'")
+    top = chain[-1]
+    anchor = next((ca for ca in trusted_cas if _is_ca(ca) and _issued_by(top, ca)), None)
+    if anchor is None:
+        raise UnknownDeviceError(
+            f"device certificate '{_cn(leaf.subject)}' is not endorsed by a trusted maker CA",
+            hint="add the maker's CA certificate to [enrollment] maker_cas",
+        )
+    _valid_at(anchor, when, "maker CA")
+    pub = leaf.public_key()
+    if not isinstance(pub, ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey):
+        raise UnknownDeviceError("device certificate key is neither Ed25519 nor P-256")
+    try:
+        key = VerifyingKey.from_crypto(pub)
+    except Exception as e:  # ConfigError for a wrong curve
+        raise UnknownDeviceError(f"device certificate key is not usable: {e}") from e
+    return Endorsement(
+        device=_cn(leaf.subject),
+        key=key,
+        issuer=_cn(anchor.subject),
+        fingerprint=leaf.fingerprint(hashes.SHA256()),
+        key_kind="tpm" if _has_tpm_policy(leaf) else "software",
+    )
+
+
+def _has_tpm_policy(cert: x509.Certificate) -> bool:
+    try:
+        policies = cert.extensions.get_extension_for_class(x509.CertificatePolicies).value
+    except x509.ExtensionNotFound:
+        return False
+    return any(p.policy_identifier == TPM_KEY_POLICY for p in policies)
+
+
+def _hash_for(key: Any) -> hashes.HashAlgorithm | None:
+    return None if isinstance(key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
+
+
+def make_ca(key: SigningKey, name: str, *, now: float, days: int = 3650) -> x509.Certificate:
+    """A self-signed maker CA certificate (for the vendor walk-through and tests)."""
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    start = dt.datetime.fromtimestamp(now, tz=dt.UTC) - dt.timedelta(minutes=5)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject).issuer_name(subject)
+        .public_key(key.public.crypto_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start).not_valid_after(start + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=1), critical=True)
+        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+                       critical=True)
+    )
+    return builder.sign(key.crypto_key, _hash_for(key.crypto_key))  # type: ignore[arg-type]
+
+
+def issue_device_cert(
+    ca_key: SigningKey,
+    ca_cert: x509.Certificate,
+    device_key: VerifyingKey,
+    device: str,
+    *,
+    now: float,
+    days: int = 3650,
+    tpm: bool = False,
+) -> x509.Certificate:
+    """The maker's endorsement: a leaf certificate for ``device_key`` with CN = ``device``.
+
+    ``tpm=True`` adds :data:`TPM_KEY_POLICY`: the maker vouches that the key lives in a TPM, and
+    only then does the verifier accept TPM quotes signed by it.
+    """
+    start = dt.datetime.fromtimestamp(now, tz=dt.UTC) - dt.timedelta(minutes=5)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, device)]))
+        .issuer_name(ca_cert.subject)
+        .public_key(device_key.crypto_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start).not_valid_after(start + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False,
+                                     False), critical=True)
+    )
+    if tpm:
+        builder = builder.add_extension(
+            x509.CertificatePolicies([x509.PolicyInformation(TPM_KEY_POLICY, None)]),
+            critical=False)
+    return builder.sign(ca_key.crypto_key, _hash_for(ca_key.crypto_key))  # type: ignore[arg-type]

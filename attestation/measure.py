@@ -1,0 +1,129 @@
+"""Measurements of the device's software: agent code, agent configuration, models. An edge.
+
+* Agent code (RFC 9711 §4.2.16 measurements; the "executables" of AR4SI): one SHA-256 over the
+  agent's files in a fixed order. The files are every ``*.py``, ``*.toml`` and ``py.typed``
+  under each part of the installed agent (``edgeward.models``, ``.attestation``, ``.agent``,
+  ``.firmware_shim``, ``.boards``; ``__pycache__`` skipped), or under ``agent_root`` if
+  configured, sorted by their relative POSIX path. The digest is
+  ``SHA-256( for each file: len(path) || path || SHA-256(content) )`` with a 2-byte big-endian
+  length, so no two file sets collide by moving bytes between names and contents.
+* Agent configuration: SHA-256 over the canonical JSON (sorted keys, no spaces) of the parsed
+  AGENT.toml without its ``[device]`` table, which holds per-device identity (name, keys,
+  certificate, TCTI). Two devices of one fleet with the same policy have the same digest.
+* Models: each model's signed manifest (``MODEL.ewsig``) is decoded (not verified: that is the
+  model loader's job; the verifier appraises the digests) for its name and version, and the
+  files it lists are hashed from disk, so a swapped model shows up as a digest that is not in
+  the reference values. A model without a readable manifest is reported under its file name
+  with version 0 and no manifest digest.
+
+Reading files is the only I/O; nothing is written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import logging
+import tomllib
+from pathlib import Path
+
+from edgeward.attestation.evidence import Measurements, ModelMeasurement
+from edgeward.models import cose
+from edgeward.models.errors import ConfigError, DeviceError, IntegrityError
+from edgeward.models.limits import DEFAULT_LIMITS, Limits
+from edgeward.models.manifest import decode_manifest
+
+logger = logging.getLogger(__name__)
+
+AGENT_PARTS = ("models", "attestation", "agent", "firmware_shim", "boards")
+CODE_SUFFIXES = (".py", ".toml")
+MAX_MANIFEST_BYTES = 1024 * 1024
+_CHUNK = 1 << 20
+
+
+def _code_files(root: Path, prefix: str) -> list[tuple[str, Path]]:
+    out = []
+    for p in root.rglob("*"):
+        if "__pycache__" in p.parts or not p.is_file():
+            continue
+        if p.suffix in CODE_SUFFIXES or p.name == "py.typed":
+            rel = p.relative_to(root).as_posix()
+            out.append((f"{prefix}{rel}", p))
+    return out
+
+
+def sha256_file(path: Path) -> bytes:
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            while chunk := f.read(_CHUNK):
+                h.update(chunk)
+    except OSError as e:
+        raise DeviceError(f"cannot read {path} to measure it: {e.strerror or e}") from e
+    return h.digest()
+
+
+def agent_code_digest(agent_root: Path | None = None) -> bytes:
+    """The digest over the agent's code files in a fixed order (see the module docstring)."""
+    files: list[tuple[str, Path]] = []
+    if agent_root is not None:
+        if not agent_root.is_dir():
+            raise ConfigError(f"agent_root {agent_root} is not a folder")
+        files = _code_files(agent_root, "")
+    else:
+        for part in AGENT_PARTS:
+            mod = importlib.import_module(f"edgeward.{part}")
+            for folder in getattr(mod, "__path__", []):
+                files.extend(_code_files(Path(folder), f"{part}/"))
+    h = hashlib.sha256()
+    for rel, p in sorted(files):
+        name = rel.encode()
+        h.update(len(name).to_bytes(2, "big") + name + sha256_file(p))
+    logger.debug("agent code: %d files", len(files))
+    return h.digest()
+
+
+def config_digest(path: Path) -> bytes:
+    """SHA-256 of the canonical JSON of AGENT.toml without the per-device ``[device]`` table."""
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(f"cannot measure configuration {path}: {e}") from e
+    data.pop("device", None)
+    canon = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canon.encode()).digest()
+
+
+def measure_model(
+    model: Path, *, sig_path: Path | None = None, limits: Limits = DEFAULT_LIMITS
+) -> ModelMeasurement:
+    """Name and version from the model's manifest, digests of the files on disk."""
+    sig_path = sig_path or Path(str(model) + ".ewsig")
+    try:
+        with open(sig_path, "rb") as f:
+            sig = f.read(MAX_MANIFEST_BYTES + 1)
+        if len(sig) > MAX_MANIFEST_BYTES:
+            raise IntegrityError(f"{sig_path} is too large")
+        manifest = decode_manifest(cose.decode_sign1(sig, limits=limits).payload, limits=limits)
+    except (OSError, IntegrityError) as e:
+        logger.warning("model %s has no readable manifest (%s); measured as unsigned", model, e)
+        return ModelMeasurement(model.name, 0, None, ((model.name, sha256_file(model)),))
+    files = tuple((f.path, sha256_file(model.parent / f.path)) for f in manifest.files)
+    return ModelMeasurement(manifest.name, manifest.version, hashlib.sha256(sig).digest(), files)
+
+
+def measure(
+    config_path: Path,
+    models: tuple[Path, ...],
+    *,
+    agent_root: Path | None = None,
+    model_sigs: tuple[tuple[Path, Path], ...] = (),
+    limits: Limits = DEFAULT_LIMITS,
+) -> Measurements:
+    sigs = dict(model_sigs)
+    return Measurements(
+        agent_code=agent_code_digest(agent_root),
+        agent_config=config_digest(config_path),
+        models=tuple(measure_model(m, sig_path=sigs.get(m), limits=limits) for m in models),
+    )

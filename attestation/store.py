@@ -1,0 +1,198 @@
+"""The verifier's state in SQLite: devices, challenge sessions, bootcounts, result history.
+
+This is an edge: the only module of :mod:`edgeward.attestation` that touches the database. Every
+change that belongs together is one transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``), so a crash
+never leaves a consumed nonce without its result, or a bootcount without its appraisal.
+Consuming a nonce is ``UPDATE ... WHERE used_at IS NULL`` and checks the row count, so two
+workers racing on the same evidence cannot both accept it. SQLite stands in for PostgreSQL at
+scale (DESIGN.md, "Real parts").
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgeward.attestation.nonces import Session
+from edgeward.models.errors import DeviceError, ReplayError
+
+logger = logging.getLogger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS devices (
+    device TEXT PRIMARY KEY,
+    key_id BLOB NOT NULL UNIQUE,
+    spki BLOB NOT NULL,
+    endorsement TEXT NOT NULL,          -- 'x509' or 'tofu'
+    issuer TEXT NOT NULL,               -- CA subject, or 'trust on first use'
+    enrolled_at REAL NOT NULL,
+    last_bootcount INTEGER,
+    key_kind TEXT NOT NULL DEFAULT 'software'  -- 'tpm' only if the certificate says so
+);
+CREATE TABLE IF NOT EXISTS sessions (
+    nonce BLOB PRIMARY KEY,
+    device TEXT NOT NULL,
+    issued REAL NOT NULL,
+    expires REAL NOT NULL,
+    used_at REAL
+);
+CREATE TABLE IF NOT EXISTS results (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    device TEXT,
+    at REAL NOT NULL,
+    status INTEGER NOT NULL,
+    evidence_sha256 BLOB NOT NULL,
+    ear BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS results_device ON results(device, at);
+"""
+
+
+@dataclass(frozen=True)
+class DeviceRecord:
+    device: str
+    key_id: bytes
+    spki: bytes
+    endorsement: str
+    issuer: str
+    enrolled_at: float
+    last_bootcount: int | None
+    key_kind: str = "software"
+
+
+class Store:
+    """SQLite-backed verifier state. Thread-safe through one lock around one connection."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = str(path)
+        try:
+            if self.path != ":memory:":
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(SCHEMA)
+        except sqlite3.Error as e:
+            raise DeviceError(f"cannot open the verifier database {self.path}: {e}") from e
+        self._lock = threading.RLock()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One atomic unit of work; rolled back on any exception."""
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as e:
+                raise DeviceError(f"verifier database {self.path} is unavailable: {e}") from e
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            else:
+                try:
+                    self._db.execute("COMMIT")
+                except sqlite3.Error as e:
+                    raise DeviceError(f"cannot commit to {self.path}: {e}") from e
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # --- devices -----------------------------------------------------------------------------
+
+    def put_device(self, rec: DeviceRecord) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO devices VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(device) DO UPDATE SET "
+                "key_id=excluded.key_id, spki=excluded.spki, endorsement=excluded.endorsement, "
+                "issuer=excluded.issuer, enrolled_at=excluded.enrolled_at, "
+                "key_kind=excluded.key_kind",
+                (rec.device, rec.key_id, rec.spki, rec.endorsement, rec.issuer,
+                 rec.enrolled_at, rec.last_bootcount, rec.key_kind),
+            )
+        logger.info("device %s enrolled (%s, key %s)", rec.device, rec.endorsement,
+                    rec.key_id.hex()[:16])
+
+    _DEVICE_QUERIES = {
+        "key_id": "SELECT device, key_id, spki, endorsement, issuer, enrolled_at, last_bootcount, "
+        "key_kind FROM devices WHERE key_id = ?",
+        "device": "SELECT device, key_id, spki, endorsement, issuer, enrolled_at, last_bootcount, "
+        "key_kind FROM devices WHERE device = ?",
+    }
+
+    def _device(self, column: str, arg: object) -> DeviceRecord | None:
+        with self._lock:
+            row = self._db.execute(self._DEVICE_QUERIES[column], (arg,)).fetchone()
+        return DeviceRecord(*row) if row else None
+
+    def device_by_key(self, key_id: bytes) -> DeviceRecord | None:
+        return self._device("key_id", key_id)
+
+    def device(self, name: str) -> DeviceRecord | None:
+        return self._device("device", name)
+
+    # --- sessions ----------------------------------------------------------------------------
+
+    def put_session(self, s: Session) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT INTO sessions VALUES (?,?,?,?,NULL)",
+                       (s.nonce, s.device, s.issued, s.expires))
+            # An expired session can never be accepted again (used or not), so it can go; a
+            # replay of its evidence then reads as "never issued", still a refusal.
+            db.execute("DELETE FROM sessions WHERE expires < ?", (s.issued - 86400,))
+
+    def session(self, nonce: bytes) -> Session | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT nonce, device, issued, expires, used_at FROM sessions WHERE nonce = ?",
+                (nonce,),
+            ).fetchone()
+        return Session(*row) if row else None
+
+    # --- the commit of one appraisal ---------------------------------------------------------
+
+    def record_appraisal(
+        self,
+        *,
+        device: str | None,
+        nonce: bytes | None,
+        now: float,
+        status: int,
+        evidence_sha256: bytes,
+        ear: bytes,
+        bootcount: int | None,
+    ) -> None:
+        """Consume the nonce, raise the bootcount and append the result, in one transaction."""
+        with self.transaction() as db:
+            if nonce is not None:
+                cur = db.execute(
+                    "UPDATE sessions SET used_at = ? WHERE nonce = ? AND used_at IS NULL",
+                    (now, nonce),
+                )
+                if cur.rowcount != 1:
+                    raise ReplayError(f"nonce {nonce.hex()[:16]} was already used (race)")
+            if device is not None and bootcount is not None:
+                db.execute(
+                    "UPDATE devices SET last_bootcount = ? WHERE device = ? AND "
+                    "(last_bootcount IS NULL OR last_bootcount < ?)",
+                    (bootcount, device, bootcount),
+                )
+            db.execute(
+                "INSERT INTO results (device, at, status, evidence_sha256, ear) "
+                "VALUES (?,?,?,?,?)",
+                (device, now, status, evidence_sha256, ear),
+            )
+
+    def history(self, device: str, limit: int = 20) -> list[tuple[float, int, bytes]]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT at, status, ear FROM results WHERE device = ? ORDER BY id DESC LIMIT ?",
+                (device, limit),
+            ).fetchall()
+        return [(float(a), int(s), bytes(e)) for a, s, e in rows]

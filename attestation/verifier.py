@@ -1,0 +1,259 @@
+"""The verifier facade: challenges, enrollment, appraisal, signed results, persisted state.
+
+Ties the pure cores (:mod:`.nonces`, :mod:`.enroll`, :mod:`.appraisal`, :mod:`.ear`) to the
+edges (:mod:`.store`, key and certificate files). The verifier service
+(``edgeward verifier run``) and the one-shot command line both use it::
+
+    v = Verifier.from_config(load_verifier_config(Path("VERIFIER.toml")))
+    nonce = v.challenge("lock-0001")           # send to the device
+    result = v.verify(evidence_bytes)          # AppraisalResult: .ear (Ear), .signed (bytes)
+    v.close()
+
+Enrollment (RFC 9334 §3.2 endorsements): a device is enrolled when its evidence carries an
+``x5chain`` that leads to a trusted maker CA, or ahead of time with :meth:`Verifier.enroll`.
+Trust on first use happens only when ``[enrollment] tofu = true``, and is logged as a warning
+every time. Reference values that are unsigned or signed by an untrusted key are refused at
+load time and logged as errors; their board then has no reference and cannot be affirmed.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+
+from edgeward.attestation import claims as C
+from edgeward.attestation.appraisal import EnrolledDevice, Policy, Verdict, appraise
+from edgeward.attestation.config import VerifierConfig
+from edgeward.attestation.ear import Ear, TrustVector, sign_ear
+from edgeward.attestation.enroll import Endorsement, load_certs, verify_endorsement
+from edgeward.attestation.evidence import x5chain_of
+from edgeward.attestation.nonces import NoncePolicy
+from edgeward.attestation.refvalues import RefValues, open_refvalues
+from edgeward.attestation.store import DeviceRecord, Store
+from edgeward.models import cose
+from edgeward.models.errors import (
+    ConfigError,
+    DeviceError,
+    EdgewardError,
+    IntegrityError,
+    ReplayError,
+    UnknownDeviceError,
+)
+from edgeward.models.keys import SigningKey, TrustStore, VerifyingKey, load_signing_key
+from edgeward.models.limits import Limits
+
+logger = logging.getLogger(__name__)
+
+REFVALUES_SUFFIX = ".ewref"
+MAX_REFVALUES_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class AppraisalResult:
+    ear: Ear
+    signed: bytes  # the EAR as COSE_Sign1 (CWT), signed by the verifier
+    device: str | None
+
+
+def load_refvalues_dir(folder: Path, trust: TrustStore, limits: Limits) -> dict[str, RefValues]:
+    """Every ``*.ewref`` in ``folder`` that verifies; per board the newest ``issued`` wins."""
+    out: dict[str, RefValues] = {}
+    if not folder.is_dir():
+        raise ConfigError(f"reference values folder {folder} does not exist")
+    for path in sorted(folder.glob(f"*{REFVALUES_SUFFIX}")):
+        try:
+            data = path.read_bytes()[: MAX_REFVALUES_BYTES + 1]
+            rv = open_refvalues(data, trust, limits=limits)
+        except IntegrityError as e:
+            logger.error("refusing reference values %s: %s", path, e)
+            continue
+        except OSError as e:
+            raise DeviceError(f"cannot read {path}: {e.strerror}") from e
+        old = out.get(rv.board)
+        if old is None or rv.issued > old.issued:
+            out[rv.board] = rv
+    return out
+
+
+def load_cas(paths: tuple[Path, ...]) -> list[x509.Certificate]:
+    cas: list[x509.Certificate] = []
+    for p in paths:
+        try:
+            cas.extend(load_certs(p.read_bytes()))
+        except OSError as e:
+            raise ConfigError(f"cannot read maker CA {p}: {e.strerror}") from e
+        except IntegrityError as e:
+            raise ConfigError(f"maker CA {p} is not a certificate: {e}") from e
+    return cas
+
+
+class Verifier:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        ear_key: SigningKey,
+        maker_cas: list[x509.Certificate],
+        refvalues: dict[str, RefValues],
+        policy: Policy = Policy(),  # noqa: B008
+        nonces: NoncePolicy | None = None,
+        tofu: bool = False,
+        limits: Limits | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.ear_key = ear_key
+        self.maker_cas = maker_cas
+        self.refvalues = refvalues
+        self.policy = policy
+        self.nonces = nonces or NoncePolicy()
+        self.tofu = tofu
+        self.limits = limits or Limits(max_cbor_bytes=64 * 1024, max_cbor_items=10_000)
+        self.clock = clock
+        self._refvalues_source: tuple[Path, TrustStore] | None = None
+        if tofu:
+            logger.warning("TRUST ON FIRST USE is enabled: any device that presents a "
+                           "certificate is enrolled without a maker CA; do not use in production")
+
+    @classmethod
+    def from_config(cls, cfg: VerifierConfig, *, clock: Callable[[], float] = time.time
+                    ) -> Verifier:
+        trust = TrustStore.from_path(cfg.vendor_keys)
+        v = cls(
+            store=Store(cfg.database),
+            ear_key=load_signing_key(cfg.key_file),
+            maker_cas=load_cas(cfg.maker_cas),
+            refvalues=load_refvalues_dir(cfg.refvalues_dir, trust, cfg.limits),
+            policy=Policy(allow_software_keys=cfg.allow_software_keys,
+                          max_clock_skew=cfg.max_clock_skew,
+                          max_evidence_age=cfg.max_evidence_age, policy_id=cfg.policy_id),
+            nonces=NoncePolicy(ttl=cfg.nonce_ttl, nonce_bytes=cfg.nonce_bytes),
+            tofu=cfg.tofu,
+            limits=cfg.limits,
+            clock=clock,
+        )
+        v._refvalues_source = (cfg.refvalues_dir, trust)
+        return v
+
+    def reload_refvalues(self) -> int:
+        """Re-read the reference values folder (e.g. on SIGHUP); returns the number of boards."""
+        if self._refvalues_source is None:
+            raise RuntimeError("reload_refvalues needs a Verifier made by from_config")
+        folder, trust = self._refvalues_source
+        self.refvalues = load_refvalues_dir(folder, trust, self.limits)
+        logger.info("reference values loaded for %d board(s)", len(self.refvalues))
+        return len(self.refvalues)
+
+    @property
+    def public_key(self) -> VerifyingKey:
+        """What a relying party needs to check EARs offline (:func:`.ear.check_ear`)."""
+        return self.ear_key.public
+
+    def close(self) -> None:
+        self.store.close()
+
+    # --- challenges and enrollment --------------------------------------------------------------
+
+    def challenge(self, device: str) -> bytes:
+        """A fresh nonce bound to ``device``, stored until used or expired."""
+        session = self.nonces.issue(device, self.clock())
+        self.store.put_session(session)
+        return session.nonce
+
+    def _record(self, e: Endorsement, endorsement: str) -> None:
+        try:
+            self.store.put_device(DeviceRecord(e.device, e.key.key_id, e.key.spki_der(),
+                                               endorsement, e.issuer, self.clock(), None,
+                                               e.key_kind))
+        except sqlite3.IntegrityError as err:
+            raise UnknownDeviceError(
+                f"key {e.key.key_id.hex()[:16]} is already enrolled under another device name"
+            ) from err
+
+    def enroll(self, chain: list[x509.Certificate]) -> Endorsement:
+        """Enroll the device a maker-CA certificate chain endorses (leaf first)."""
+        e = verify_endorsement(chain, self.maker_cas, now=self.clock())
+        self._record(e, "x509")
+        return e
+
+    def _enroll_from_x5chain(self, chain_der: list[bytes]) -> None:
+        chain = [c for der in chain_der for c in load_certs(der)]
+        try:
+            self.enroll(chain)
+        except UnknownDeviceError:
+            if not self.tofu or not chain:
+                raise
+            leaf = chain[0]
+            e = Endorsement(
+                device=leaf.subject.rfc4514_string().removeprefix("CN="),
+                key=VerifyingKey.from_crypto(leaf.public_key()),
+                issuer="trust on first use",
+                fingerprint=b"",
+            )
+            logger.warning("TRUST ON FIRST USE: enrolling device %s with key %s without an "
+                           "endorsement", e.device, e.key.key_id.hex()[:16])
+            self._record(e, "tofu")
+
+    def _lookup(self, kid: bytes) -> EnrolledDevice | None:
+        rec = self.store.device_by_key(kid)
+        if rec is None:
+            return None
+        return EnrolledDevice(rec.device, _from_spki(rec.spki), rec.endorsement,
+                              rec.last_bootcount, rec.key_kind)
+
+    # --- appraisal ------------------------------------------------------------------------------
+
+    def verify(self, evidence: bytes) -> AppraisalResult:
+        """Appraise one evidence token; always returns a signed EAR (never raises a verdict)."""
+        now = self.clock()
+        enroll_error: str | None = None
+        try:
+            msg = cose.decode_sign1(evidence, limits=self.limits)
+            if msg.kid and self.store.device_by_key(msg.kid) is None:
+                chain = x5chain_of(msg)
+                if chain:
+                    self._enroll_from_x5chain(chain)
+        except EdgewardError as e:
+            if isinstance(e, DeviceError):
+                raise
+            enroll_error = str(e)
+        verdict = appraise(evidence, devices=self._lookup, sessions=self.store.session,
+                           refvalues=self.refvalues, now=now, policy=self.policy,
+                           limits=self.limits)
+        ear = verdict.ear
+        if enroll_error and verdict.device is None:
+            ear = Ear(vector=ear.vector, iat=ear.iat, reasons=(*ear.reasons, enroll_error),
+                      policy_id=ear.policy_id)
+        return self._commit(verdict, ear, now)
+
+    def _commit(self, verdict: Verdict, ear: Ear, now: float) -> AppraisalResult:
+        signed = sign_ear(ear, self.ear_key)
+        try:
+            self.store.record_appraisal(
+                device=verdict.device, nonce=verdict.nonce_to_consume, now=now,
+                status=ear.status, evidence_sha256=verdict.evidence_sha256, ear=signed,
+                bootcount=verdict.bootcount if ear.vector.instance_identity
+                == C.TRUSTWORTHY_INSTANCE else None)
+        except ReplayError as e:  # another worker consumed the nonce first
+            ear = Ear(vector=TrustVector(instance_identity=C.CRYPTO_VALIDATION_FAILED),
+                      iat=int(now), device=verdict.device, nonce=ear.nonce,
+                      reasons=(f"stale or replayed: {e}",), policy_id=ear.policy_id)
+            signed = sign_ear(ear, self.ear_key)
+            self.store.record_appraisal(device=verdict.device, nonce=None, now=now,
+                                        status=ear.status,
+                                        evidence_sha256=verdict.evidence_sha256,
+                                        ear=signed, bootcount=None)
+        logger.info("appraised %s: %s", verdict.device or "unknown device", ear.status_name)
+        return AppraisalResult(ear, signed, verdict.device)
+
+
+def _from_spki(der: bytes) -> VerifyingKey:
+    from cryptography.hazmat.primitives.serialization import load_der_public_key
+
+    return VerifyingKey.from_crypto(load_der_public_key(der))

@@ -1,0 +1,183 @@
+"""Fixtures for the attestation tests: swtpm (shared, from tests/fixtures_tpm.py) and keys."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+_PATH = Path(__file__).resolve().parents[1] / "fixtures_tpm.py"
+_NAME = "edgeward_tests_fixtures_tpm"
+if _NAME not in sys.modules:
+    _spec = importlib.util.spec_from_file_location(_NAME, _PATH)
+    assert _spec is not None and _spec.loader is not None
+    _mod = importlib.util.module_from_spec(_spec)
+    sys.modules[_NAME] = _mod
+    _spec.loader.exec_module(_mod)
+swtpm = sys.modules[_NAME].swtpm
+
+
+# --- a complete attestation world: vendor, maker CA, verifier, one device ---------------------
+
+import dataclasses  # noqa: E402
+import time  # noqa: E402
+
+import pytest  # noqa: E402
+from cryptography.hazmat.primitives.serialization import Encoding  # noqa: E402
+
+from edgeward.attestation.appraisal import Policy  # noqa: E402
+from edgeward.attestation.attester import Attester  # noqa: E402
+from edgeward.attestation.config import load_attester_config  # noqa: E402
+from edgeward.attestation.enroll import issue_device_cert, make_ca  # noqa: E402
+from edgeward.attestation.measure import measure  # noqa: E402
+from edgeward.attestation.nonces import NoncePolicy  # noqa: E402
+from edgeward.attestation.refvalues import (  # noqa: E402
+    ModelRef,
+    RefValues,
+    Release,
+    sign_refvalues,
+)
+from edgeward.attestation.store import Store  # noqa: E402
+from edgeward.attestation.verifier import Verifier  # noqa: E402
+from edgeward.firmware_shim.sim.signer import SoftwareSigner  # noqa: E402
+from edgeward.models import keys  # noqa: E402
+from edgeward.models.manifest import Manifest, file_entry, sign_manifest  # noqa: E402
+
+BOARD = "smartlock-pi4"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = float(int(time.time()))
+
+    def __call__(self) -> float:
+        return self.t
+
+    def advance(self, s: float) -> None:
+        self.t += s
+
+
+def write_model(folder, name="lockface", version=3, content=b"TFL3-model-bytes" * 8,
+                key=None):
+    key = key or keys.generate("ed25519")
+    path = folder / f"{name}.tflite"
+    path.write_bytes(content)
+    m = Manifest(name=name, version=version, files=(file_entry(path.name, content),),
+                 tflite={"ops": [], "inputs": [], "outputs": []}, created=1, key_id=key.key_id)
+    (folder / f"{name}.tflite.ewsig").write_bytes(sign_manifest(m, key))
+    return path
+
+
+def agent_toml(folder, *, device="lock-0001", key="software", tcti=None, extra=""):
+    # A small, private code folder: the live repository is edited by others while tests run.
+    code = folder / "code"
+    code.mkdir(exist_ok=True)
+    (code / "main.py").write_text("print('edgeward agent')\n")
+    (code / "pkg").mkdir(exist_ok=True)
+    (code / "pkg" / "util.py").write_text("X = 1\n")
+    lines = ["[device]", f'name = "{device}"', f'board = "{BOARD}"', 'hwversion = "rev-b"',
+             f'key = "{key}"', 'key_file = "device/private.pem"', 'cert_file = "device/cert.pem"']
+    if tcti:
+        lines.append(f'tpm_tcti = "{tcti}"')
+    lines += ["", "[attestation]", 'state_dir = "state"', 'models = ["models/lockface.tflite"]',
+              "pcrs = [0, 1, 2, 3, 4, 5, 6, 7]", 'dbgstat = "disabled"', 'agent_root = "code"', extra]
+    p = folder / "agent.toml"
+    p.write_text("\n".join(lines) + "\n")
+    return p
+
+
+@dataclasses.dataclass
+class World:
+    root: object
+    clock: Clock
+    vendor: keys.SigningKey
+    ca_key: keys.SigningKey
+    ca_cert: object
+    verifier: Verifier
+    attester: Attester
+    config_path: object
+
+    def refvalues(self, **changes) -> RefValues:
+        cfg = self.attester.config
+        m = measure(cfg.source, cfg.models, agent_root=cfg.agent_root)
+        rv = RefValues(
+            board=BOARD, issued=1, min_swversion="0.1.0",
+            releases=(Release("0.1.0", frozenset({m.agent_code}),
+                              frozenset({m.agent_config})),),
+            models=tuple(ModelRef(mm.name, mm.version, frozenset(d for _p, d in mm.files))
+                         for mm in m.models),
+        )
+        return dataclasses.replace(rv, **changes)
+
+    def install_refvalues(self, rv: RefValues | None = None) -> None:
+        self.verifier.refvalues = {BOARD: rv or self.refvalues()}
+
+    def fresh_evidence(self, device="lock-0001") -> bytes:
+        nonce = self.verifier.challenge(device)
+        return self.attester.evidence(nonce)
+
+
+def make_world(tmp_path, *, signer=None, key_kind="software", tcti=None, tofu=False,
+               policy=None) -> World:
+    clock = Clock()
+    (tmp_path / "models").mkdir()
+    write_model(tmp_path / "models")
+    vendor = keys.generate("ed25519")
+    ca_key = keys.generate("p256")
+    ca_cert = make_ca(ca_key, "Acme Locks Device CA", now=clock())
+    if signer is None:
+        signer = SoftwareSigner(keys.generate("ed25519"))
+        keys.write_keypair(tmp_path / "device", signer.signing_key)
+    else:
+        (tmp_path / "device").mkdir()
+    cert = issue_device_cert(ca_key, ca_cert, signer.public, "lock-0001", now=clock(),
+                             tpm=key_kind == "tpm")
+    (tmp_path / "device" / "cert.pem").write_bytes(cert.public_bytes(Encoding.PEM))
+    cfg_path = agent_toml(tmp_path, key=key_kind, tcti=tcti)
+    cfg = load_attester_config(cfg_path)
+    attester = Attester(cfg, signer, [cert.public_bytes(Encoding.DER)], clock)
+    verifier = Verifier(
+        store=Store(tmp_path / "verifier.sqlite"),
+        ear_key=keys.generate("ed25519"),
+        maker_cas=[ca_cert],
+        refvalues={},
+        policy=policy or Policy(),
+        nonces=NoncePolicy(ttl=60),
+        tofu=tofu,
+        clock=clock,
+    )
+    w = World(tmp_path, clock, vendor, ca_key, ca_cert, verifier, attester, cfg_path)
+    w.install_refvalues()
+    return w
+
+
+@pytest.fixture
+def world(tmp_path):
+    w = make_world(tmp_path)
+    yield w
+    w.verifier.close()
+
+
+@pytest.fixture
+def signed_refvalues(world):
+    return sign_refvalues(world.refvalues(), world.vendor)
+
+
+@pytest.fixture
+def world_factory():
+    """``make_world`` for tests that need a world with other options."""
+    made = []
+
+    def factory(tmp_path, **kw):
+        w = make_world(tmp_path, **kw)
+        made.append(w)
+        return w
+
+    yield factory
+    for w in made:
+        w.verifier.close()
+
+
+@pytest.fixture
+def model_writer():
+    return write_model
