@@ -1,8 +1,9 @@
 """``edgeward demo``: the product end to end on this machine, in a few readable steps.
 
 Model integrity: keys, reference models, signing, verification, a verified inference, then a
-tampered model and a rollback attempt that are refused. Each step prints what it does and what
-it found; the demo exits non-zero if any step does not behave as it should.
+tampered model and a rollback attempt that are refused. The inference guard: a signed profile
+bound to the model, clean and odd inputs scored, the fail-safe hook called. Each step prints
+what it does and what it found; the demo exits non-zero if any step does not behave as it should.
 """
 
 from __future__ import annotations
@@ -110,6 +111,74 @@ def run_model_integrity(out: Path) -> None:
                       lambda: verify_model(mlp, trust, sig_path=forged_path))
 
 
+def run_guard(out: Path) -> None:
+    import numpy as np
+
+    from edgeward.models import guard as g
+    from edgeward.models.integrity import sign_model, verify_model
+    from edgeward.models.keys import TrustStore, load_signing_key
+    from edgeward.models.persist import write_atomic
+    from edgeward.models.refmodels import load_digits_split
+    from edgeward.models.rollback import RollbackState
+    from edgeward.models.runtime import load_interpreter
+
+    key = load_signing_key(out / "keys" / "private.pem")
+    trust = TrustStore.from_path(out / "keys" / "public.pem")
+    state = RollbackState(out / "state")
+    mlp = out / "models" / "digits_mlp.tflite"
+    _, _, x_test, _ = load_digits_split()
+    calib, held = x_test[:300].astype(np.float32), x_test[300:].astype(np.float32)
+
+    _step(6, "Inference guard: calibrate on 300 clean held-back digits, target 5% false positives")
+    vm = verify_model(mlp, trust, state=state)
+    interp = load_interpreter(vm.content, preserve_all_tensors=True)
+    io_ = g.ModelIO(interp, logits_index=g.softmax_logits_index(interp))
+    profile = g.calibrate(
+        calib, io_.predict, model_sha256=vm.sha256, input_shape=io_.in_shape[1:],
+        input_dtype="float32", fpr=0.05, energy_source="preserved-logits",
+        squeeze=g.SqueezeConfig(rate=0.1, image_shape=(8, 8, 1)),
+    )
+    data = g.sign_profile(profile, key)
+    prof_path = out / "models" / "digits_mlp.guard"
+    write_atomic(prof_path, data)
+    sig, manifest = sign_model(mlp, key, name="digits_mlp", version=3, profile=data)
+    write_atomic(mlp.with_name(mlp.name + ".ewsig"), sig)
+    _ok(f"profile {prof_path.name} ({len(data)} bytes) signed and bound into the manifest "
+        f"of digits_mlp v{manifest.version}")
+
+    _step(7, "Guarded inference: clean digits, then inputs the model was not built for")
+    vm = verify_model(mlp, trust, state=state)
+    assert vm.manifest is not None
+    g.check_manifest_binding(data, vm.manifest.profile_sha256)
+    checked = g.open_profile(data, model_sha256=vm.sha256, trust=trust)
+    failsafe = []
+    guarded = g.GuardedInterpreter(
+        load_interpreter(vm.content, preserve_all_tensors=True), checked,
+        on_critical=lambda v: failsafe.append(v),
+    )
+    rng = np.random.default_rng(7)
+    sets = {
+        "clean held-back digits": held,
+        "uniform noise": rng.uniform(0, 1, held.shape).astype(np.float32),
+        "inverted digits": (1.0 - held).astype(np.float32),
+        "salt-and-pepper (15%)": np.where(rng.uniform(size=held.shape) < 0.15,
+                                          rng.integers(0, 2, held.shape), held).astype(np.float32),
+    }
+    for label, xs in sets.items():
+        before = len(failsafe)
+        flagged = sum(guarded.invoke(x).verdict.flagged for x in xs)
+        _ok(f"{label:<24} {flagged:>3} of {len(xs)} flagged ({flagged / len(xs):5.1%}); "
+            f"fail-safe called {len(failsafe) - before} times")
+    if len(failsafe) == 0:
+        raise DemoFailed("the fail-safe callback never fired on noise")
+    click.echo("    ..   a smart lock's fail-safe falls back to PIN entry on each critical verdict")
+    bad = bytearray(data)
+    bad[len(bad) // 2] ^= 0x01
+    _expect_rejection("a tampered guard profile",
+                      lambda: g.open_profile(bytes(bad), model_sha256=vm.sha256, trust=trust))
+    guarded.close()
+
+
 @click.command()
 @click.option("--out", "out_dir", type=PATH, default=Path("demo-out"), show_default=True,
               help="Working folder for keys, models and state (recreated).")
@@ -123,6 +192,7 @@ def demo(out_dir: Path) -> None:
     click.secho(f"edgeward demo (working folder {out_dir})", bold=True)
     try:
         run_model_integrity(out_dir)
+        run_guard(out_dir)
     except DemoFailed as e:
         raise EdgewardError(f"demo failed: {e}") from e
     click.secho("\nAll demo steps behaved as expected.", fg="green", bold=True)
