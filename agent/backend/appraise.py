@@ -1,0 +1,43 @@
+"""Adapter from the attestation part's verifier facade to the service's :class:`Appraiser`.
+
+``edgeward.attestation.verifier.Verifier`` issues nonces and appraises evidence into a signed
+EAR, keeping its own state (sessions, enrolled devices, results) in the ``[verifier] database``
+of VERIFIER.toml; several workers share that database, and a nonce is consumed once.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+class AttestationAppraiser:
+    def __init__(self, verifier: Any) -> None:
+        self.verifier = verifier
+
+    @classmethod
+    def from_config_path(cls, path: Path) -> AttestationAppraiser:
+        from edgeward.attestation.config import load_verifier_config
+        from edgeward.attestation.verifier import Verifier
+
+        return cls(Verifier.from_config(load_verifier_config(path)))
+
+    def challenge(self, device: str, now: float) -> bytes:
+        nonce: bytes = self.verifier.challenge(device)
+        return nonce
+
+    def appraise(self, device: str, evidence: bytes, now: float) -> tuple[bytes, str]:
+        r = self.verifier.verify(evidence)
+        status = str(r.ear.status_name)
+        if r.device is not None and r.device != device:
+            # the ACL stops a device from writing under another's prefix; if evidence still
+            # names another device, that is worth a loud log, and the EAR says what it is.
+            logger.warning("evidence on %s's topic is from device %s", device, r.device)
+            status = "contraindicated"
+        return bytes(r.signed), status
+
+    def close(self) -> None:
+        self.verifier.close()

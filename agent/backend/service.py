@@ -1,0 +1,226 @@
+"""The verifier service: one worker of ``edgeward verifier run --config VERIFIER.toml``.
+
+A worker subscribes through MQTT v5 shared subscriptions (``$share/<group>/edgeward/v1/+/...``),
+so the broker gives each message to one worker of the group and the backend grows by adding
+workers. For every message it
+
+* decodes the envelope (bounded; malformed, oversized or spoofed ones are logged and counted),
+* records it in the fleet store, keyed by ``(device, seq)`` (duplicates are dropped there), and
+  only then acknowledges it to the broker (manual PUBACK: a worker killed between delivery and
+  storage does not lose the message),
+* on ``attest.evidence``: has it appraised exactly once (the store's ``appraisals`` key) by the
+  attestation part's appraiser, and publishes the signed EAR on ``attest/result``,
+* on ``outbox.dropped``: records the ranges, so gap analysis can tell reported drops from loss,
+* on ``attest.request``, ``model.rejected`` or a device coming online: challenges it now.
+
+Challenges are also issued on a per-device schedule; each due slot is claimed by exactly one
+worker through the store. Commands are signed with the backend key (:meth:`send_command`).
+
+paho callbacks hand events to :attr:`queue`; everything else runs on the worker's loop thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from edgeward.models import cbor
+from edgeward.models.errors import EdgewardError, MalformedInputError
+from edgeward.models.limits import DEFAULT_LIMITS, Limits
+
+from ..commands import make_command
+from ..envelope import Envelope, decode, parse_topic, topic
+from ..transport import Connected, Incoming, MqttTransport
+from .config import ServiceConfig
+from .store import FleetStore
+
+logger = logging.getLogger(__name__)
+
+UP_KINDS = ("status", "report", "event", "attest/evidence")
+# events after which the device is challenged at once (its state may have changed)
+RECHALLENGE_ON = frozenset({"attest.request", "model.rejected"})
+
+
+class Appraiser(Protocol):
+    """What the attestation part provides to the service (edgeward.attestation)."""
+
+    def challenge(self, device: str, now: float) -> bytes: ...
+
+    def appraise(self, device: str, evidence: bytes, now: float) -> tuple[bytes, str]: ...
+
+
+class VerifierService:
+    def __init__(
+        self,
+        cfg: ServiceConfig,
+        *,
+        appraiser: Appraiser | None = None,
+        command_key: Any = None,
+        limits: Limits = DEFAULT_LIMITS,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.cfg = cfg
+        self.clock = clock
+        self.limits = limits
+        self.appraiser = appraiser
+        self.command_key = command_key
+        self.store = FleetStore(cfg.store, worker=cfg.worker)
+        self.queue: queue.Queue[object] = queue.Queue()
+        self.counters: dict[str, int] = {}
+        self._stop = threading.Event()
+        prefix = f"$share/{cfg.shared_group}/" if cfg.shared_group else ""
+        self.transport = MqttTransport(
+            cfg.mqtt, self.queue.put,
+            subscriptions=[f"{prefix}edgeward/v1/+/{k}" for k in UP_KINDS],
+        )
+
+    def count(self, name: str) -> None:
+        self.counters[name] = self.counters.get(name, 0) + 1
+
+    def request_stop(self, *_: Any) -> None:
+        self._stop.set()
+        self.queue.put(None)
+
+    def on_signal(self, *_: Any) -> None:
+        """Signal handler: only a flag (the loop may hold the queue's lock); seen within a tick."""
+        self._stop.set()
+
+    def run(self) -> int:
+        self.transport.start()
+        next_tick = self.clock()
+        try:
+            while not self._stop.is_set():
+                try:
+                    wait = max(0.0, min(self.cfg.tick, next_tick - self.clock()))
+                    ev = self.queue.get(timeout=wait)
+                except queue.Empty:
+                    ev = None
+                if ev is not None:
+                    self.handle(ev)
+                if self.clock() >= next_tick:
+                    next_tick = self.clock() + self.cfg.tick
+                    self.tick(self.clock())
+        finally:
+            self.transport.stop()
+            self.store.close()
+        return 0
+
+    # --- incoming ----------------------------------------------------------------------------
+
+    def handle(self, ev: object) -> None:
+        if isinstance(ev, Connected):
+            logger.info("worker %s connected", self.cfg.worker)
+        if not isinstance(ev, Incoming):
+            return
+        try:
+            self.on_message(ev)
+        except EdgewardError as e:
+            self.count("errors")
+            logger.error("message on %s not processed: %s", ev.topic, e)
+            return  # not acknowledged: the broker redelivers it on reconnect
+        self.transport.ack(ev)
+
+    def on_message(self, msg: Incoming) -> None:
+        now = self.clock()
+        try:
+            device, kind = parse_topic(msg.topic)
+        except MalformedInputError as e:
+            self.count("wrong_topic")
+            logger.warning("ignoring: %s", e)
+            return
+        if kind == "status":
+            status = msg.payload.decode("ascii", "replace")[:16]
+            self.store.seen(device, now, status)
+            if status == "online" and self.cfg.challenge_on_connect:
+                self.store.schedule_challenge(device, now)
+            return
+        if kind not in UP_KINDS:
+            self.count("wrong_topic")
+            return
+        if len(msg.payload) > self.limits.max_cbor_bytes:
+            self.count("oversized")
+            logger.warning("dropping %d-byte message from %s", len(msg.payload), device)
+            return
+        try:
+            env = decode(msg.payload, limits=self.limits)
+        except MalformedInputError as e:
+            self.count("malformed")
+            logger.warning("malformed envelope from %s: %s", device, e)
+            return
+        if env.device != device:
+            self.count("spoofed")
+            logger.warning("envelope for %s arrived on %s's topic", env.device, device)
+            return
+        high = self.store.highest(device)
+        if not self.store.record(env, now):
+            self.count("duplicates")
+            return
+        if env.seq > high + 1:
+            logger.debug("device %s: seq %d -> %d (gap or reordering)", device, high, env.seq)
+        self.on_envelope(env, now)
+
+    def on_envelope(self, env: Envelope, now: float) -> None:
+        if env.type == "outbox.dropped":
+            ranges = env.body.get("ranges", [])
+            ok = [(int(a), int(b)) for a, b in ranges
+                  if isinstance(a, int) and isinstance(b, int) and 0 < a <= b < env.seq]
+            self.store.record_drops(env.device, ok, env.seq)
+        elif env.type in RECHALLENGE_ON:
+            self.issue_challenge(env.device, now)
+        elif env.type == "attest.evidence":
+            self.on_evidence(env, now)
+
+    def on_evidence(self, env: Envelope, now: float) -> None:
+        eat = env.body.get("eat")
+        if not isinstance(eat, bytes):
+            self.count("malformed")
+            return
+        if not self.store.claim_appraisal(env.device, env.seq, now):
+            self.count("duplicates")
+            return
+        if self.appraiser is None:
+            self.store.finish_appraisal(env.device, env.seq, "unappraised", None)
+            logger.warning("evidence from %s not appraised: no appraiser configured", env.device)
+            return
+        try:
+            ear, status = self.appraiser.appraise(env.device, eat, now)
+        except EdgewardError as e:
+            logger.warning("evidence from %s refused: %s", env.device, e)
+            ear, status = b"", "refused"
+        self.store.finish_appraisal(env.device, env.seq, status, ear or None)
+        self.count("appraised")
+        if ear:
+            self.transport.publish(topic(env.device, "attest/result"), ear)
+        logger.info("device %s attestation: %s", env.device, status)
+
+    # --- outgoing ----------------------------------------------------------------------------
+
+    def tick(self, now: float) -> None:
+        for device in self.store.claim_due_challenges(now, self.cfg.challenge_interval):
+            self.issue_challenge(device, now)
+
+    def issue_challenge(self, device: str, now: float) -> None:
+        if self.appraiser is None:
+            return
+        try:
+            nonce = self.appraiser.challenge(device, now)
+        except EdgewardError as e:
+            logger.warning("no challenge for %s: %s", device, e)
+            return
+        self.transport.publish(topic(device, "attest/challenge"), cbor.dumps({"nonce": nonce}),
+                               expiry=60)
+        self.count("challenges")
+
+    def send_command(self, device: str, op: str, args: dict[str, Any] | None = None) -> int:
+        """Sign and publish one command; returns its seq."""
+        if self.command_key is None:
+            raise RuntimeError("no [commands] key configured")
+        seq = self.store.next_command_seq(device)
+        data = make_command(self.command_key, device, seq, op, args, now=self.clock(),
+                            ttl=self.cfg.command_ttl)
+        self.transport.publish(topic(device, "cmd"), data)
+        return seq

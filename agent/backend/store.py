@@ -1,0 +1,178 @@
+"""The fleet store: reports, events, drops, appraisals and per-device schedules, in SQLite.
+
+Several verifier workers may share one file (WAL mode, ``busy_timeout``); every decision that two
+workers could race on is one conditional UPDATE whose row count says who won (claiming a
+challenge slot, taking the next command seq). Messages are keyed by ``(device, seq)``, so a
+message delivered twice (QoS 1 is at-least-once; a broker restart resends) is stored once.
+SQLite stands in for PostgreSQL at scale (DESIGN.md, "Real parts").
+
+I/O: the database file only. Gap analysis is the pure :mod:`.gaps`.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any
+
+from edgeward.models import cbor
+from edgeward.models.errors import DeviceError
+
+from ..envelope import Envelope
+from .gaps import GapReport, Range, analyse
+
+logger = logging.getLogger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages (
+    device TEXT NOT NULL, seq INTEGER NOT NULL, type TEXT NOT NULL, ts REAL NOT NULL,
+    received REAL NOT NULL, worker TEXT NOT NULL, body BLOB NOT NULL,
+    PRIMARY KEY (device, seq)
+);
+CREATE TABLE IF NOT EXISTS drops (
+    device TEXT NOT NULL, first INTEGER NOT NULL, last INTEGER NOT NULL, reported_seq INTEGER,
+    PRIMARY KEY (device, first, last)
+);
+CREATE TABLE IF NOT EXISTS devices (
+    device TEXT PRIMARY KEY, status TEXT, last_seen REAL,
+    next_challenge REAL, cmd_seq INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS appraisals (
+    device TEXT NOT NULL, evidence_seq INTEGER NOT NULL, status TEXT NOT NULL,
+    worker TEXT NOT NULL, at REAL NOT NULL, ear BLOB,
+    PRIMARY KEY (device, evidence_seq)
+);
+"""
+
+
+class FleetStore:
+    def __init__(self, path: Path, *, worker: str = "w0") -> None:
+        self.path = Path(path)
+        self.worker = worker
+        self._lock = threading.Lock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(str(self.path), isolation_level=None, timeout=30,
+                                       check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA busy_timeout=30000")
+            self._db.executescript(SCHEMA)
+        except sqlite3.Error as e:
+            raise DeviceError(f"cannot open fleet store {self.path}: {e}") from e
+
+    def _tx(self, sql: str, args: tuple[Any, ...] = ()) -> sqlite3.Cursor:
+        with self._lock:
+            try:
+                return self._db.execute(sql, args)
+            except sqlite3.Error as e:
+                raise DeviceError(f"fleet store {self.path}: {e}") from e
+
+    def record(self, env: Envelope, now: float) -> bool:
+        """Store one envelope; False if ``(device, seq)`` was already there (a duplicate)."""
+        cur = self._tx(
+            "INSERT OR IGNORE INTO messages VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (env.device, env.seq, env.type, env.ts, now, self.worker, cbor.dumps(env.body)),
+        )
+        new = cur.rowcount == 1
+        if new:
+            self.seen(env.device, now)
+        return new
+
+    def record_drops(self, device: str, ranges: list[Range], reported_seq: int) -> None:
+        for a, b in ranges:
+            self._tx("INSERT OR IGNORE INTO drops VALUES (?, ?, ?, ?)",
+                     (device, a, b, reported_seq))
+
+    def seen(self, device: str, now: float, status: str | None = None) -> None:
+        self._tx("INSERT OR IGNORE INTO devices (device) VALUES (?)", (device,))
+        if status is None:
+            self._tx("UPDATE devices SET last_seen=? WHERE device=?", (now, device))
+        else:
+            self._tx("UPDATE devices SET last_seen=?, status=? WHERE device=?",
+                     (now, status, device))
+
+    def gaps(self, device: str) -> GapReport:
+        seqs = [r[0] for r in self._tx(
+            "SELECT seq FROM messages WHERE device=? ORDER BY seq", (device,)).fetchall()]
+        drops = [(r[0], r[1]) for r in self._tx(
+            "SELECT first, last FROM drops WHERE device=?", (device,)).fetchall()]
+        return analyse(seqs, drops)
+
+    def highest(self, device: str) -> int:
+        row = self._tx("SELECT MAX(seq) FROM messages WHERE device=?", (device,)).fetchone()
+        return int(row[0] or 0)
+
+    def messages(self, device: str, type_: str | None = None) -> list[tuple[int, str, Any]]:
+        sql = "SELECT seq, type, body FROM messages WHERE device=?"
+        args: tuple[Any, ...] = (device,)
+        if type_ is not None:
+            sql += " AND type=?"
+            args += (type_,)
+        rows = self._tx(sql + " ORDER BY seq", args).fetchall()
+        return [(r[0], r[1], cbor.loads(r[2])) for r in rows]
+
+    def devices(self) -> list[str]:
+        return [r[0] for r in self._tx("SELECT device FROM devices ORDER BY device").fetchall()]
+
+    def status(self, device: str) -> str | None:
+        row = self._tx("SELECT status FROM devices WHERE device=?", (device,)).fetchone()
+        return None if row is None else row[0]
+
+    # --- races between workers are settled by row counts ------------------------------------
+
+    def schedule_challenge(self, device: str, when: float) -> None:
+        self._tx("INSERT OR IGNORE INTO devices (device) VALUES (?)", (device,))
+        self._tx("UPDATE devices SET next_challenge=? WHERE device=?", (when, device))
+
+    def claim_due_challenges(self, now: float, interval: float) -> list[str]:
+        """Devices whose challenge is due, each claimed by exactly one worker."""
+        due = [r[0] for r in self._tx(
+            "SELECT device FROM devices WHERE status='online' AND next_challenge IS NOT NULL "
+            "AND next_challenge<=?", (now,)).fetchall()]
+        won = []
+        for d in due:
+            cur = self._tx(
+                "UPDATE devices SET next_challenge=? WHERE device=? AND next_challenge<=?",
+                (now + interval, d, now))
+            if cur.rowcount == 1:
+                won.append(d)
+        return won
+
+    def next_command_seq(self, device: str) -> int:
+        self._tx("INSERT OR IGNORE INTO devices (device) VALUES (?)", (device,))
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.execute("UPDATE devices SET cmd_seq=cmd_seq+1 WHERE device=?", (device,))
+                seq = self._db.execute("SELECT cmd_seq FROM devices WHERE device=?",
+                                       (device,)).fetchone()[0]
+                self._db.execute("COMMIT")
+            except sqlite3.Error as e:
+                self._db.execute("ROLLBACK")
+                raise DeviceError(f"fleet store {self.path}: {e}") from e
+        return int(seq)
+
+    def claim_appraisal(self, device: str, evidence_seq: int, now: float) -> bool:
+        """Claim one evidence for appraisal; False if it was already claimed (a redelivery)."""
+        cur = self._tx("INSERT OR IGNORE INTO appraisals VALUES (?, ?, 'pending', ?, ?, NULL)",
+                       (device, evidence_seq, self.worker, now))
+        return cur.rowcount == 1
+
+    def finish_appraisal(self, device: str, evidence_seq: int, status: str,
+                         ear: bytes | None) -> None:
+        self._tx("UPDATE appraisals SET status=?, ear=? WHERE device=? AND evidence_seq=?",
+                 (status, ear, device, evidence_seq))
+
+    def appraisals(self, device: str | None = None) -> list[tuple[str, int, str, str]]:
+        sql = "SELECT device, evidence_seq, status, worker FROM appraisals"
+        args: tuple[Any, ...] = ()
+        if device is not None:
+            sql += " WHERE device=?"
+            args = (device,)
+        return [tuple(r) for r in self._tx(sql + " ORDER BY device, evidence_seq", args)]  # type: ignore[misc]
+
+    def close(self) -> None:
+        self._db.close()

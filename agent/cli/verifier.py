@@ -1,0 +1,48 @@
+"""``edgeward verifier run --config VERIFIER.toml``: one worker of the verifier service."""
+
+from __future__ import annotations
+
+import logging
+import signal
+from pathlib import Path
+
+import click
+
+logger = logging.getLogger(__name__)
+
+
+@click.group("verifier")
+def verifier() -> None:
+    """Run the verifier service (backend)."""
+
+
+@verifier.command("run")
+@click.option("--config", "config_path", required=True,
+              type=click.Path(dir_okay=False, path_type=Path), help="VERIFIER.toml")
+def run(config_path: Path) -> int:
+    """Run one worker until SIGTERM: challenges, appraisal, results, fleet store, gap detection.
+
+    Start several workers with the same configuration (distinct [service] worker names, or the
+    default host-pid); the broker shares the load through $share subscriptions.
+    """
+    from edgeward.agent.backend.appraise import AttestationAppraiser
+    from edgeward.agent.backend.config import load_service_config
+    from edgeward.agent.backend.service import VerifierService
+    from edgeward.models.keys import load_signing_key
+    from edgeward.models.tomlconf import load_toml
+
+    cfg = load_service_config(config_path)
+    appraiser = None
+    if load_toml(cfg.source).has("verifier"):
+        appraiser = AttestationAppraiser.from_config_path(cfg.source)
+    else:
+        logger.warning("no [verifier] table: evidence is recorded but not appraised")
+    key = load_signing_key(cfg.command_key) if cfg.command_key else None
+    svc = VerifierService(cfg, appraiser=appraiser, command_key=key)
+    signal.signal(signal.SIGTERM, svc.on_signal)
+    signal.signal(signal.SIGINT, svc.on_signal)
+    try:
+        return svc.run()
+    finally:
+        if appraiser is not None:
+            appraiser.close()

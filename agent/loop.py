@@ -1,0 +1,334 @@
+"""The agent's one loop: every decision happens here, on one thread.
+
+Sources hand small events to :attr:`Agent.queue`: the MQTT transport (connected, disconnected,
+PUBACK, incoming message), the local socket (application events), signal handlers (stop,
+reload). Timers schedule metrics and model re-verification. Each turn of the loop
+
+1. takes every queued event (waiting at most until the next timer),
+2. runs due timers,
+3. writes all new messages to the outbox in one transaction and deletes all PUBACKed ones in
+   another (group commit: one fsync per turn, not per message),
+4. publishes pending messages while fewer than ``window`` are unacknowledged.
+
+The loop itself does no parsing of its own: envelopes, commands and frames are checked by their
+pure cores; transport, outbox, metrics and the socket are the edges.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from edgeward.models.errors import ConfigError
+
+from . import seams
+from .commands import CommandGate, load_last_seq
+from .config import AgentConfig, load_agent_config
+from .envelope import (
+    PRIORITY_METRICS,
+    PRIORITY_SECURITY,
+    topic,
+)
+from .inputs import Inputs
+from .localsock import LocalEvent, LocalSocketServer
+from .outbox import NewMessage, Outbox
+from .ratelimit import TokenBucket
+from .transport import (
+    Acked,
+    AcksReady,
+    Connected,
+    Disconnected,
+    Incoming,
+    MqttTransport,
+    PayloadTooLargeError,
+    StatusTopic,
+)
+
+logger = logging.getLogger(__name__)
+
+FLUSH_TIMEOUT = 5.0
+ACK_DELAY = 0.05
+ACK_BATCH = 256
+
+
+@dataclass(frozen=True)
+class Wake:
+    reason: str
+
+
+class Agent(Inputs):
+    """The device agent: wiring, the loop, timers and reload (inputs: :mod:`.inputs`)."""
+
+    def __init__(self, cfg: AgentConfig, *, clock: Callable[[], float] = time.time) -> None:
+        self.cfg = cfg
+        self.clock = clock
+        self.queue: queue.Queue[object] = queue.Queue()
+        self.outbox = Outbox(cfg.outbox_path, cfg.device, max_bytes=cfg.outbox_max_bytes,
+                             clock=clock)
+        self.counters: dict[str, int] = {}
+        self.inflight: dict[int, int] = {}  # paho mid -> outbox seq
+        self._cursor: dict[int, int] = {}  # priority -> highest seq handed to this transport
+        self.connected = False
+        self._new: list[NewMessage] = []
+        self._acks: list[int] = []
+        self._acked_at = 0.0
+        self._stop = threading.Event()
+        self._reload = False
+        self._due: dict[str, float] = {}
+        self._seq_path = cfg.state_dir / "cmd_seq"
+        self.gate = CommandGate(
+            cfg.device, seams.command_trust(cfg), last_seq=load_last_seq(self._seq_path),
+            max_skew=cfg.command_max_skew, limits=cfg.limits,
+        )
+        self.metrics = seams.metrics_collector(cfg)
+        self.watch = seams.model_watch(cfg)
+        self.attester = seams.attester(cfg)
+        self.ha = seams.ha_discovery(cfg)
+        self._local_bucket = TokenBucket(cfg.local_rate, burst=max(10.0, cfg.local_rate))
+        self._refusals = TokenBucket(1.0, burst=5.0)
+        self._challenges = TokenBucket(0.5, burst=2.0)
+        self.transport = self._make_transport()
+        self.local: LocalSocketServer | None = None
+        if cfg.socket_path is not None:
+            self.local = LocalSocketServer(cfg.socket_path, self.queue.put, mode=cfg.socket_mode,
+                                           max_clients=cfg.socket_max_clients, limits=cfg.limits)
+
+    # --- wiring ------------------------------------------------------------------------------
+
+    def _make_transport(self) -> MqttTransport:
+        d = self.cfg.device
+        return MqttTransport(
+            self.cfg.mqtt, self.queue.put,
+            subscriptions=[topic(d, k) for k in ("cmd", "attest/challenge", "attest/result")],
+            status=StatusTopic(topic(d, "status")),
+            batch_acks=True,
+        )
+
+    def count(self, name: str, n: int = 1) -> None:
+        self.counters[name] = self.counters.get(name, 0) + n
+
+    def emit(self, kind: str, type_: str, body: dict[str, Any], priority: int) -> None:
+        self._new.append(NewMessage(kind, type_, body, priority))
+
+    def event(self, type_: str, body: dict[str, Any]) -> None:
+        self.emit("event", type_, body, PRIORITY_SECURITY)
+
+    def request_stop(self, *_: Any) -> None:
+        self._stop.set()
+        self.queue.put(Wake("stop"))
+
+    def request_reload(self, *_: Any) -> None:
+        self._reload = True
+        self.queue.put(Wake("reload"))
+
+    # Signal handlers run on the main thread between two bytecodes, possibly while it holds the
+    # queue's lock inside get(): they only set flags, which the loop reads at least once a second.
+    def _on_sigterm(self, *_: Any) -> None:
+        self._stop.set()
+
+    def _on_sighup(self, *_: Any) -> None:
+        self._reload = True
+
+    # --- run ---------------------------------------------------------------------------------
+
+    def run(self, *, install_signals: bool = True) -> int:
+        if install_signals and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._on_sigterm)
+            signal.signal(signal.SIGINT, self._on_sigterm)
+            signal.signal(signal.SIGHUP, self._on_sighup)
+        now = self.clock()
+        self._due = {"metrics": now, "models": now}
+        self.transport.start()
+        if self.local is not None:
+            self.local.start()
+        self.event("agent.started", {"pending": self.outbox.count()})
+        try:
+            while not self._stop.is_set():
+                self.turn()
+            self._flush()
+        finally:
+            if self.local is not None:
+                self.local.stop()
+            self.transport.stop()
+            try:
+                self.commit(force=True)
+            finally:
+                self.outbox.close()
+                owner = getattr(self.attester, "__self__", None)  # the Attester (TPM session)
+                if owner is not None and hasattr(owner, "close"):
+                    owner.close()
+        logger.info("agent stopped")
+        return 0
+
+    def turn(self, max_wait: float = 1.0) -> None:
+        now = self.clock()
+        wait = max(0.0, min([max_wait, *[t - now for t in self._due.values()]]))
+        try:
+            ev: object | None = (
+                self.queue.get(timeout=wait) if wait > 0 else self.queue.get_nowait()
+            )
+        except queue.Empty:
+            ev = None
+        batch = 0
+        while ev is not None:
+            self.handle(ev)
+            batch += 1
+            if batch >= 1000:
+                break
+            try:
+                ev = self.queue.get_nowait()
+            except queue.Empty:
+                ev = None
+        if self._reload:
+            self._reload = False
+            self.reload()
+        if not self._stop.is_set():  # no new reports while flushing on the way out
+            self.run_timers(self.clock())
+        self.commit(force=self._stop.is_set())
+        self.pump()
+
+    def commit(self, *, force: bool = False) -> None:
+        """Write this turn's new messages (one fsync) and delete the PUBACKed ones.
+
+        Deletes are gathered for up to :data:`ACK_DELAY` (or :data:`ACK_BATCH` of them): a
+        delete lost to a crash only re-sends a message the backend then drops by seq, and one
+        transaction for many PUBACKs is much cheaper than one each. They always go before new
+        messages are stored, so eviction never counts a delivered message as dropped.
+        """
+        now = time.monotonic()
+        if self._acks and (force or self._new or len(self._acks) >= ACK_BATCH
+                           or now - self._acked_at >= ACK_DELAY):
+            acks, self._acks = self._acks, []
+            self._acked_at = now
+            self.outbox.ack(acks)
+        if self._new:
+            new, self._new = self._new, []
+            for i in range(0, len(new), self.cfg.batch):
+                self.outbox.put(new[i : i + self.cfg.batch])
+        if self.connected and self.outbox.has_drops:
+            self.outbox.report_drops()
+
+    def pump(self) -> None:
+        if not self.connected:
+            return
+        room = self.cfg.window - len(self.inflight)
+        if room <= 0:
+            return
+        now = self.clock()
+        for m in self.outbox.pending(room, after=self._cursor):
+            expiry = None
+            if m.priority == PRIORITY_METRICS:
+                expiry = max(1, int(self.cfg.metrics_expiry - (now - m.ts)))
+            try:
+                mid = self.transport.publish(topic(self.cfg.device, m.kind), m.payload,
+                                             expiry=expiry)
+            except PayloadTooLargeError as e:
+                self.count("too_large")
+                logger.error("dropping seq %d: %s", m.seq, e)
+                self.outbox.ack([m.seq])
+                self._cursor[m.priority] = m.seq
+                continue
+            if mid is None:
+                break
+            self.inflight[mid] = m.seq
+            self._cursor[m.priority] = m.seq
+
+    def _flush(self) -> None:
+        """SIGTERM: store what is queued and try to deliver the outbox for a few seconds."""
+        deadline = time.monotonic() + FLUSH_TIMEOUT
+        self.event("agent.stopping", {"pending": self.outbox.count() + len(self._new)})
+        self.commit(force=True)
+        while time.monotonic() < deadline and self.connected and self.outbox.count():
+            self.turn(max_wait=0.05)
+        left = self.outbox.count()
+        if left:
+            logger.info("stopping with %d messages in the outbox (sent on next start)", left)
+
+    # --- events ------------------------------------------------------------------------------
+
+    def handle(self, ev: object) -> None:
+        if isinstance(ev, AcksReady):
+            for ack in self.transport.take_acks():
+                self.on_ack(ack)
+        elif isinstance(ev, Acked):
+            self.on_ack(ev)
+        elif isinstance(ev, Incoming):
+            self.on_message(ev)
+        elif isinstance(ev, LocalEvent):
+            self.on_local(ev)
+        elif isinstance(ev, Connected):
+            self.connected = True
+            logger.info("connected to broker")
+            if self.ha is not None:
+                self.ha.announce(self.transport)
+        elif isinstance(ev, Disconnected):
+            self.connected = False
+            logger.info("disconnected from broker: %s", ev.reason)
+
+    def on_ack(self, ev: Acked) -> None:
+        seq = self.inflight.pop(ev.mid, None)
+        if seq is None:
+            return
+        if not ev.ok:
+            self.count("broker_rejected")
+            logger.error("broker refused message seq %d (%s); dropping it", seq, ev.reason)
+        self._acks.append(seq)
+        self.count("delivered")
+
+    # --- timers ------------------------------------------------------------------------------
+
+    def run_timers(self, now: float) -> None:
+        if now >= self._due.get("metrics", now + 1):
+            self._due["metrics"] = now + self.cfg.metrics_interval
+            body = self.metrics.collect() if self.metrics is not None else {}
+            st = self.outbox.stats()
+            body["outbox"] = {"count": st.count, "bytes": st.bytes, "dropped": st.dropped_total}
+            body["counters"] = dict(self.counters)
+            self.emit("report", "metrics", body, PRIORITY_METRICS)
+        if now >= self._due.get("models", now + 1):
+            self._due["models"] = now + self.cfg.model_check_interval
+            self.check_models(now)
+
+    def check_models(self, now: float, *, all_models: bool = False) -> None:
+        if self.watch is None:
+            return
+        results = self.watch.check_all(now) if all_models else self.watch.poll(now)
+        for r in results:
+            if r.changed or all_models:
+                self.event("model.verified" if r.ok else "model.rejected", r.body())
+        if results and self.ha is not None:
+            self.ha.update(self.transport, models_ok=all(v for v in self.watch.status().values()))
+
+    # --- reload ------------------------------------------------------------------------------
+
+    def reload(self) -> None:
+        try:
+            new = load_agent_config(self.cfg.source)
+        except ConfigError as e:
+            logger.error("reload refused, keeping the running configuration: %s", e)
+            self.event("agent.reload_failed", {"reason": str(e)[:200]})
+            return
+        if new.device != self.cfg.device or new.outbox_path != self.cfg.outbox_path:
+            logger.error("reload cannot change device.id or the outbox path; restart instead")
+            return
+        old = self.cfg
+        self.cfg = new
+        self.gate.trust = seams.command_trust(new)
+        self.watch = seams.model_watch(new)
+        self._due["models"] = self.clock()
+        if new.mqtt != old.mqtt:
+            logger.info("broker settings changed; reconnecting")
+            self.transport.stop()
+            self.connected = False
+            self.inflight.clear()
+            self._cursor.clear()  # the new client holds nothing: send everything again
+            self.transport = self._make_transport()
+            self.transport.start()
+        self.event("agent.reloaded", {"config": str(new.source)})
+        logger.info("configuration reloaded from %s", new.source)

@@ -1,0 +1,116 @@
+"""Where the agent meets the other parts of edgeward: keys, model watch, attester, EAR, HA.
+
+Each factory imports its part lazily, so the agent still runs (and says so in its log) when a
+part is not installed or not configured. The attester seam is a plain callable
+``nonce -> evidence bytes`` (an EAT in COSE_Sign1) built from the agent's configuration by
+``edgeward.attestation``.
+
+Challenge payload (verifier -> device, ``attest/challenge``): CBOR map ``{"nonce": bstr}``
+(8..64 bytes, RFC 9711 §4.1), optionally with more keys that the device ignores.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from edgeward.models import cbor
+from edgeward.models.errors import EdgewardError, MalformedInputError
+from edgeward.models.limits import Limits
+
+from .config import AgentConfig
+
+logger = logging.getLogger(__name__)
+
+Attester = Callable[[bytes], bytes]
+
+
+def command_trust(cfg: AgentConfig) -> Any:
+    if cfg.command_trust is None:
+        logger.warning("no [commands] trust configured: every command will be refused")
+        return None
+    from edgeward.models.keys import TrustStore
+
+    return TrustStore.from_path(cfg.command_trust)
+
+
+def metrics_collector(cfg: AgentConfig) -> Any:
+    from .metrics import MetricsCollector
+
+    return MetricsCollector(cfg.disk_paths)
+
+
+def model_watch(cfg: AgentConfig) -> Any:
+    if not cfg.models:
+        return None
+    try:
+        from edgeward.models.keys import TrustStore
+        from edgeward.models.watch import ModelWatch
+    except ImportError as e:  # pragma: no cover - models part missing
+        logger.error("model re-verification unavailable: %s", e)
+        return None
+    assert cfg.model_trust is not None
+    state = None
+    if cfg.model_state_dir is not None:
+        from edgeward.models.rollback import RollbackState
+
+        state = RollbackState(cfg.model_state_dir)
+    w = ModelWatch(TrustStore.from_path(cfg.model_trust), interval=cfg.model_reverify_interval,
+                   state=state, limits=cfg.limits)
+    for m in cfg.models:
+        w.add(m.path, m.sig)
+    return w
+
+
+def attester(cfg: AgentConfig) -> Attester | None:
+    """The attestation part's evidence maker for this agent, or None if it is not available.
+
+    ``edgeward.attestation`` reads its own tables (``[device]``, ``[attestation]``) from the same
+    AGENT.toml; a file without them runs the agent without attestation (and says so).
+    """
+    if "board" not in cfg.device_table:
+        logger.warning("no [device] board in %s: attestation is off", cfg.source)
+        return None
+    try:
+        from edgeward.attestation.attester import Attester as _Attester
+        from edgeward.attestation.config import load_attester_config
+    except ImportError as e:  # pragma: no cover - part not installed
+        logger.warning("edgeward.attestation is not available (%s); attestation is off", e)
+        return None
+    att = _Attester.from_config(load_attester_config(cfg.source))
+    fn: Attester = att.evidence
+    return fn
+
+
+def parse_challenge(data: bytes, limits: Limits) -> bytes:
+    m = cbor.loads(data, limits=limits)
+    if not isinstance(m, dict) or not isinstance(m.get("nonce"), bytes):
+        raise MalformedInputError("challenge is not a map with a byte-string nonce")
+    nonce: bytes = m["nonce"]
+    if not 8 <= len(nonce) <= 64:
+        raise MalformedInputError(f"challenge nonce of {len(nonce)} bytes is outside 8..64")
+    return nonce
+
+
+def parse_result(data: bytes, limits: Limits, trust: Any = None) -> str | None:
+    """The status name of a signed EAR, or None if it cannot be checked."""
+    if trust is None:
+        return None
+    try:
+        from edgeward.attestation.ear import check_ear
+
+        ear = check_ear(data, trust, now=time.time(), max_age=600, limits=limits)
+    except (ImportError, EdgewardError) as e:
+        logger.warning("attestation result not accepted: %s", e)
+        return None
+    return str(ear.status_name)
+
+
+def ha_discovery(cfg: AgentConfig) -> Any:
+    if not cfg.ha_enabled:
+        return None
+    from .ha_discovery import HomeAssistant
+
+    return HomeAssistant(cfg.device, cfg.ha_prefix)

@@ -1,0 +1,143 @@
+"""Fault tests: broker restarts and agent SIGKILL while streaming; nothing lost, dups removed."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from agent_helpers import service_cfg, start, write_agent_config
+from fixtures_mqtt import Mosquitto, TestCA
+
+from edgeward.agent.backend.service import VerifierService
+from edgeward.agent.outbox import Outbox
+
+pytestmark = pytest.mark.slow
+
+EDGEWARD = str(Path(sys.executable).parent / "edgeward")
+
+
+def run_agent(cfg: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([EDGEWARD, "agent", "run", "--config", str(cfg)],
+                            stderr=subprocess.PIPE)
+
+
+def sent_total(cfg_dir: Path, device: str) -> tuple[int, int]:
+    ob = Outbox(cfg_dir / f"state-{device}" / "outbox.db", device)
+    try:
+        return ob.stats().next_seq - 1, ob.count()
+    finally:
+        ob.close()
+
+
+def wait_all(svc: VerifierService, device: str, n: int, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        g = svc.store.gaps(device)
+        if g.highest >= n and not g.missing:
+            return
+        time.sleep(0.1)
+
+
+def test_broker_restarted_repeatedly_while_streaming(
+    mosquitto: Mosquitto, test_ca: TestCA, tmp_path: Path
+) -> None:
+    # A plain persistent subscription: Mosquitto 2.0 does not keep messages for a *shared*
+    # subscription across its own restart (eclipse-mosquitto/mosquitto#2662); with $share the
+    # loss is still visible at the backend as an unexplained seq gap (docs/AGENT.md).
+    svc = VerifierService(service_cfg(mosquitto, test_ca, tmp_path, "w0", shared_group=""))
+    th = start(svc)
+    cfg = write_agent_config(tmp_path / "a.toml", mosquitto, test_ca, "dev-f", interval=0.02)
+    agent = run_agent(cfg)
+    try:
+        time.sleep(1.0)
+        for _ in range(3):
+            mosquitto.restart(signal.SIGTERM)
+            time.sleep(1.2)
+        time.sleep(0.5)
+        agent.send_signal(signal.SIGTERM)
+        assert agent.wait(20) == 0, agent.stderr.read() if agent.stderr else ""
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+    n, left = sent_total(tmp_path, "dev-f")
+    assert n > 100 and left == 0
+    wait_all(svc, "dev-f", n)
+    g = svc.store.gaps("dev-f")
+    assert (g.highest, g.received, g.missing) == (n, n, ()), g
+    dups = svc.counters.get("duplicates", 0)
+    svc.request_stop()
+    th.join(10)
+    print(f"broker restarts: {n} messages, {dups} duplicates removed by seq")
+
+
+def test_agent_sigkilled_mid_stream_and_restarted(
+    mosquitto: Mosquitto, test_ca: TestCA, tmp_path: Path
+) -> None:
+    svc = VerifierService(service_cfg(mosquitto, test_ca, tmp_path, "w0"))
+    th = start(svc)
+    cfg = write_agent_config(tmp_path / "a.toml", mosquitto, test_ca, "dev-k", interval=0.01)
+    for _ in range(2):
+        agent = run_agent(cfg)
+        time.sleep(1.5)
+        agent.send_signal(signal.SIGKILL)
+        agent.wait(10)
+    agent = run_agent(cfg)
+    time.sleep(1.0)
+    agent.send_signal(signal.SIGTERM)
+    assert agent.wait(20) == 0, agent.stderr.read() if agent.stderr else ""
+    n, left = sent_total(tmp_path, "dev-k")
+    assert n > 50 and left == 0
+    wait_all(svc, "dev-k", n)
+    g = svc.store.gaps("dev-k")
+    assert (g.highest, g.received, g.missing) == (n, n, ()), g
+    starts = svc.store.messages("dev-k", "agent.started")
+    assert len(starts) == 3
+    svc.request_stop()
+    th.join(10)
+
+
+def test_outbox_at_bound_during_outage_reports_drops(
+    mosquitto: Mosquitto, test_ca: TestCA, tmp_path: Path
+) -> None:
+    """The broker is down long enough for the outbox to fill: metrics are evicted, counted, and
+    the backend can tell those gaps (explained) from loss (unexplained: none)."""
+    svc = VerifierService(service_cfg(mosquitto, test_ca, tmp_path, "w0", shared_group=""))
+    th = start(svc)
+    cfg = write_agent_config(tmp_path / "a.toml", mosquitto, test_ca, "dev-b", interval=0.01,
+                             max_bytes=64 * 1024)
+    agent = run_agent(cfg)
+    try:
+        time.sleep(0.8)
+        mosquitto.stop(signal.SIGTERM)
+        time.sleep(3.0)  # ~300 metric reports of ~1 KiB against a 64 KiB bound
+        mosquitto.start()
+        time.sleep(1.5)
+        agent.send_signal(signal.SIGTERM)
+        assert agent.wait(20) == 0, agent.stderr.read() if agent.stderr else ""
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+    n, left = sent_total(tmp_path, "dev-b")
+    assert left == 0
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and svc.store.gaps("dev-b").highest < n:
+        time.sleep(0.1)
+    g = svc.store.gaps("dev-b")
+    drops = svc.store.messages("dev-b", "outbox.dropped")
+    assert drops, f"the agent reported what it dropped: n={n} {g}"
+    dropped = sum(b["count"] for _, _, b in drops)
+    # every gap is a reported drop (a message evicted while paho had it in flight may still
+    # arrive, so missing <= dropped); nothing is lost without being reported
+    assert g.highest == n and 0 < g.missing_count <= dropped and g.unexplained == ()
+    assert len(drops) <= 3, "one drop report per reconnect, not one per eviction"
+    assert all(set(b["by_type"]) == {"metrics"} for _, _, b in drops)
+    # every security event survived
+    assert svc.store.messages("dev-b", "agent.started")
+    svc.request_stop()
+    th.join(10)
+    _ = threading
