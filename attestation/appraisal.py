@@ -292,7 +292,9 @@ def _models(r: _Result, ev: EvidenceClaims, rv: RefValues) -> None:
             ok = False
         bad = [p for p, d in m.files if d not in ref.digests]
         if bad or not m.files:
-            r.set("file-system", C.UNRECOGNIZED_FILES,
+            # A model the vendor released, whose bytes match none of its released digests, is a
+            # modified copy of a known model: contraindicated, not merely unrecognized.
+            r.set("file-system", C.CONTRAINDICATED_FILES,
                   f"model '{m.name}' file(s) {', '.join(bad) or '(none)'} have digests that "
                   "are not in the reference values (tampered model)")
             ok = False

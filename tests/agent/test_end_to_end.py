@@ -132,17 +132,15 @@ path = "models/digits_mlp.tflite"
             time.sleep(0.1)
         rejected = svc.store.messages(dev, "model.rejected")
         assert rejected and rejected[0][2]["error"] == "DigestMismatchError"
-        # issue 4 asks for "contraindicated"; the attestation part's policy (appraisal._models)
-        # rates a model whose digest is not in the reference values as AR4SI file-system 33
-        # "unrecognized files", a *warning*. Either way it must not be affirming, and the EAR
-        # must say why.
-        assert statuses()[1] in ("warning", "contraindicated"), svc.store.appraisals(dev)
+        # A released model whose bytes match none of its released digests: AR4SI file-system
+        # 96 "contraindicated files", and the EAR must say which model.
+        assert statuses()[1] == "contraindicated", svc.store.appraisals(dev)
         from edgeward.attestation.ear import decode_ear
 
         row = svc.store._tx("SELECT ear FROM appraisals WHERE device=? ORDER BY evidence_seq",
                             (dev,)).fetchall()[-1][0]
         ear = decode_ear(row, verifier.public_key)
-        assert ear.vector.file_system >= 32 and any("digits_mlp" in r for r in ear.reasons)
+        assert ear.vector.file_system == 96 and any("digits_mlp" in r for r in ear.reasons)
         g = svc.store.gaps(dev)
         assert g.unexplained == ()
     finally:

@@ -80,8 +80,20 @@ def test_attack_tampered_model(world):
     model = world.attester.config.models[0]
     model.write_bytes(model.read_bytes() + b"backdoor")
     ear = _verify(world, world.fresh_evidence())
-    assert ear.vector.file_system == C.UNRECOGNIZED_FILES
+    assert ear.vector.file_system == C.CONTRAINDICATED_FILES
+    assert ear.status_name == "contraindicated"
     assert any("tampered model" in r for r in ear.reasons)
+
+
+def test_attack_model_unknown_to_the_reference_values(world, model_writer):
+    """A model the vendor never released (say, side-loaded): unrecognized, a warning."""
+    import dataclasses as dc
+
+    rv = world.refvalues()
+    world.install_refvalues(dc.replace(rv, models=()))
+    ear = _verify(world, world.fresh_evidence())
+    assert ear.vector.file_system == C.UNRECOGNIZED_FILES
+    assert any("not in the reference values" in r for r in ear.reasons)
 
 
 def test_attack_model_rollback_below_min_version(world):
