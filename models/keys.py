@@ -16,11 +16,9 @@ Key material is never logged; key ids are.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import os
-import secrets
 import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -34,7 +32,8 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
     encode_dss_signature,
 )
 
-from edgeward.models.errors import ConfigError, SignatureError
+from edgeward.models.errors import ConfigError, DeviceError, SignatureError
+from edgeward.models.persist import write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -209,42 +208,6 @@ def generate(alg: str = "ed25519") -> SigningKey:
 # --- file edges -----------------------------------------------------------------------------
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_new(final: Path, data: bytes, mode: int, force: bool) -> None:
-    """Write ``data`` to a temp file created with ``mode`` (O_EXCL), then move it into place.
-
-    Without ``force`` the move is ``os.link`` (fails if ``final`` exists, no clobbering race);
-    with ``force`` it is ``os.replace``.
-    """
-    tmp = final.with_name(f".{final.name}.{secrets.token_hex(8)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), mode)
-    try:
-        try:
-            os.fchmod(fd, mode)  # umask can only narrow the mode; make it exact
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        if force:
-            os.replace(tmp, final)
-        else:
-            os.link(tmp, final)
-            tmp.unlink()
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-
-
 def write_keypair(out_dir: Path, key: SigningKey, *, force: bool = False) -> tuple[Path, Path]:
     """Write ``private.pem`` (mode 0600) and ``public.pem`` into ``out_dir``.
 
@@ -263,17 +226,16 @@ def write_keypair(out_dir: Path, key: SigningKey, *, force: bool = False) -> tup
                         f"{p} already exists",
                         hint="choose another --out directory, or remove the old keys first",
                     )
-        _write_new(private_path, key.private_pem(), 0o600, force)
-        _write_new(public_path, key.public.to_pem(), 0o644, force)
-        _fsync_dir(out_dir)
+        write_atomic(private_path, key.private_pem(), mode=0o600, overwrite=force)
+        write_atomic(public_path, key.public.to_pem(), mode=0o644, overwrite=force)
     except FileExistsError as e:
         raise ConfigError(
-            f"{e.filename or out_dir} already exists",
+            f"{e.filename2 or out_dir} already exists",
             hint="choose another --out directory, or remove the old keys first",
         ) from e
-    except OSError as e:
+    except (OSError, DeviceError) as e:
         raise ConfigError(
-            f"cannot write keys to {out_dir}: {e.strerror or e}",
+            f"cannot write keys to {out_dir}: {getattr(e, 'strerror', None) or e}",
             hint="check that the directory is writable",
         ) from e
     logger.info("wrote %s key %s to %s", key.alg, key.key_id.hex()[:16], out_dir)

@@ -1,6 +1,8 @@
 """Atomic file writes: temp file in the same folder, fsync, ``os.replace``, fsync the folder.
 
 A reader sees either the old file or the new one, never a torn write, even across power loss.
+The temp file is created with O_EXCL and mode 0600 (``mkstemp``) and only then given ``mode``,
+so a private file is never readable by others, not even for a moment.
 """
 
 from __future__ import annotations
@@ -10,29 +12,47 @@ import os
 import tempfile
 from pathlib import Path
 
-from .errors import DeviceError
+from .errors import ConfigError, DeviceError
 
 
-def write_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:
+def fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes, *, mode: int = 0o644, overwrite: bool = True) -> None:
+    """Write ``data`` to ``path`` atomically.
+
+    ``overwrite=False`` moves the file into place with ``os.link``, which fails with
+    :class:`FileExistsError` if ``path`` exists (no check-then-write race). Other OS errors
+    become :class:`DeviceError`; a missing folder is a :class:`ConfigError`.
+    """
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
     try:
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
+    except FileNotFoundError as e:
+        raise ConfigError(f"cannot write {path}: folder {folder} does not exist") from e
     except OSError as e:
         raise DeviceError(f"cannot write {path}: {e.strerror or e}") from e
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), mode)
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-        dir_fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError as e:
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)
+            os.unlink(tmp)
+        fsync_dir(folder)
+    except BaseException as e:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(e, FileExistsError) or not isinstance(e, OSError):
+            raise
         raise DeviceError(f"cannot write {path}: {e.strerror or e}") from e

@@ -32,13 +32,13 @@ import json
 import logging
 import os
 import re
-import secrets
 import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from edgeward.models.errors import DeviceError, RollbackError
+from edgeward.models.persist import write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -231,28 +231,10 @@ class RollbackState:
         if len(models) > MAX_MODELS:
             raise DeviceError(f"anti-rollback state would exceed {MAX_MODELS} models")
         data = _encode(models)
-        tmp = self.state_dir / f".{STATE_FILE}.{secrets.token_hex(8)}.tmp"
         try:
-            fd = os.open(
-                tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600
-            )
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, self.path)
-            dfd = os.open(self.state_dir, os.O_RDONLY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
-        except OSError as e:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
+            write_atomic(self.path, data, mode=0o600)
+        except DeviceError as e:
             raise DeviceError(
-                f"cannot write anti-rollback state {self.path}: {e.strerror or e}",
+                f"cannot write anti-rollback state {self.path}: {e}",
                 hint="check free space and permissions of the --state directory",
             ) from e

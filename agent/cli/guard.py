@@ -11,15 +11,14 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import click
 
 from edgeward.agent.cli.common import echo_json, progress_printer
-from edgeward.models.errors import ConfigError, DeviceError
+from edgeward.models.errors import ConfigError
+from edgeward.models.persist import write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -85,24 +84,6 @@ def _load_data(path: Path, input_shape: tuple[int, ...]) -> Any:
     if arr.dtype != np.float32:
         raise ConfigError(f"data file {path} is {arr.dtype}; the model takes float32")
     return arr.reshape(len(arr), *input_shape)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent or Path("."), prefix=path.name, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-    except FileNotFoundError as e:
-        raise ConfigError(f"cannot write {path}: its folder does not exist") from e
-    except OSError as e:
-        raise DeviceError(f"cannot write {path}: {e.strerror or e}") from e
 
 
 def _image_shape(spec: str | None, input_shape: tuple[int, ...]) -> tuple[int, int, int] | None:
@@ -192,7 +173,7 @@ def calibrate(
             "run with --allow-unsigned (development only)",
             err=True,
         )
-    _write_atomic(out_path, data)
+    write_atomic(out_path, data)
     say(
         f"wrote {out_path} ({len(data)} bytes, sha256 {g.profile_digest(data).hex()[:16]}); "
         f"combined threshold {profile.threshold:.3f}"
