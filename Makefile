@@ -5,6 +5,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 VENV_TFLITE := .venv-tflite
+VENV_BENCH := .venv-bench
 APT_PACKAGES := mosquitto mosquitto-clients swtpm swtpm-tools tpm2-tools libtss2-dev \
 	pkg-config cpio
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -59,8 +60,14 @@ unit: venv
 runtime-tflite: venv-tflite
 	$(VENV_TFLITE)/bin/pytest -q -p no:cacheprovider tests/models/test_runtime.py
 
-bench: venv
+# The AWS IoT Device Defender agent's collector is a peer in bench_agent; it gets its own venv.
+bench: system venv $(VENV_BENCH)/.installed
 	$(VENV)/bin/python benchmarks/run_all.py
 
+$(VENV_BENCH)/.installed:
+	$(PYTHON) -m venv $(VENV_BENCH)
+	$(VENV_BENCH)/bin/pip install $(PIP_FLAGS) awsiotdevicedefenderagentsdk psutil
+	touch $@
+
 clean:
-	rm -rf $(VENV) $(VENV_TFLITE) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(VENV_TFLITE) $(VENV_BENCH) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

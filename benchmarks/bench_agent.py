@@ -10,7 +10,7 @@
    installed in the venv given by ``--dd-python``.
 
 Usage: .venv/bin/python benchmarks/bench_agent.py [--messages 5000] [--idle-seconds 60]
-       [--dd-python /tmp/ew_dd_venv/bin/python]
+       [--dd-python .venv-bench/bin/python]
 """
 
 from __future__ import annotations
@@ -170,7 +170,10 @@ def main() -> None:
     ap.add_argument("--idle-seconds", type=float, default=60.0)
     ap.add_argument("--metrics-rounds", type=int, default=30)
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--dd-python", default="/tmp/ew_dd_venv/bin/python")
+    ap.add_argument(
+        "--dd-python",
+        default=str(Path(__file__).resolve().parent.parent / ".venv-bench" / "bin" / "python"),
+    )
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="ew-bench-") as d:
         tmp = Path(d)
