@@ -43,9 +43,7 @@ $(VENV_TFLITE)/.installed: setup.py pyproject.toml
 	@echo "Setting up $(VENV_TFLITE) (tflite-runtime 2.14 with numpy<2)"
 	$(PYTHON) -m venv $(VENV_TFLITE)
 	$(VENV_TFLITE)/bin/pip install $(PIP_FLAGS) -U pip setuptools wheel
-	$(VENV_TFLITE)/bin/pip install $(PIP_FLAGS) 'tflite-runtime==2.14.0' 'numpy<2' \
-		'scikit-learn<1.6' pytest hypothesis
-	$(VENV_TFLITE)/bin/pip install $(PIP_FLAGS) -e .
+	$(VENV_TFLITE)/bin/pip install $(PIP_FLAGS) -e '.[tflite]' pytest hypothesis scikit-learn tflite
 	touch $@
 
 lint: venv
@@ -54,11 +52,13 @@ lint: venv
 typecheck: venv
 	$(VENV)/bin/mypy models attestation agent firmware_shim boards simulator
 
+# Tests marked tflite_runtime check the tflite-runtime venv itself; they run in runtime-tflite.
 unit: venv
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q -m "not tflite_runtime"
 
 runtime-tflite: venv-tflite
-	$(VENV_TFLITE)/bin/pytest -q -p no:cacheprovider tests/models/test_runtime.py
+	$(VENV_TFLITE)/bin/pytest -q -p no:cacheprovider tests/models/test_runtime.py \
+		tests/models/test_refmodels.py tests/models/test_tflite_validate.py
 
 # The AWS IoT Device Defender agent's collector is a peer in bench_agent; it gets its own venv.
 bench: system venv $(VENV_BENCH)/.installed

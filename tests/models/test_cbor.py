@@ -6,11 +6,12 @@ import math
 
 import cbor2
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from edgeward.models import cbor
 from edgeward.models.errors import MalformedInputError
 from edgeward.models.limits import Limits
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 
 def bad(hexstr: str, match: str | None = None, **kw: object) -> None:

@@ -8,6 +8,9 @@ import contextlib
 import cbor2
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from edgeward.models import cbor, cose, keys
 from edgeward.models.errors import (
     IntegrityError,
@@ -16,8 +19,6 @@ from edgeward.models.errors import (
     UntrustedKeyError,
 )
 from edgeward.models.limits import Limits
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 
 @pytest.fixture(params=["ed25519", "p256"])

@@ -14,6 +14,9 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from edgeward.models import cose, keys, ossf
 from edgeward.models.errors import (
     IntegrityError,
@@ -22,8 +25,6 @@ from edgeward.models.errors import (
     UntrustedKeyError,
 )
 from edgeward.models.limits import Limits
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 CLI = Path(sys.executable).parent / "model_signing"
 MODEL_BYTES = b"TFL3" + bytes(range(256)) * 8

@@ -9,6 +9,7 @@ import stat
 from pathlib import Path
 
 import pytest
+
 from edgeward.models import rollback
 from edgeward.models.errors import DeviceError, RollbackError
 from edgeward.models.rollback import RollbackState, check_version

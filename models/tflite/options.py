@@ -1,0 +1,162 @@
+"""Operator sanity beyond the schema: builtin options and declared shapes of common operators.
+
+The validator checks every options table as a table (bounds, vtable); for the operators below it
+also reads the fields the kernels divide by or index with, and compares the declared shapes the
+kernels would otherwise trust. Each rule stands for a crash (SIGFPE, SIGSEGV, heap corruption)
+that fuzzing tflite-runtime 2.14 or LiteRT 2.3 with mutated models produced after the structural
+checks had passed:
+
+* an operator listed in :data:`EXPECTED_TAG` carries no options or options of its own union type;
+* strides, dilations, filter sizes and depth multipliers are in 1..65536 (the schema default 0
+  for strides counts as missing), and strides and dilations do not exceed the input's height or
+  width; padding and fused activation are known enum values; ``SOFTMAX`` beta is finite;
+* ``CONV_2D`` / ``DEPTHWISE_CONV_2D`` / ``*_POOL_2D`` inputs and filters are 4-D with no empty
+  dimension, a ``CONV_2D`` input's channels fit its filter (groups allowed), and a
+  ``FULLY_CONNECTED`` input splits into rows of the weights' width.
+
+It does not infer shapes through the graph (a declared input that makes a later pool produce an
+empty tensor still passes; tflite-runtime 2.14 crashes on that, LiteRT does not). No I/O.
+"""
+from __future__ import annotations
+
+import math
+import struct
+
+from edgeward.models.errors import MalformedModelError
+from edgeward.models.tflite.flatbuf import Table
+
+_B = struct.Struct("<b")
+_I32 = struct.Struct("<i")
+_F32 = struct.Struct("<f")
+
+# operator -> BuiltinOptions union tag (schema.fbs)
+EXPECTED_TAG: dict[str, int] = {
+    "CONV_2D": 1,
+    "DEPTHWISE_CONV_2D": 2,
+    "AVERAGE_POOL_2D": 5,
+    "MAX_POOL_2D": 5,
+    "L2_POOL_2D": 5,
+    "FULLY_CONNECTED": 8,
+    "SOFTMAX": 9,
+    "RESHAPE": 17,
+}
+
+MAX_WINDOW = 1 << 16
+"""Upper bound for strides, dilations, filter sizes: huge values overflow output-size arithmetic
+(SIGSEGV in tflite-runtime 2.14, found by fuzzing)."""
+PADDINGS = range(2)  # SAME, VALID
+ACTIVATIONS = range(6)  # NONE, RELU, RELU_N1_TO_1, RELU6, TANH, SIGN_BIT
+
+# tag -> (padding slot, activation slot, {slot: (name, default)} that must be >= 1)
+_LAYOUT: dict[int, tuple[int | None, int | None, dict[int, tuple[str, int]]]] = {
+    1: (0, 3, {1: ("stride_w", 0), 2: ("stride_h", 0), 4: ("dilation_w", 1),
+               5: ("dilation_h", 1)}),
+    2: (0, 4, {1: ("stride_w", 0), 2: ("stride_h", 0), 3: ("depth_multiplier", 0),
+               5: ("dilation_w", 1), 6: ("dilation_h", 1)}),
+    5: (0, 5, {1: ("stride_w", 0), 2: ("stride_h", 0), 3: ("filter_width", 0),
+               4: ("filter_height", 0)}),
+    8: (None, 0, {}),
+}  # fmt: skip
+
+
+def check_options(
+    op_name: str,
+    tag: int,
+    options: Table | None,
+    where: str,
+    input_shape: tuple[int, ...] | None = None,
+) -> None:
+    """Raise :class:`MalformedModelError` when ``op_name``'s options are unusable.
+
+    With a known NHWC ``input_shape``, strides and dilations may not exceed the input's height
+    or width (tflite-runtime 2.14 with XNNPACK corrupts its heap on such a CONV_2D, found by
+    fuzzing; no useful model needs a step larger than the image).
+    """
+    expected = EXPECTED_TAG.get(op_name)
+    if expected is None:
+        return
+    if tag not in (0, expected):
+        raise MalformedModelError(
+            f"{where} is {op_name} but carries options of union type {tag} (expected {expected})"
+        )
+    layout = _LAYOUT.get(expected)
+    if layout is not None:
+        padding_slot, activation_slot, positive = layout
+        if options is None and positive:
+            raise MalformedModelError(f"{where} is {op_name} without options (strides unknown)")
+        if options is None:
+            return
+        if padding_slot is not None:
+            padding = int(options.scalar(padding_slot, _B, 0, where))
+            if padding not in PADDINGS:
+                raise MalformedModelError(f"{where} has unknown padding {padding}")
+        if activation_slot is not None:
+            act = int(options.scalar(activation_slot, _B, 0, where))
+            if act not in ACTIVATIONS:
+                raise MalformedModelError(f"{where} has unknown fused activation {act}")
+        for slot, (name, default) in positive.items():
+            value = int(options.scalar(slot, _I32, default, where))
+            if not 1 <= value <= MAX_WINDOW:
+                raise MalformedModelError(
+                    f"{where} has {name} {value}; it must be in 1..{MAX_WINDOW}"
+                )
+            if input_shape is not None and len(input_shape) == 4 and name[-2:] in ("_w", "_h"):
+                extent = input_shape[2] if name.endswith("_w") else input_shape[1]
+                if extent >= 1 and value > extent:
+                    raise MalformedModelError(
+                        f"{where} has {name} {value}, larger than the input's {extent}"
+                    )
+    if expected == 9 and options is not None:
+        beta = float(options.scalar(0, _F32, 0.0, where))
+        if not math.isfinite(beta):
+            raise MalformedModelError(f"{where} has SOFTMAX beta {beta}")
+
+
+def _dims_ok(shape: tuple[int, ...], rank: int) -> bool:
+    return len(shape) == rank and all(d >= 1 or d == -1 for d in shape)
+
+
+def check_shapes(
+    op_name: str, inputs: tuple[int, ...], shapes: list[tuple[int, ...]], where: str
+) -> None:
+    """Declared shapes that crash kernels before they can complain (tflite-runtime 2.14 raises
+    SIGFPE on a CONV_2D whose input channels do not match its filter, found by fuzzing).
+
+    ``-1`` (dynamic) dimensions are not judged. Other shape rules are the kernels' business.
+    """
+    if op_name not in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED") and not op_name.endswith(
+        "POOL_2D"
+    ):
+        return
+    if not inputs or inputs[0] < 0:
+        return
+    x = shapes[inputs[0]]
+    if op_name.endswith("POOL_2D"):
+        if not _dims_ok(x, 4):
+            raise MalformedModelError(f"{where} pools an input of shape {list(x)} (needs 4-D)")
+        return
+    if len(inputs) < 2 or inputs[1] < 0:
+        return
+    w = shapes[inputs[1]]
+    if op_name == "FULLY_CONNECTED":
+        if not _dims_ok(w, 2) or not all(d >= 1 or d == -1 for d in x):
+            raise MalformedModelError(
+                f"{where} has weights {list(w)} and input {list(x)} (needs 2-D weights)"
+            )
+        n = math.prod(x)
+        if w[1] > 0 and n > 0 and n % w[1]:
+            raise MalformedModelError(
+                f"{where} input of {n} elements does not split into rows of {w[1]}"
+            )
+        return
+    if not _dims_ok(x, 4) or not _dims_ok(w, 4):
+        raise MalformedModelError(
+            f"{where} convolves input {list(x)} with filter {list(w)} (both must be 4-D, >= 1)"
+        )
+    if op_name == "CONV_2D" and x[3] > 0 and w[3] > 0:
+        groups, rest = divmod(x[3], w[3])
+        if rest or w[0] % groups:
+            raise MalformedModelError(
+                f"{where} input has {x[3]} channels but the filter takes {w[3]} "
+                f"(and has {w[0]} outputs)"
+            )
