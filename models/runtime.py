@@ -14,7 +14,10 @@ less than the model size on load. Two consequences: callers must pass immutable 
 ``bytearray`` could be changed after verification; :func:`load_interpreter` refuses it), and the
 interpreter must keep the bytes alive, which it does. XNNPACK (on by default in both runtimes)
 repacks float weights of the layers it delegates on first ``allocate_tensors``, which does cost a
-second copy of those weights; pass ``use_xnnpack=False`` to avoid it on memory-tight boards.
+second copy of those weights. So by default (``use_xnnpack=None``) XNNPACK is used for models up
+to :data:`XNNPACK_AUTO_MAX_BYTES` and not above, where a second copy of the weights would double
+the memory a Pi-class board needs; pass ``use_xnnpack=True`` or ``False`` to decide yourself.
+docs/BENCHMARKS.md gives the memory and speed of both.
 
 Runtime errors are translated at this edge and chained: a model the runtime refuses to build or
 prepare is a :class:`MalformedModelError`; a failing ``invoke`` is a :class:`DeviceError`;
@@ -48,6 +51,7 @@ _ALIASES = {
     "tflite_runtime": "tflite_runtime",
     "tflite-runtime": "tflite_runtime",
 }
+XNNPACK_AUTO_MAX_BYTES = 64 * 1024 * 1024
 INSTALL_HINT = "pip install 'edgeward[litert]' (or 'edgeward[tflite]' for tflite-runtime 2.14)"
 
 
@@ -95,7 +99,7 @@ def load_interpreter(
     *,
     num_threads: int | None = None,
     prefer: str | None = None,
-    use_xnnpack: bool = True,
+    use_xnnpack: bool | None = None,
     preserve_all_tensors: bool = False,
 ) -> Any:
     """Build an interpreter on ``model`` (kept by reference, not copied) and allocate tensors.
@@ -110,6 +114,14 @@ def load_interpreter(
     kwargs: dict[str, Any] = {"model_content": model, "num_threads": num_threads}
     if preserve_all_tensors:
         kwargs["experimental_preserve_all_tensors"] = True
+    if use_xnnpack is None:
+        use_xnnpack = len(model) <= XNNPACK_AUTO_MAX_BYTES
+        if not use_xnnpack:
+            logger.info(
+                "model of %d MiB: XNNPACK off, so its weights are not copied (use_xnnpack=True "
+                "to trade memory for speed)",
+                len(model) >> 20,
+            )
     if not use_xnnpack:
         kwargs["experimental_op_resolver_type"] = (
             mod.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
@@ -166,7 +178,7 @@ class Runner:
         *,
         num_threads: int | None = None,
         prefer: str | None = None,
-        use_xnnpack: bool = True,
+        use_xnnpack: bool | None = None,
         dequantize: bool = True,
         max_batch: int = 256,
     ) -> None:

@@ -211,3 +211,15 @@ def test_runner_loops_when_the_model_does_not_batch():
     np.testing.assert_array_equal(runner.run(x), x)
     assert not runner._can_batch
     np.testing.assert_array_equal(runner.run(x[:1]), x[:1])  # still usable afterwards
+
+
+def test_large_models_load_without_the_xnnpack_copy_by_default():
+    """Above 64 MiB the default leaves XNNPACK off, so verify-and-load holds one copy."""
+    from edgeward.models import runtime
+
+    big = dense_model_of_size(runtime.XNNPACK_AUTO_MAX_BYTES + (4 << 20))
+    before = _rss_mib()
+    interp = load_interpreter(big)
+    interp.invoke()
+    grown = _rss_mib() - before
+    assert grown < 16, f"default load of a large model grew memory by {grown:.0f} MiB"
