@@ -2,8 +2,9 @@
 
 Model integrity: keys, reference models, signing, verification, a verified inference, then a
 tampered model and a rollback attempt that are refused. The inference guard: a signed profile
-bound to the model, clean and odd inputs scored, the fail-safe hook called. Each step prints
-what it does and what it found; the demo exits non-zero if any step does not behave as it should.
+bound to the model, clean and odd inputs scored, the fail-safe hook called. Then remote
+attestation and the fleet over MQTT (:mod:`.demo_fleet`). Each step prints what it does and
+what it found; the demo exits non-zero if any step does not behave as it should.
 """
 
 from __future__ import annotations
@@ -193,6 +194,9 @@ def demo(out_dir: Path) -> None:
     try:
         run_model_integrity(out_dir)
         run_guard(out_dir)
+        from .demo_fleet import run_fleet
+
+        run_fleet(out_dir, step_start=8)
     except DemoFailed as e:
         raise EdgewardError(f"demo failed: {e}") from e
     click.secho("\nAll demo steps behaved as expected.", fg="green", bold=True)
