@@ -316,3 +316,73 @@ def test_check_model_is_verify_model_without_the_copy(work, signer):
     _flip(model, 100)
     with pytest.raises(IntegrityError):
         check_model(model, trust)
+
+
+def _tiny_model(opcode=None, external=False) -> bytes:
+    """x [1, 4] -> FULLY_CONNECTED -> y [1, 3], optionally a custom op or an external buffer."""
+    import numpy as np
+
+    from edgeward.models.tflite import schema as s
+    from edgeward.models.tflite.builder import (
+        BufferDef,
+        ModelDef,
+        OpCodeDef,
+        OperatorDef,
+        TensorDef,
+        build,
+    )
+
+    m = ModelDef()
+    w = (np.arange(12, dtype=np.float32) / 10).tobytes()
+    m.buffers.append(BufferDef(offset=16, size=48) if external else BufferDef(w))
+    m.tensors += [TensorDef("input", "FLOAT32", (1, 4)),
+                  TensorDef("weights", "FLOAT32", (3, 4), 1),
+                  TensorDef("output", "FLOAT32", (1, 3))]
+    m.opcodes.append(opcode or OpCodeDef(s.BUILTIN_CODES["FULLY_CONNECTED"]))
+    m.operators.append(OperatorDef(0, (0, 1, -1), (2,), s.BuiltinOptions.FULLY_CONNECTED,
+                                   ((0, "b", 0),)))
+    m.inputs, m.outputs = [0], [2]
+    return build(m)
+
+
+def test_attack_custom_op_model_needs_the_signers_explicit_consent(tmp_path):
+    from edgeward.models.errors import PolicyError
+    from edgeward.models.tflite import schema as s
+    from edgeward.models.tflite.builder import OpCodeDef
+
+    key = generate("ed25519")
+    trust = TrustStore([key.public])
+    model = tmp_path / "custom.tflite"
+    model.write_bytes(_tiny_model(OpCodeDef(s.CUSTOM, "EvilOp")))
+    with pytest.raises(PolicyError, match="EvilOp"):
+        sign_model(model, key, name="custom", version=1)
+    _sign(model, key, name="custom", allow_custom_ops=True)
+    vm = verify_model(model, trust)
+    assert vm.manifest.allow_custom_ops and "CUSTOM:EvilOp" in vm.summary.operators
+
+
+def test_attack_custom_op_swapped_into_a_model_signed_without_consent(tmp_path):
+    """The signer vouched for a builtin-only model; the same name now holds a custom op."""
+    from edgeward.models.tflite import schema as s
+    from edgeward.models.tflite.builder import OpCodeDef
+
+    key = generate("ed25519")
+    trust = TrustStore([key.public])
+    model = tmp_path / "m.tflite"
+    model.write_bytes(_tiny_model())
+    _sign(model, key, name="m")
+    model.write_bytes(_tiny_model(OpCodeDef(s.CUSTOM, "EvilOp")))
+    with pytest.raises(IntegrityError):
+        verify_model(model, trust)
+
+
+def test_attack_external_buffer_model_is_never_signed(tmp_path):
+    from edgeward.models.errors import PolicyError
+
+    key = generate("ed25519")
+    model = tmp_path / "ext.tflite"
+    model.write_bytes(_tiny_model(external=True))
+    with pytest.raises(PolicyError, match="offset/size"):
+        sign_model(model, key, name="ext", version=1)
+    with pytest.raises(PolicyError):
+        sign_model(model, key, name="ext", version=1, allow_custom_ops=True)
