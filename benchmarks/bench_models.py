@@ -140,7 +140,7 @@ def run(sizes_mb: list[int], repeat: int, work: Path) -> str:
                 f"| {'within' if added <= budget else 'OVER'} |"
             )
     return "\n".join([
-        "## Model verification (issue: model integrity)",
+        "## Model verification",
         "",
         f"Dense FULLY_CONNECTED models built by `refmodels.dense.write_dense_model`, a P-256 key; "
         f"medians of {repeat} runs after one warm-up, page cache warm.",

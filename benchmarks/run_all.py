@@ -30,6 +30,12 @@ BENCHES: dict[str, list[str]] = {
     "agent": ["benchmarks/bench_agent.py"],
     "guard": ["benchmarks/bench_guard.py"],
 }
+TITLES = {
+    "models": "## Model verification",
+    "attest": "## Attestation: appraisal throughput and evidence generation",
+    "agent": "## Agent: delivery through the durable outbox, idle cost, metrics collection",
+    "guard": "## Inference guard: guarded against raw invoke",
+}
 MARK = "<!-- bench:{} -->"
 
 
@@ -76,7 +82,11 @@ def main() -> None:
         if r.returncode != 0:
             print(r.stderr[-3000:], file=sys.stderr)
             raise SystemExit(f"benchmark {name} failed (exit {r.returncode})")
-        old[name] = r.stdout.strip() + f"\n\n_(section measured in {took:.0f} s)_\n"
+        text = r.stdout.strip()
+        if not text.startswith("## "):
+            text = re.sub(r"^#+ .*\n+", "", text)  # a sub-heading of its own gives way
+            text = f"{TITLES[name]}\n\n{text}"
+        old[name] = text + f"\n\n_(section measured in {took:.0f} s)_\n"
         print(f"  done in {took:.0f} s", file=sys.stderr, flush=True)
     head = [
         "# Benchmarks",
