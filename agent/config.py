@@ -42,6 +42,8 @@ class AgentConfig:
     outbox_max_bytes: int = 8 * MiB
     window: int = 1024  # handed to paho unacknowledged; paho keeps max_inflight on the wire
     batch: int = 256
+    e2e_ack: bool = True  # delete on the backend's signed ack, not the broker's PUBACK
+    ack_timeout: float = 60.0  # send again what the backend has not acked after this long
     # metrics
     metrics_interval: float = 60.0
     metrics_expiry: int = 300
@@ -141,7 +143,7 @@ def load_agent_config(path: Path) -> AgentConfig:
     mqtt = mqtt_settings(root.section("mqtt", required=True), base, device)
 
     ob = root.section("outbox")
-    ob.reject_unknown(("path", "max_bytes", "window", "batch"))
+    ob.reject_unknown(("path", "max_bytes", "window", "batch", "e2e_ack", "ack_timeout"))
     met = root.section("metrics")
     met.reject_unknown(("interval", "expiry", "disk_paths"))
     mod = root.section("models")
@@ -173,6 +175,8 @@ def load_agent_config(path: Path) -> AgentConfig:
         outbox_max_bytes=ob.int("max_bytes", 8 * MiB, min=64 * 1024),
         window=ob.int("window", 1024, min=1, max=65000),
         batch=ob.int("batch", 256, min=1, max=10_000),
+        e2e_ack=ob.bool("e2e_ack", True),
+        ack_timeout=ob.float("ack_timeout", 60.0, min=0.5, max=86400),
         metrics_interval=met.float("interval", 60.0, min=0.005),
         metrics_expiry=met.int("expiry", 300, min=1),
         disk_paths=tuple(disk),

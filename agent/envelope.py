@@ -33,6 +33,7 @@ KINDS: dict[str, str] = {
     "attest/challenge": "down",
     "attest/result": "down",
     "cmd": "down",
+    "ack": "down",  # the backend's signed end-to-end acknowledgement (agent/e2eack.py)
 }
 
 _DEVICE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")

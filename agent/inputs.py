@@ -1,10 +1,11 @@
 """What the agent does with each input: messages from the broker and events from applications.
 
 A mixin of :class:`edgeward.agent.loop.Agent`, split out of the loop module: the loop decides
-*when* (turns, commits, sending), this module decides *what* (route by topic, check commands,
-answer challenges, accept local events). Every refusal is counted in ``counters`` and logged;
-nothing here raises to the loop for bad input. No I/O of its own: replies go through
-``emit``/``event`` into the outbox.
+*when* (turns, commits, sending), this module decides *what* (route by topic, check commands
+and end-to-end acks, answer challenges, accept local events, record PUBACKs). Every refusal
+is counted in ``counters`` and logged; nothing here raises to the loop for bad input. No I/O of
+its own: replies go through ``emit``/``event`` into the outbox, and an accepted end-to-end ack
+deletes from it (:meth:`Inputs.apply_e2e_ack`, called by the loop's commit).
 """
 
 from __future__ import annotations
@@ -18,10 +19,13 @@ from edgeward.models.errors import EdgewardError, MalformedInputError
 from . import seams
 from .commands import CommandGate, refusal_reason, save_last_seq
 from .config import AgentConfig
+from .e2eack import check_ack
 from .envelope import PRIORITY_EVIDENCE, parse_topic, valid_type
 from .localsock import LocalEvent
+from .outbox import Outbox
+from .outbox_rules import ack_verdict
 from .ratelimit import TokenBucket
-from .transport import Incoming, MqttTransport
+from .transport import Acked, Incoming, MqttTransport
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +44,14 @@ class Inputs:
     _refusals: TokenBucket
     _challenges: TokenBucket
     _local_bucket: TokenBucket
+    outbox: Outbox
+    inflight: dict[int, int]
+    _acks: list[int]
+    _refused: list[int]
+    _e2e_seen: int
+    _e2e_upto: int
+    _ack_waiting: bool
+    e2e: bool
 
     def count(self, name: str, n: int = 1) -> None:
         raise NotImplementedError
@@ -60,7 +72,9 @@ class Inputs:
             self.count("wrong_topic")
             logger.warning("ignoring message: %s", e)
             return
-        if device != self.cfg.device or kind not in ("cmd", "attest/challenge", "attest/result"):
+        kinds = ("cmd", "attest/challenge", "attest/result", "ack") if self.e2e else (
+            "cmd", "attest/challenge", "attest/result")
+        if device != self.cfg.device or kind not in kinds:
             self.count("wrong_topic")
             logger.warning("ignoring message on %s", msg.topic)
             return
@@ -72,6 +86,8 @@ class Inputs:
             self.on_command(msg.payload)
         elif kind == "attest/challenge":
             self.on_challenge(msg.payload)
+        elif kind == "ack":
+            self.on_e2e_ack(msg.payload)
         else:
             self.on_result(msg.payload)
 
@@ -97,6 +113,45 @@ class Inputs:
         elif cmd.op == "set_interval":
             self.cfg = self.cfg.with_interval(float(cmd.args["seconds"]))
             self._due["metrics"] = now
+
+    def on_e2e_ack(self, data: bytes) -> None:
+        """A backend ack: checked here (signature, device), applied by the loop's commit."""
+        try:
+            ack = check_ack(data, self.cfg.device, self.gate.trust, limits=self.cfg.limits)
+        except EdgewardError as e:
+            self.count("ack_refused")
+            logger.warning("ack refused: %s", e)
+            return
+        self._e2e_seen = max(self._e2e_seen, ack.upto)
+
+    def on_ack(self, ev: Acked) -> None:
+        seq = self.inflight.pop(ev.mid, None)
+        if seq is None:
+            return
+        if not ev.ok:
+            self.count("broker_rejected")
+            logger.error("broker refused message seq %d (%s); dropping it", seq, ev.reason)
+            self._refused.append(seq)
+            return
+        self._acks.append(seq)
+        self.count("delivered")
+
+    def apply_e2e_ack(self) -> None:
+        """Delete what the backend acknowledged, never beyond what the broker acknowledged.
+
+        An ack beyond :meth:`Outbox.delivered_upto` waits (counted once) until the broker has
+        acknowledged that far: the backend may store a message before its PUBACK reaches us.
+        """
+        verdict = ack_verdict(self._e2e_seen, self._e2e_upto, self.outbox.delivered_upto())
+        if verdict == "apply":
+            n = self.outbox.ack_upto(self._e2e_seen)
+            self._e2e_upto = self._e2e_seen
+            self.count("e2e_acked", n)
+        elif verdict == "beyond" and not self._ack_waiting:
+            self.count("ack_beyond_sent")
+            logger.info("backend acks up to seq %d, beyond what the broker acknowledged (%d); "
+                        "waiting", self._e2e_seen, self.outbox.delivered_upto())
+        self._ack_waiting = verdict == "beyond"
 
     def _refusal_counts(self) -> dict[str, int]:
         return {k[8:]: v for k, v in self.counters.items() if k.startswith("command_")}

@@ -6,9 +6,15 @@ reload). Timers schedule metrics and model re-verification. Each turn of the loo
 
 1. takes every queued event (waiting at most until the next timer),
 2. runs due timers,
-3. writes all new messages to the outbox in one transaction and deletes all PUBACKed ones in
-   another (group commit: one fsync per turn, not per message),
+3. writes all new messages to the outbox in one transaction and records all PUBACKs in another
+   (group commit: one fsync per turn, not per message),
 4. publishes pending messages while fewer than ``window`` are unacknowledged.
+
+End-to-end acknowledgement (``[outbox] e2e_ack``, on by default; it needs ``[commands] trust``
+to check the backend's signature): a PUBACK only marks a message delivered; the backend's signed
+``ack`` (:mod:`.e2eack`) deletes it. After every new connection, and when the backend has not
+acknowledged a delivered message within ``[outbox] ack_timeout``, every kept message is sent
+again (the backend drops duplicates by seq). Without it a PUBACK deletes the message.
 
 The loop itself does no parsing of its own: envelopes, commands and frames are checked by their
 pure cores; transport, outbox, metrics and the socket are the edges.
@@ -76,8 +82,16 @@ class Agent(Inputs):
         self._cursor: dict[int, int] = {}  # priority -> highest seq handed to this transport
         self.connected = False
         self._new: list[NewMessage] = []
-        self._acks: list[int] = []
+        self._acks: list[int] = []  # PUBACKed seqs, recorded in the next commit
+        self._refused: list[int] = []  # seqs the broker refused
         self._acked_at = 0.0
+        self.e2e = cfg.e2e_ack and cfg.command_trust is not None
+        if cfg.e2e_ack and not self.e2e:
+            logger.warning("[outbox] e2e_ack needs [commands] trust to check the backend's acks; "
+                           "messages leave the outbox at the broker's PUBACK")
+        self._e2e_seen = 0  # highest verified ack upto received
+        self._e2e_upto = 0  # highest applied
+        self._ack_waiting = False
         self._stop = threading.Event()
         self._reload = False
         self._due: dict[str, float] = {}
@@ -105,7 +119,8 @@ class Agent(Inputs):
         d = self.cfg.device
         return MqttTransport(
             self.cfg.mqtt, self.queue.put,
-            subscriptions=[topic(d, k) for k in ("cmd", "attest/challenge", "attest/result")],
+            subscriptions=[topic(d, k) for k in ("cmd", "attest/challenge", "attest/result")]
+            + ([topic(d, "ack")] if self.e2e else []),
             status=StatusTopic(topic(d, "status")),
             batch_acks=True,
         )
@@ -144,6 +159,8 @@ class Agent(Inputs):
             signal.signal(signal.SIGHUP, self._on_sighup)
         now = self.clock()
         self._due = {"metrics": now, "models": now}
+        if self.e2e:
+            self._due["resend"] = now + self.cfg.ack_timeout
         self.transport.start()
         if self.local is not None:
             self.local.start()
@@ -190,23 +207,33 @@ class Agent(Inputs):
             self.reload()
         if not self._stop.is_set():  # no new reports while flushing on the way out
             self.run_timers(self.clock())
+        self.check_resend(self.clock())
         self.commit(force=self._stop.is_set())
         self.pump()
 
     def commit(self, *, force: bool = False) -> None:
-        """Write this turn's new messages (one fsync) and delete the PUBACKed ones.
+        """Write this turn's new messages (one fsync) and record PUBACKs and backend acks.
 
-        Deletes are gathered for up to :data:`ACK_DELAY` (or :data:`ACK_BATCH` of them): a
-        delete lost to a crash only re-sends a message the backend then drops by seq, and one
-        transaction for many PUBACKs is much cheaper than one each. They always go before new
-        messages are stored, so eviction never counts a delivered message as dropped.
+        PUBACKs are gathered for up to :data:`ACK_DELAY` (or :data:`ACK_BATCH` of them): an
+        update lost to a crash only re-sends a message the backend then drops by seq, and one
+        transaction for many PUBACKs is much cheaper than one each. Deletes always go before new
+        messages are stored, so eviction never counts an acknowledged message as dropped.
         """
         now = time.monotonic()
-        if self._acks and (force or self._new or len(self._acks) >= ACK_BATCH
+        e2e_new = self._e2e_seen > self._e2e_upto
+        if self._acks and (force or self._new or e2e_new or len(self._acks) >= ACK_BATCH
                            or now - self._acked_at >= ACK_DELAY):
             acks, self._acks = self._acks, []
             self._acked_at = now
-            self.outbox.ack(acks)
+            if self.e2e:
+                self.outbox.mark_delivered(acks)
+            else:
+                self.outbox.ack(acks)
+        if self._refused:
+            refused, self._refused = self._refused, []
+            self.outbox.discard(refused, "refused by broker")
+        if e2e_new:
+            self.apply_e2e_ack()
         if self._new:
             new, self._new = self._new, []
             for i in range(0, len(new), self.cfg.batch):
@@ -221,23 +248,31 @@ class Agent(Inputs):
         if room <= 0:
             return
         now = self.clock()
-        for m in self.outbox.pending(room, after=self._cursor):
+        held = set(self.inflight.values()) if self.e2e else ()
+        gone: dict[str, list[int]] = {}
+        for m in self.outbox.pending(room, after=self._cursor, skip=held):
             expiry = None
             if m.priority == PRIORITY_METRICS:
-                expiry = max(1, int(self.cfg.metrics_expiry - (now - m.ts)))
+                expiry = int(self.cfg.metrics_expiry - (now - m.ts))
+                if expiry < 1:  # dropped and reported, so the backend's ack can pass it
+                    gone.setdefault("expired", []).append(m.seq)
+                    self._cursor[m.priority] = m.seq
+                    continue
             try:
                 mid = self.transport.publish(topic(self.cfg.device, m.kind), m.payload,
                                              expiry=expiry)
             except PayloadTooLargeError as e:
                 self.count("too_large")
                 logger.error("dropping seq %d: %s", m.seq, e)
-                self.outbox.ack([m.seq])
+                gone.setdefault("too large", []).append(m.seq)
                 self._cursor[m.priority] = m.seq
                 continue
             if mid is None:
                 break
             self.inflight[mid] = m.seq
             self._cursor[m.priority] = m.seq
+        for reason, seqs in gone.items():
+            self.outbox.discard(seqs, reason)
 
     def _flush(self) -> None:
         """SIGTERM: store what is queued and try to deliver the outbox for a few seconds."""
@@ -265,21 +300,13 @@ class Agent(Inputs):
         elif isinstance(ev, Connected):
             self.connected = True
             logger.info("connected to broker")
+            if self.e2e:  # a new broker session: send again all the backend has not acked
+                self._cursor.clear()
             if self.ha is not None:
                 self.ha.announce(self.transport)
         elif isinstance(ev, Disconnected):
             self.connected = False
             logger.info("disconnected from broker: %s", ev.reason)
-
-    def on_ack(self, ev: Acked) -> None:
-        seq = self.inflight.pop(ev.mid, None)
-        if seq is None:
-            return
-        if not ev.ok:
-            self.count("broker_rejected")
-            logger.error("broker refused message seq %d (%s); dropping it", seq, ev.reason)
-        self._acks.append(seq)
-        self.count("delivered")
 
     # --- timers ------------------------------------------------------------------------------
 
@@ -288,12 +315,25 @@ class Agent(Inputs):
             self._due["metrics"] = now + self.cfg.metrics_interval
             body = self.metrics.collect() if self.metrics is not None else {}
             st = self.outbox.stats()
-            body["outbox"] = {"count": st.count, "bytes": st.bytes, "dropped": st.dropped_total}
+            body["outbox"] = {"count": st.count, "bytes": st.bytes, "dropped": st.dropped_total,
+                              "delivered": st.delivered}
             body["counters"] = dict(self.counters)
             self.emit("report", "metrics", body, PRIORITY_METRICS)
         if now >= self._due.get("models", now + 1):
             self._due["models"] = now + self.cfg.model_check_interval
             self.check_models(now)
+
+    def check_resend(self, now: float) -> None:
+        """Send again what the backend has not acknowledged within ``[outbox] ack_timeout``."""
+        if now < self._due.get("resend", now + 1):
+            return
+        self._due["resend"] = now + self.cfg.ack_timeout / 2
+        oldest = self.outbox.oldest_delivery()
+        if oldest is not None and now - oldest >= self.cfg.ack_timeout:
+            logger.warning("backend has not acknowledged messages delivered %.0fs ago; "
+                           "sending again", now - oldest)
+            self.count("e2e_resend")
+            self._cursor.clear()
 
     def check_models(self, now: float, *, all_models: bool = False) -> None:
         if self.watch is None:

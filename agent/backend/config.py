@@ -32,6 +32,7 @@ class ServiceConfig:
     tick: float = 1.0
     command_key: Path | None = None
     command_ttl: float = 60.0
+    ack_interval: float = 0.5  # at most one end-to-end ack per device per interval
 
 
 def load_service_config(path: Path) -> ServiceConfig:
@@ -41,7 +42,7 @@ def load_service_config(path: Path) -> ServiceConfig:
     base = path.parent
     s = root.section("service")
     s.reject_unknown(("worker", "store", "shared_group", "challenge_interval",
-                      "challenge_on_connect", "tick"))
+                      "challenge_on_connect", "tick", "ack_interval"))
     worker = s.str("worker", f"{socket.gethostname()}-{os.getpid()}")
     m = root.section("mqtt", required=True)
     if not m.has("clean_start"):
@@ -60,6 +61,7 @@ def load_service_config(path: Path) -> ServiceConfig:
         challenge_interval=s.float("challenge_interval", 3600.0, min=1.0),
         challenge_on_connect=s.bool("challenge_on_connect", True),
         tick=s.float("tick", 1.0, min=0.05, max=60),
+        ack_interval=s.float("ack_interval", 0.5, min=0.0, max=60),
         command_key=c.path("key", None, base=base),
         command_ttl=c.float("ttl", 60.0, min=1, max=86400),
     )

@@ -68,6 +68,25 @@ def subtract(ranges: Sequence[Range], minus: Sequence[Range]) -> tuple[list[Rang
     return _ranges(inside), _ranges(outside)
 
 
+def contiguous(start: int, received: Iterable[int], dropped: Sequence[Range]) -> int:
+    """The highest ``n >= start`` such that every seq in ``start+1 .. n`` was received or is named
+    in a reported drop (pure). ``start`` is a value this returned before (every seq up to it is
+    accounted for). This is what the backend acknowledges end to end (agent/e2eack.py)."""
+    rec = sorted({s for s in received if s > start})
+    cover = sorted((a, b) for a, b in dropped if b > start)
+    n, i = start, 0
+    while True:
+        while i < len(rec) and rec[i] <= n:
+            i += 1
+        if i < len(rec) and rec[i] == n + 1:
+            n += 1
+            continue
+        nxt = max((b for a, b in cover if a <= n + 1 <= b), default=None)
+        if nxt is None:
+            return n
+        n = nxt
+
+
 def analyse(received: Sequence[int], dropped: Sequence[Range]) -> GapReport:
     """The gap report of one device from its received seqs and its reported drops."""
     rec = sorted(set(received))

@@ -11,7 +11,12 @@ workers. For every message it
 * on ``attest.evidence``: has it appraised exactly once (the store's ``appraisals`` key) by the
   attestation part's appraiser, and publishes the signed EAR on ``attest/result``,
 * on ``outbox.dropped``: records the ranges, so gap analysis can tell reported drops from loss,
-* on ``attest.request``, ``model.rejected`` or a device coming online: challenges it now.
+* on ``attest.request``, ``model.rejected`` or a device coming online: challenges it now,
+* after storing (also after a duplicate, which says the device has not heard our ack): publishes,
+  at most once per ``ack_interval`` per device, a signed, retained end-to-end ack on
+  ``edgeward/v1/<device>/ack`` naming the highest seq up to which every message is stored or
+  reported dropped (:mod:`edgeward.agent.e2eack`); only then does the device delete them. Without
+  a command key no acks are sent (devices then keep PUBACK semantics, ``e2e_ack = false``).
 
 Challenges are also issued on a per-device schedule; each due slot is claimed by exactly one
 worker through the store. Commands are signed with the backend key (:meth:`send_command`).
@@ -33,6 +38,7 @@ from edgeward.models.errors import EdgewardError, MalformedInputError
 from edgeward.models.limits import DEFAULT_LIMITS, Limits
 
 from ..commands import make_command
+from ..e2eack import make_ack
 from ..envelope import Envelope, decode, parse_topic, topic
 from ..transport import Connected, Incoming, MqttTransport
 from .config import ServiceConfig
@@ -72,6 +78,11 @@ class VerifierService:
         self.queue: queue.Queue[object] = queue.Queue()
         self.counters: dict[str, int] = {}
         self._stop = threading.Event()
+        self._ack_due: dict[str, bool] = {}  # device -> re-send even if unchanged (a duplicate)
+        self._ack_last: dict[str, tuple[float, int]] = {}  # device -> (when, upto) last sent
+        if command_key is None:
+            logger.warning("no [commands] key: no end-to-end acks; devices must set "
+                           "[outbox] e2e_ack = false or they keep every message")
         prefix = f"$share/{cfg.shared_group}/" if cfg.shared_group else ""
         self.transport = MqttTransport(
             cfg.mqtt, self.queue.put,
@@ -96,11 +107,15 @@ class VerifierService:
             while not self._stop.is_set():
                 try:
                     wait = max(0.0, min(self.cfg.tick, next_tick - self.clock()))
+                    if self._ack_due:
+                        wait = min(wait, self.cfg.ack_interval / 2)
                     ev = self.queue.get(timeout=wait)
                 except queue.Empty:
                     ev = None
                 if ev is not None:
                     self.handle(ev)
+                if self._ack_due:
+                    self.send_acks(self.clock())
                 if self.clock() >= next_tick:
                     next_tick = self.clock() + self.cfg.tick
                     self.tick(self.clock())
@@ -158,7 +173,9 @@ class VerifierService:
         high = self.store.highest(device)
         if not self.store.record(env, now):
             self.count("duplicates")
+            self._ack_due[device] = True
             return
+        self._ack_due.setdefault(device, False)
         if env.seq > high + 1:
             logger.debug("device %s: seq %d -> %d (gap or reordering)", device, high, env.seq)
         self.on_envelope(env, now)
@@ -196,6 +213,26 @@ class VerifierService:
         if ear:
             self.transport.publish(topic(env.device, "attest/result"), ear)
         logger.info("device %s attestation: %s", env.device, status)
+
+    # --- end-to-end acks ---------------------------------------------------------------------
+
+    def send_acks(self, now: float) -> None:
+        """Publish the end-to-end acks that are due (see the module docstring)."""
+        if self.command_key is None:
+            self._ack_due.clear()
+            return
+        for device, again in list(self._ack_due.items()):
+            when, last = self._ack_last.get(device, (float("-inf"), 0))
+            if now - when < self.cfg.ack_interval:
+                continue
+            del self._ack_due[device]
+            upto = self.store.contiguous(device)
+            if upto == 0 or (upto == last and not again):
+                continue
+            self.transport.publish(topic(device, "ack"),
+                                   make_ack(self.command_key, device, upto, now=now), retain=True)
+            self._ack_last[device] = (now, upto)
+            self.count("acks")
 
     # --- outgoing ----------------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ from edgeward.models import cbor
 from edgeward.models.errors import DeviceError
 
 from ..envelope import Envelope
-from .gaps import GapReport, Range, analyse
+from .gaps import GapReport, Range, analyse, contiguous
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +37,8 @@ CREATE TABLE IF NOT EXISTS drops (
 );
 CREATE TABLE IF NOT EXISTS devices (
     device TEXT PRIMARY KEY, status TEXT, last_seen REAL,
-    next_challenge REAL, cmd_seq INTEGER NOT NULL DEFAULT 0
+    next_challenge REAL, cmd_seq INTEGER NOT NULL DEFAULT 0,
+    contig INTEGER NOT NULL DEFAULT 0   -- every seq up to this is stored or reported dropped
 );
 CREATE TABLE IF NOT EXISTS appraisals (
     device TEXT NOT NULL, evidence_seq INTEGER NOT NULL, status TEXT NOT NULL,
@@ -60,6 +61,10 @@ class FleetStore:
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA busy_timeout=30000")
             self._db.executescript(SCHEMA)
+            cols = {r[1] for r in self._db.execute("PRAGMA table_info(devices)")}
+            if "contig" not in cols:  # a store of an older version
+                self._db.execute(
+                    "ALTER TABLE devices ADD COLUMN contig INTEGER NOT NULL DEFAULT 0")
         except sqlite3.Error as e:
             raise DeviceError(f"cannot open fleet store {self.path}: {e}") from e
 
@@ -100,6 +105,25 @@ class FleetStore:
         drops = [(r[0], r[1]) for r in self._tx(
             "SELECT first, last FROM drops WHERE device=?", (device,)).fetchall()]
         return analyse(seqs, drops)
+
+    def contiguous(self, device: str, *, window: int = 100_000) -> int:
+        """Advance and return the device's contiguous seq (what the backend acknowledges).
+
+        Monotonic in the store (``MAX``), so workers sharing it never move it back; each call
+        reads at most ``window`` messages above it.
+        """
+        row = self._tx("SELECT contig FROM devices WHERE device=?", (device,)).fetchone()
+        start = int(row[0]) if row else 0
+        seqs = [r[0] for r in self._tx(
+            "SELECT seq FROM messages WHERE device=? AND seq>? ORDER BY seq LIMIT ?",
+            (device, start, window)).fetchall()]
+        drops = [(r[0], r[1]) for r in self._tx(
+            "SELECT first, last FROM drops WHERE device=? AND last>?", (device, start)).fetchall()]
+        n = contiguous(start, seqs, drops)
+        if n > start:
+            self._tx("INSERT OR IGNORE INTO devices (device) VALUES (?)", (device,))
+            self._tx("UPDATE devices SET contig=MAX(contig, ?) WHERE device=?", (n, device))
+        return n
 
     def highest(self, device: str) -> int:
         row = self._tx("SELECT MAX(seq) FROM messages WHERE device=?", (device,)).fetchone()

@@ -19,7 +19,8 @@ from edgeward.agent.transport import Incoming, MqttSettings, MqttTransport
 def write_agent_config(
     path: Path, broker: Mosquitto, ca: TestCA, device: str, *, extra: str = "",
     interval: float = 0.2, max_bytes: int = 1024 * 1024, socket: Path | None = None,
-    command_trust: Path | None = None, window: int = 1024,
+    command_trust: Path | None = None, window: int = 1024, e2e_ack: bool = True,
+    ack_timeout: float = 60.0,
 ) -> Path:
     c = ca.issue(device)
     text = f"""
@@ -42,6 +43,8 @@ keepalive = 5
 [outbox]
 max_bytes = {max_bytes}
 window = {window}
+e2e_ack = {str(e2e_ack).lower()}
+ack_timeout = {ack_timeout}
 
 [metrics]
 interval = {interval}

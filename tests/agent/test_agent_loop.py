@@ -56,8 +56,9 @@ def test_local_events_and_signed_commands(mosquitto: Mosquitto, test_ca: TestCA,
     key = generate("ed25519")
     _, pub = write_keypair(tmp_path / "backend", key)
     sock = tmp_path / "agent.sock"
+    # the Collector plays a backend that sends no end-to-end acks
     cfg = write_agent_config(tmp_path / "a.toml", mosquitto, test_ca, "dev-a", socket=sock,
-                             command_trust=pub, interval=5)
+                             command_trust=pub, interval=5, e2e_ack=False)
     col = Collector(mosquitto, test_ca).start()
     agent, th = start_agent(cfg)
     try:
