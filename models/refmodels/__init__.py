@@ -20,13 +20,12 @@ pure. scikit-learn is needed only by :func:`load_digits_split`.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from edgeward.models.persist import write_atomic
 from edgeward.models.refmodels.data import TRAIN_SAMPLES, load_digits_split
 from edgeward.models.refmodels.dense import dense_model_of_size, write_dense_model
 from edgeward.models.refmodels.export import cnn_tflite, mlp_int8_tflite, mlp_tflite
@@ -107,19 +106,6 @@ def _report_runtime_accuracy(
         say(f"accuracy in a TFLite runtime not measured: {e}")
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_examples(out_dir: Path, progress: Callable[[str], None] | None = None) -> list[Path]:
     """Write the reference models into ``out_dir`` (created if missing); returns their paths."""
     out_dir = Path(out_dir)
@@ -127,7 +113,7 @@ def write_examples(out_dir: Path, progress: Callable[[str], None] | None = None)
     paths = []
     for name, data in build_examples(progress).items():
         path = out_dir / name
-        _write_atomic(path, data)
+        write_atomic(path, data)
         logger.info("wrote %s (%d bytes)", path, len(data))
         if progress:
             progress(f"wrote {path} ({len(data)} bytes)")
