@@ -161,6 +161,8 @@ def parse_toml(text: str, *, source: str = "<config>") -> Section:
         return Section(tomllib.loads(text), source=source)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{source}: not valid TOML ({e})") from e
+    except RecursionError as e:  # tomllib recurses on nested arrays and inline tables
+        raise ConfigError(f"{source}: nested too deeply to be a configuration file") from e
 
 
 def load_toml(path: Path) -> Section:
