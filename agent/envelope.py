@@ -11,7 +11,9 @@ reader :func:`edgeward.models.cbor.loads`.
 
 from __future__ import annotations
 
+import io
 import re
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -113,14 +115,92 @@ def encode(env: Envelope) -> bytes:
     the two differ only for maps that mix integer keys of different signs. Envelopes are not
     signed, so nothing depends on that difference. Decoding stays bounded (:func:`decode`).
     """
-    if not _TYPE_RE.match(env.type):
-        raise ValueError(f"envelope type {env.type!r} is not valid")
-    if env.seq < 1:
+    return encode_fields(env.seq, env.ts, env.device, env.type, env.body, v=env.v)
+
+
+def encode_fields(seq: int, ts: float, device: str, type_: str, body: dict[str, Any], *,
+                  v: int = VERSION) -> bytes:
+    """``encode(Envelope(seq, ts, device, type_, body))``, without making the Envelope."""
+    if not _TYPE_RE.match(type_):
+        raise ValueError(f"envelope type {type_!r} is not valid")
+    if seq < 1:
         raise ValueError("seq starts at 1")
     try:
-        return cbor2.dumps(env.to_map(), canonical=True)
+        return _encode_fast(v, seq, ts, device, type_, body)
     except (cbor2.CBOREncodeError, TypeError, ValueError):
-        return dumps(env.to_map())  # the reference encoder gives the precise error
+        # the reference encoder gives the precise error
+        return dumps(Envelope(seq=seq, ts=ts, device=device, type=type_, body=body, v=v).to_map())
+
+
+# The envelope's six text keys in cbor2's canonical order (length first, then bytewise):
+# v, ts, seq, body, type, device. The map is assembled from pieces, byte for byte what
+# ``cbor2.dumps(env.to_map(), canonical=True)`` gives (tests/agent/test_hotpath.py), without
+# sorting the fixed keys for every message: the head (v, ts) is shared by all messages of one
+# batch and the tail (type, device) by all messages of one type, so both are cached; only the
+# body goes through cbor2, with one encoder per thread writing into a reused buffer (setting up
+# an encoder costs about as much as encoding the body).
+_heads: dict[tuple[int, type, float], bytes] = {}
+_tails: dict[tuple[str, str], bytes] = {}
+_local = threading.local()
+
+
+def _uint(n: int) -> bytes:
+    if n < 24:
+        return bytes((n,))
+    if n < 0x100:
+        return b"\x18" + n.to_bytes(1, "big")
+    if n < 0x10000:
+        return b"\x19" + n.to_bytes(2, "big")
+    if n < 0x100000000:
+        return b"\x1a" + n.to_bytes(4, "big")
+    return b"\x1b" + n.to_bytes(8, "big")
+
+
+def _head(v: int, ts: float) -> bytes:
+    cache = bool(ts) and ts == ts  # not for 0.0 == -0.0 nor NaN != NaN: they encode differently
+    key = (v, ts.__class__, ts)
+    head = _heads.get(key) if cache else None
+    if head is None:
+        head = b"\xa6\x61v" + _uint(v) + b"\x62ts" + cbor2.dumps(ts, canonical=True) + b"\x63seq"
+        if cache:
+            if len(_heads) >= 16:
+                _heads.clear()
+            _heads[key] = head
+    return head
+
+
+def _tail(type_: str, device: str) -> bytes:
+    tail = _tails.get((type_, device))
+    if tail is None:
+        t = type_.encode()  # ASCII, at most 65 bytes (checked by _TYPE_RE)
+        n = bytes((0x60 + len(t),)) if len(t) < 24 else b"\x78" + bytes((len(t),))
+        tail = b"\x64type" + n + t + b"\x66device" + cbor2.dumps(device, canonical=True)
+        if len(_tails) >= 256:
+            _tails.clear()
+        _tails[(type_, device)] = tail
+    return tail
+
+
+def _encode_fast(v: int, seq: int, ts: float, device: str, type_: str,
+                 body: dict[str, Any]) -> bytes:
+    if (v.__class__ is not int or v < 0 or seq.__class__ is not int
+            or type_.__class__ is not str or device.__class__ is not str):
+        env = Envelope(seq=seq, ts=ts, device=device, type=type_, body=body, v=v)
+        return cbor2.dumps(env.to_map(), canonical=True)
+    pair = getattr(_local, "pair", None)
+    if pair is None:
+        buf = io.BytesIO()
+        pair = _local.pair = (buf, cbor2.CBOREncoder(buf, canonical=True))
+    buf, enc = pair
+    buf.seek(0)
+    buf.truncate()
+    try:
+        enc.encode(body)
+    except BaseException:
+        _local.pair = None  # a fresh encoder next time, whatever state this one was left in
+        raise
+    return b"".join((_head(v, ts), _uint(seq), b"\x64body", buf.getvalue(),
+                     _tail(type_, device)))
 
 
 def decode(data: bytes, *, limits: Limits = DEFAULT_LIMITS) -> Envelope:

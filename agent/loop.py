@@ -41,9 +41,10 @@ from .envelope import (
     PRIORITY_SECURITY,
     topic,
 )
+from .fresh import FreshMessages
 from .inputs import Inputs
 from .localsock import LocalEvent, LocalSocketServer
-from .outbox import NewMessage, Outbox
+from .outbox import NewMessage, Outbox, Stored
 from .ratelimit import TokenBucket
 from .transport import (
     Acked,
@@ -61,6 +62,7 @@ logger = logging.getLogger(__name__)
 FLUSH_TIMEOUT = 5.0
 ACK_DELAY = 0.05
 ACK_BATCH = 256
+FRESH_MAX = 4096  # messages kept in memory for sending, beyond which pump() reads the outbox
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,8 @@ class Agent(Inputs):
         self.counters: dict[str, int] = {}
         self.inflight: dict[int, int] = {}  # paho mid -> outbox seq
         self._cursor: dict[int, int] = {}  # priority -> highest seq handed to this transport
+        self._fresh = FreshMessages(FRESH_MAX)  # sent from memory, not read back (fresh.py)
+        self._topics = {k: topic(cfg.device, k) for k in ("report", "event", "attest/evidence")}
         self.connected = False
         self._new: list[NewMessage] = []
         self._acks: list[int] = []  # PUBACKed seqs, recorded in the next commit
@@ -126,6 +130,11 @@ class Agent(Inputs):
             status=StatusTopic(topic(d, "status")),
             batch_acks=True,
         )
+
+    def _resync(self) -> None:
+        """Send again from the outbox: clear the cursor and forget the in-memory messages."""
+        self._cursor.clear()
+        self._fresh.stop()
 
     def count(self, name: str, n: int = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + n
@@ -238,10 +247,16 @@ class Agent(Inputs):
             self.apply_e2e_ack()
         if self._new:
             new, self._new = self._new, []
+            evictions = self.outbox.evictions
             for i in range(0, len(new), self.cfg.batch):
-                self.outbox.put(new[i : i + self.cfg.batch])
+                kept: list[Stored] = []
+                self.outbox.put(new[i : i + self.cfg.batch], keep=kept)
+                self._fresh.add(kept)
+            if self.outbox.evictions != evictions:  # may have evicted kept messages
+                self._fresh.stop()
         if self.connected and self.outbox.has_drops:
             self.outbox.report_drops()
+            self._fresh.stop()  # the report is read from the outbox
 
     def pump(self) -> None:
         if not self.connected:
@@ -250,9 +265,15 @@ class Agent(Inputs):
         if room <= 0:
             return
         now = self.clock()
-        held = set(self.inflight.values()) if self.e2e else ()
+        fresh = self._fresh.active
+        if fresh:  # everything unsent is in memory
+            todo = self._fresh.take(room)
+        else:
+            held = set(self.inflight.values()) if self.e2e else ()
+            todo = self.outbox.pending(room, after=self._cursor, skip=held)
         gone: dict[str, list[int]] = {}
-        for m in self.outbox.pending(room, after=self._cursor, skip=held):
+        done = len(todo)
+        for i, m in enumerate(todo):
             expiry = None
             if m.priority == PRIORITY_METRICS:
                 expiry = int(self.cfg.metrics_expiry - (now - m.ts))
@@ -260,9 +281,9 @@ class Agent(Inputs):
                     gone.setdefault("expired", []).append(m.seq)
                     self._cursor[m.priority] = m.seq
                     continue
+            t = self._topics.get(m.kind) or topic(self.cfg.device, m.kind)
             try:
-                mid = self.transport.publish(topic(self.cfg.device, m.kind), m.payload,
-                                             expiry=expiry)
+                mid = self.transport.publish(t, m.payload, expiry=expiry)
             except PayloadTooLargeError as e:
                 self.count("too_large")
                 logger.error("dropping seq %d: %s", m.seq, e)
@@ -270,9 +291,14 @@ class Agent(Inputs):
                 self._cursor[m.priority] = m.seq
                 continue
             if mid is None:
+                done = i
                 break
             self.inflight[mid] = m.seq
             self._cursor[m.priority] = m.seq
+        if fresh:
+            self._fresh.sent(done)
+        elif done == len(todo) < room and not self.outbox.skipped:
+            self._fresh.start()  # the outbox has nothing unsent above the cursor
         for reason, seqs in gone.items():
             self.outbox.discard(seqs, reason)
 
@@ -290,20 +316,20 @@ class Agent(Inputs):
     # --- events ------------------------------------------------------------------------------
 
     def handle(self, ev: object) -> None:
-        if isinstance(ev, AcksReady):
+        if isinstance(ev, LocalEvent):  # the most frequent by far
+            self.on_local(ev)
+        elif isinstance(ev, AcksReady):
             for ack in self.transport.take_acks():
                 self.on_ack(ack)
         elif isinstance(ev, Acked):
             self.on_ack(ev)
         elif isinstance(ev, Incoming):
             self.on_message(ev)
-        elif isinstance(ev, LocalEvent):
-            self.on_local(ev)
         elif isinstance(ev, Connected):
             self.connected = True
             logger.info("connected to broker")
             if self.e2e:  # a new broker session: send again all the backend has not acked
-                self._cursor.clear()
+                self._resync()
             if self.ha is not None:
                 self.ha.announce(self.transport)
         elif isinstance(ev, Disconnected):
@@ -335,7 +361,7 @@ class Agent(Inputs):
             logger.warning("backend has not acknowledged messages delivered %.0fs ago; "
                            "sending again", now - oldest)
             self.count("e2e_resend")
-            self._cursor.clear()
+            self._resync()
 
     def check_models(self, now: float, *, all_models: bool = False) -> None:
         if self.watch is None:
@@ -369,7 +395,7 @@ class Agent(Inputs):
             self.transport.stop()
             self.connected = False
             self.inflight.clear()
-            self._cursor.clear()  # the new client holds nothing: send everything again
+            self._resync()  # the new client holds nothing: send everything again
             self.transport = self._make_transport()
             self.transport.start()
         self.event("agent.reloaded", {"config": str(new.source)})

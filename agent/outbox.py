@@ -42,7 +42,7 @@ from typing import Any
 
 from edgeward.models.errors import DeviceError
 
-from .envelope import PRIORITIES, PRIORITY_SECURITY, Envelope, encode
+from .envelope import PRIORITIES, PRIORITY_SECURITY, encode_fields
 from .outbox_rules import (
     MAX_RANGES_REPORTED,
     Candidate,
@@ -116,6 +116,8 @@ class Outbox:
         except sqlite3.Error as e:
             raise DeviceError(f"cannot open outbox {self.path}: {e}") from e
         self._dropped_by_type: dict[str, int] = {}
+        self.evictions = 0  # puts that evicted messages (also counted when rolled back)
+        self.skipped = 0  # messages the last pending() left out because of ``skip``
         self.has_drops = self.drops_pending() > 0
 
     def _migrate(self) -> None:
@@ -128,11 +130,14 @@ class Outbox:
 
     # --- writes ------------------------------------------------------------------------------
 
-    def put(self, messages: Sequence[NewMessage]) -> list[int]:
+    def put(self, messages: Sequence[NewMessage], *,
+            keep: list[Stored] | None = None) -> list[int]:
         """Store ``messages`` in one transaction (one fsync); return their seqs.
 
-        Evicts older, lower-priority messages if the batch does not fit, and then stores the
-        drop report in the same transaction.
+        Evicts older, lower-priority messages if the batch does not fit (counted in
+        :attr:`evictions`), and then stores the drop report in the same transaction. Once the
+        transaction is committed, the stored messages are appended to ``keep``, if given, as
+        :meth:`pending` would return them (so a caller need not read them back).
         """
         if not messages:
             return []
@@ -140,13 +145,15 @@ class Outbox:
         try:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                seqs = self._put_locked(messages, now)
+                seqs, rows = self._put_locked(messages, now)
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
         except sqlite3.Error as e:
             raise DeviceError(f"outbox {self.path}: write failed: {e}") from e
+        if keep is not None:
+            keep.extend(Stored(r[0], r[1], r[2], r[3], r[4], r[6]) for r in rows)
         return seqs
 
     def _next_seq(self) -> int:
@@ -154,7 +161,7 @@ class Outbox:
         return int(row[0])
 
     def _row(self, seq: int, m: NewMessage, now: float) -> tuple[Any, ...]:
-        payload = encode(Envelope(seq=seq, ts=now, device=self.device, type=m.type, body=m.body))
+        payload = encode_fields(seq, now, self.device, m.type, m.body)
         if len(payload) > self.max_bytes - DROP_EVENT_RESERVE:
             raise ValueError(f"message of {len(payload)} bytes cannot fit the outbox bound")
         return (seq, m.kind, m.type, m.priority, now, len(payload), payload)
@@ -166,11 +173,13 @@ class Outbox:
             rows,
         )
 
-    def _put_locked(self, messages: Sequence[NewMessage], now: float) -> list[int]:
+    def _put_locked(self, messages: Sequence[NewMessage],
+                    now: float) -> tuple[list[int], list[tuple[Any, ...]]]:
         first = self._next_seq()
         seqs = list(range(first, first + len(messages)))
         # one statement for the batch: far cheaper than one execute per message
-        self._insert_many([self._row(q, m, now) for q, m in zip(seqs, messages, strict=True)])
+        new_rows = [self._row(q, m, now) for q, m in zip(seqs, messages, strict=True)]
+        self._insert_many(new_rows)
         seq = first + len(messages)
         total = self._bytes()
         if total > self.max_bytes - DROP_EVENT_RESERVE:
@@ -179,12 +188,13 @@ class Outbox:
                 "SELECT seq, priority, size, type FROM msg ORDER BY priority, seq"
             )
             dropped = plan_eviction((Candidate(*r) for r in rows), need)
+            self.evictions += 1
             self._db.executemany("DELETE FROM msg WHERE seq=?", [(c.seq,) for c in dropped])
             self._list_dropped(dropped, REASON_FULL)
             logger.warning("outbox full: dropped %d messages to store %d new",
                            len(dropped), len(messages))
         self._db.execute("UPDATE meta SET v=? WHERE k='next_seq'", (seq,))
-        return seqs
+        return seqs, new_rows
 
     def _list_dropped(self, dropped: Sequence[Candidate], reason: str) -> None:
         self._db.executemany("INSERT OR IGNORE INTO dropped VALUES (?, ?, ?, ?)",
@@ -345,6 +355,7 @@ class Outbox:
         """
         last = after or {}
         out: list[Stored] = []
+        self.skipped = 0
         for p in PRIORITIES:
             if len(out) >= limit:
                 break
@@ -353,8 +364,11 @@ class Outbox:
                 "WHERE priority=? AND seq>? ORDER BY seq LIMIT ?",
                 (p, last.get(p, 0), limit - len(out) + len(skip)),
             )
-            out.extend(Stored(r[0], r[1], r[2], r[3], r[4], bytes(r[5]))
-                       for r in rows if r[0] not in skip)
+            for r in rows:
+                if r[0] in skip:
+                    self.skipped += 1
+                else:
+                    out.append(Stored(r[0], r[1], r[2], r[3], r[4], bytes(r[5])))
             del out[limit:]
         return out
 

@@ -20,16 +20,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from .envelope import PRIORITY_METRICS
 
 MAX_RANGES_REPORTED = 64
 
 
-@dataclass(frozen=True)
-class NewMessage:
-    """A message to store: topic kind (``report``, ``event``, ``attest/evidence``), type, body."""
+class NewMessage(NamedTuple):
+    """A message to store: topic kind (``report``, ``event``, ``attest/evidence``), type, body.
+
+    (Named tuples rather than frozen dataclasses, here and in :class:`Stored`: one or two are made
+    per message on the agent's hot path, and a named tuple is about three times cheaper to make.)
+    """
 
     kind: str
     type: str
@@ -37,8 +40,7 @@ class NewMessage:
     priority: int = PRIORITY_METRICS
 
 
-@dataclass(frozen=True)
-class Stored:
+class Stored(NamedTuple):
     seq: int
     kind: str
     type: str
