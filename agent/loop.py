@@ -218,6 +218,8 @@ class Agent(Inputs):
             self.reload()
         if not self._stop.is_set():  # no new reports while flushing on the way out
             self.run_timers(self.clock())
+        for ack in self.transport.take_acks():  # PUBACKs below the signalling batch
+            self.on_ack(ack)
         self.check_resend(self.clock())
         self.commit(force=self._stop.is_set())
         self.pump()

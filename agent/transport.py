@@ -78,6 +78,9 @@ class Acked:
     reason: str
 
 
+ACK_SIGNAL_BATCH = 32
+
+
 @dataclass(frozen=True)
 class AcksReady:
     """PUBACKs are waiting in :meth:`MqttTransport.take_acks` (``batch_acks`` mode)."""
@@ -152,6 +155,9 @@ class MqttTransport:
         self._acks: list[Acked] = []
         self._acks_lock = threading.Lock()
         self._acks_signalled = False
+        # messages handed to paho and not yet PUBACKed, so a busy link signals once per
+        # ACK_SIGNAL_BATCH PUBACKs (or when nothing is left in flight) rather than per wake-up
+        self._outstanding = 0
         self._thread: threading.Thread | None = None
         c = mqtt.Client(
             callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
@@ -205,7 +211,10 @@ class MqttTransport:
             return
         with self._acks_lock:
             self._acks.append(ack)
-            if self._acks_signalled:
+            self._outstanding = max(0, self._outstanding - 1)
+            if self._acks_signalled or (
+                len(self._acks) < ACK_SIGNAL_BATCH and self._outstanding > 0
+            ):
                 return
             self._acks_signalled = True
         self._sink(AcksReady())
@@ -262,11 +271,20 @@ class MqttTransport:
         if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
             logger.warning("publish to %s not queued: %s", topic, mqtt.error_string(info.rc))
             return None
+        if qos > 0:
+            with self._acks_lock:
+                self._outstanding += 1
         return int(info.mid)
 
     def take_acks(self) -> list[Acked]:
-        """The PUBACKs gathered since the last call (``batch_acks`` mode)."""
+        """The PUBACKs gathered since the last call (``batch_acks`` mode).
+
+        The loop also calls this on every turn, so PUBACKs below the signalling batch never
+        wait longer than one turn (the in-flight count can be stale after a reconnect).
+        """
         with self._acks_lock:
+            if not self._acks and not self._acks_signalled:
+                return []
             acks, self._acks = self._acks, []
             self._acks_signalled = False
         return acks

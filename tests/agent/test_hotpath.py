@@ -145,3 +145,35 @@ def test_sending_from_memory_sends_what_reading_the_outbox_sends(tmp_path: Path)
     sent_read_back, reads_read_back = _scenario(tmp_path / "b", fresh=False)
     assert sent == sent_read_back  # same messages, same order: security first, then by seq
     assert reads < reads_read_back / 2  # and most of them were sent from memory
+
+
+def test_pubacks_wake_the_loop_once_per_batch_or_when_nothing_is_in_flight() -> None:
+    """A busy link signals the loop once per ACK_SIGNAL_BATCH PUBACKs; the last PUBACK of a
+    burst always signals, so no acknowledgement waits for traffic that may never come."""
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.reasoncodes import ReasonCode
+
+    from edgeward.agent.transport import (
+        ACK_SIGNAL_BATCH,
+        AcksReady,
+        MqttSettings,
+        MqttTransport,
+    )
+
+    events: list[object] = []
+    t = MqttTransport(MqttSettings(client_id="unit", tls=False), events.append, batch_acks=True)
+    n = ACK_SIGNAL_BATCH + 8
+    mids = [t.publish("edgeward/v1/unit/report", b"x") for _ in range(n)]  # queued, no broker
+    assert all(m is not None for m in mids)
+    ok = ReasonCode(PacketTypes.PUBACK, "Success")
+    for mid in mids[: ACK_SIGNAL_BATCH - 1]:
+        t._on_publish(None, None, mid, ok, None)
+    assert events == []  # a batch is still filling and more are in flight
+    t._on_publish(None, None, mids[ACK_SIGNAL_BATCH - 1], ok, None)
+    assert events == [AcksReady()]
+    assert [a.mid for a in t.take_acks()] == mids[:ACK_SIGNAL_BATCH]
+    for mid in mids[ACK_SIGNAL_BATCH:]:
+        t._on_publish(None, None, mid, ok, None)
+    assert events == [AcksReady(), AcksReady()]  # the last one in flight signalled
+    assert [a.mid for a in t.take_acks()] == mids[ACK_SIGNAL_BATCH:]
+    assert t.take_acks() == []
