@@ -12,7 +12,7 @@ import pytest
 from agent_helpers import service_cfg, start, write_agent_config
 from fixtures_mqtt import Mosquitto, TestCA
 from test_agent_loop import start_agent
-from test_faults import run_agent, sent_total, wait_all
+from test_faults import run_agent, sent_total, stop_cleanly, wait_all
 
 from edgeward.agent.backend.service import VerifierService
 from edgeward.agent.commands import make_command
@@ -82,8 +82,7 @@ def test_broker_sigkilled_repeatedly_while_streaming_loses_nothing(
                 th = start(svc)
             time.sleep(0.6)
         time.sleep(0.5)
-        agent.send_signal(signal.SIGTERM)
-        assert agent.wait(20) == 0, agent.stderr.read() if agent.stderr else ""
+        stop_cleanly(agent)
     finally:
         if agent.poll() is None:
             agent.kill()

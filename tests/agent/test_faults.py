@@ -26,6 +26,12 @@ def run_agent(cfg: Path) -> subprocess.Popen[bytes]:
                             stderr=subprocess.PIPE)
 
 
+def stop_cleanly(agent: subprocess.Popen[bytes]) -> None:
+    """SIGTERM: the agent flushes its outbox and must exit 0."""
+    agent.send_signal(signal.SIGTERM)
+    assert agent.wait(20) == 0, agent.stderr.read() if agent.stderr else ""
+
+
 def sent_total(cfg_dir: Path, device: str) -> tuple[int, int]:
     ob = Outbox(cfg_dir / f"state-{device}" / "outbox.db", device)
     try:
@@ -59,8 +65,7 @@ def test_broker_restarted_repeatedly_while_streaming(
             mosquitto.restart(signal.SIGTERM)
             time.sleep(1.2)
         time.sleep(0.5)
-        agent.send_signal(signal.SIGTERM)
-        assert agent.wait(20) == 0, agent.stderr.read() if agent.stderr else ""
+        stop_cleanly(agent)
     finally:
         if agent.poll() is None:
             agent.kill()
@@ -88,8 +93,7 @@ def test_agent_sigkilled_mid_stream_and_restarted(
         agent.wait(10)
     agent = run_agent(cfg)
     time.sleep(1.0)
-    agent.send_signal(signal.SIGTERM)
-    assert agent.wait(20) == 0, agent.stderr.read() if agent.stderr else ""
+    stop_cleanly(agent)
     n, left = sent_total(tmp_path, "dev-k")
     assert n > 50 and left == 0
     wait_all(svc, "dev-k", n)
@@ -117,8 +121,7 @@ def test_outbox_at_bound_during_outage_reports_drops(
         time.sleep(3.0)  # ~300 metric reports of ~1 KiB against a 64 KiB bound
         mosquitto.start()
         time.sleep(1.5)
-        agent.send_signal(signal.SIGTERM)
-        assert agent.wait(20) == 0, agent.stderr.read() if agent.stderr else ""
+        stop_cleanly(agent)
     finally:
         if agent.poll() is None:
             agent.kill()
