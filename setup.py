@@ -8,7 +8,7 @@ from pathlib import Path
 
 from setuptools import find_packages, setup
 
-PARTS = ("models", "attestation", "agent", "firmware_shim", "boards", "simulator")
+PARTS = ("core", "models", "attestation", "agent", "firmware_shim", "boards", "simulator")
 HERE = Path(__file__).parent
 
 package_dir = {}

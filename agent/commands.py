@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgeward.models import cbor
-from edgeward.models.cose import sign1, verify1
-from edgeward.models.errors import (
+from edgeward.core import cbor
+from edgeward.core.cose import sign1, verify1
+from edgeward.core.errors import (
     EdgewardError,
     FreshnessError,
     MalformedInputError,
@@ -37,8 +37,8 @@ from edgeward.models.errors import (
     ReplayError,
     SignatureError,
 )
-from edgeward.models.keys import SigningKey, TrustStore, VerifyingKey
-from edgeward.models.limits import DEFAULT_LIMITS, Limits
+from edgeward.core.keys import SigningKey, TrustStore, VerifyingKey
+from edgeward.core.limits import DEFAULT_LIMITS, Limits
 
 MAX_LIFETIME = 24 * 3600.0
 CONTENT_TYPE = "application/vnd.edgeward.command+cbor"

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from edgeward.models.errors import ConfigError
-from edgeward.models.limits import Limits
-from edgeward.models.tomlconf import Section, load_toml
+from edgeward.core.errors import ConfigError
+from edgeward.core.limits import Limits
+from edgeward.core.tomlconf import Section, load_toml
 
 from .envelope import check_device_id
 from .transport import MqttSettings

@@ -23,11 +23,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from edgeward.models import cbor
-from edgeward.models.cose import sign1, verify1
-from edgeward.models.errors import MalformedInputError, ReplayError, SignatureError
-from edgeward.models.keys import SigningKey, TrustStore, VerifyingKey
-from edgeward.models.limits import DEFAULT_LIMITS, Limits
+from edgeward.core import cbor
+from edgeward.core.cose import sign1, verify1
+from edgeward.core.errors import MalformedInputError, ReplayError, SignatureError
+from edgeward.core.keys import SigningKey, TrustStore, VerifyingKey
+from edgeward.core.limits import DEFAULT_LIMITS, Limits
 
 CONTENT_TYPE = "application/vnd.edgeward.ack+cbor"
 MAX_ACK_BYTES = 512  # a signed ack is about 150 bytes

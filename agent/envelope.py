@@ -6,7 +6,7 @@ the durable outbox, per device, without gaps, so a receiver that sees ``seq`` ju
 exactly how many messages it did not get.
 
 Pure: bytes in, objects out. No I/O. Untrusted bytes are decoded only through the bounded
-reader :func:`edgeward.models.cbor.loads`.
+reader :func:`edgeward.core.cbor.loads`.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from typing import Any
 
 import cbor2
 
-from edgeward.models.cbor import dumps, loads
-from edgeward.models.errors import ConfigError, MalformedInputError
-from edgeward.models.limits import DEFAULT_LIMITS, Limits
+from edgeward.core.cbor import dumps, loads
+from edgeward.core.errors import ConfigError, MalformedInputError
+from edgeward.core.limits import DEFAULT_LIMITS, Limits
 
 VERSION = 1
 PREFIX = "edgeward/v1"
@@ -110,7 +110,7 @@ def encode(env: Envelope) -> bytes:
     """Canonical CBOR of the envelope (definite lengths, shortest forms, sorted keys).
 
     Encoded with cbor2's C encoder (``canonical=True``, RFC 7049 §3.9 key order), about twice as
-    fast as :func:`edgeward.models.cbor.dumps` on the agent's hot path. For text keys, which is
+    fast as :func:`edgeward.core.cbor.dumps` on the agent's hot path. For text keys, which is
     all the envelope and its bodies use, that order is the RFC 8949 §4.2.1 bytewise order too;
     the two differ only for maps that mix integer keys of different signs. Envelopes are not
     signed, so nothing depends on that difference. Decoding stays bounded (:func:`decode`).

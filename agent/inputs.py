@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from edgeward.models.errors import EdgewardError, MalformedInputError
+from edgeward.core.errors import EdgewardError, MalformedInputError
 
 from . import seams
 from .commands import CommandGate, refusal_reason, save_last_seq

@@ -1,6 +1,6 @@
 """The agent's local Unix stream socket: applications on the device send events here.
 
-Frames are :mod:`edgeward.models.frames` (4-byte length + bounded CBOR ``{type, ts, body}``).
+Frames are :mod:`edgeward.core.frames` (4-byte length + bounded CBOR ``{type, ts, body}``).
 One thread accepts connections and reads them with a selector; each decoded event is handed to
 the loop's ``sink`` as a :class:`LocalEvent` together with the peer's credentials (SO_PEERCRED),
 so the loop can attribute it. A connection that sends an oversized frame is closed (its length
@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgeward.models.errors import DeviceError, MalformedInputError
-from edgeward.models.frames import FrameDecoder
-from edgeward.models.limits import DEFAULT_LIMITS, Limits
+from edgeward.core.errors import DeviceError, MalformedInputError
+from edgeward.core.frames import FrameDecoder
+from edgeward.core.limits import DEFAULT_LIMITS, Limits
 
 logger = logging.getLogger(__name__)
 

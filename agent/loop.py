@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from edgeward.models.errors import ConfigError
+from edgeward.core.errors import ConfigError
 
 from . import seams
 from .commands import CommandGate, load_last_seq

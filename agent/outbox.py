@@ -40,7 +40,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from edgeward.models.errors import DeviceError
+from edgeward.core.errors import DeviceError
 
 from .envelope import PRIORITIES, PRIORITY_SECURITY, encode_fields
 from .outbox_rules import (

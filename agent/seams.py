@@ -16,9 +16,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from edgeward.models import cbor
-from edgeward.models.errors import EdgewardError, MalformedInputError
-from edgeward.models.limits import Limits
+from edgeward.core import cbor
+from edgeward.core.errors import EdgewardError, MalformedInputError
+from edgeward.core.limits import Limits
 
 from .config import AgentConfig
 
@@ -31,7 +31,7 @@ def command_trust(cfg: AgentConfig) -> Any:
     if cfg.command_trust is None:
         logger.warning("no [commands] trust configured: every command will be refused")
         return None
-    from edgeward.models.keys import TrustStore
+    from edgeward.core.keys import TrustStore
 
     return TrustStore.from_path(cfg.command_trust)
 
@@ -46,7 +46,7 @@ def model_watch(cfg: AgentConfig) -> Any:
     if not cfg.models:
         return None
     try:
-        from edgeward.models.keys import TrustStore
+        from edgeward.core.keys import TrustStore
         from edgeward.models.watch import ModelWatch
     except ImportError as e:  # pragma: no cover - models part missing
         logger.error("model re-verification unavailable: %s", e)

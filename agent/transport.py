@@ -16,7 +16,7 @@ Behaviour:
 * paho keeps unacknowledged QoS 1 publishes across reconnects and sends them again with the same
   packet id, so a mid stays valid until its PUBACK arrives.
 
-Errors from paho or ssl are translated into :class:`~edgeward.models.errors.TransportError`.
+Errors from paho or ssl are translated into :class:`~edgeward.core.errors.TransportError`.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from edgeward.models.errors import ConfigError, TransportError
+from edgeward.core.errors import ConfigError, TransportError
 
 from .backoff import Backoff
 

@@ -33,10 +33,10 @@ from edgeward.attestation.evidence import EvidenceClaims, claims_from_cbor
 from edgeward.attestation.nonces import NoncePolicy, Session
 from edgeward.attestation.refvalues import RefValues, parse_version
 from edgeward.attestation.tpm_quote import verify_quote
-from edgeward.models import cbor, cose
-from edgeward.models.errors import FreshnessError, IntegrityError, SignatureError
-from edgeward.models.keys import VerifyingKey
-from edgeward.models.limits import DEFAULT_LIMITS, Limits
+from edgeward.core import cbor, cose
+from edgeward.core.errors import FreshnessError, IntegrityError, SignatureError
+from edgeward.core.keys import VerifyingKey
+from edgeward.core.limits import DEFAULT_LIMITS, Limits
 
 
 @dataclass(frozen=True)
@@ -183,7 +183,7 @@ _COSE_ALGS = {cose.COSE_ALG_EDDSA: "EdDSA", cose.COSE_ALG_ES256: "ES256"}
 def _verify_signature(msg: cose.Sign1Message, key: VerifyingKey) -> None:
     """RFC 9052 §4.4 over the already-decoded message (one decode per appraisal).
 
-    Same checks as :func:`edgeward.models.cose.verify1`: the header's alg must be the enrolled
+    Same checks as :func:`edgeward.core.cose.verify1`: the header's alg must be the enrolled
     key's algorithm, then the signature over the Sig_structure must verify.
     """
     if _COSE_ALGS.get(msg.alg) != key.alg:

@@ -30,10 +30,10 @@ from edgeward.attestation.evidence import BootState, EvidenceClaims, sign_eviden
 from edgeward.attestation.measure import measure
 from edgeward.attestation.nonces import MAX_NONCE_BYTES
 from edgeward.attestation.tpm_quote import qualifying_data
+from edgeward.core.errors import ConfigError, DeviceError
+from edgeward.core.persist import write_atomic
 from edgeward.firmware_shim.signer import Signer
 from edgeward.firmware_shim.sim.signer import SoftwareSigner
-from edgeward.models.errors import ConfigError, DeviceError
-from edgeward.models.persist import write_atomic
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Attestation configuration: the attester's part of AGENT.toml and VERIFIER.toml.
 
-Frozen dataclasses loaded once through :mod:`edgeward.models.tomlconf`, so every error names the
+Frozen dataclasses loaded once through :mod:`edgeward.core.tomlconf`, so every error names the
 file, the key and the fix. Relative paths are relative to the configuration file. Only the
 tables named here are read; the agent's other tables belong to ``edgeward.agent.config``.
 
@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgeward.attestation import claims as C
-from edgeward.models.errors import ConfigError
-from edgeward.models.limits import Limits
-from edgeward.models.tomlconf import Section, load_toml
+from edgeward.core.errors import ConfigError
+from edgeward.core.limits import Limits
+from edgeward.core.tomlconf import Section, load_toml
 
 DBGSTAT = {
     "enabled": C.DBG_ENABLED,

@@ -30,10 +30,10 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from edgeward.attestation import claims as C
-from edgeward.models import cbor, cose
-from edgeward.models.errors import FreshnessError, MalformedInputError
-from edgeward.models.keys import SigningKey, TrustStore, VerifyingKey
-from edgeward.models.limits import DEFAULT_LIMITS, Limits
+from edgeward.core import cbor, cose
+from edgeward.core.errors import FreshnessError, MalformedInputError
+from edgeward.core.keys import SigningKey, TrustStore, VerifyingKey
+from edgeward.core.limits import DEFAULT_LIMITS, Limits
 
 SUBMOD = "edgeward-agent"
 VERIFIER_BUILD = "edgeward-verifier/0.1.0"
@@ -211,8 +211,8 @@ def check_ear(
     Verifies the signature, then freshness: the EAR must echo ``nonce`` if one is given, else be
     at most ``max_age`` seconds old (and not from the future). Returns the :class:`Ear`; the
     caller decides on ``ear.status`` (``ear.affirming``). Raises
-    :class:`~edgeward.models.errors.SignatureError`, :class:`MalformedInputError` or
-    :class:`~edgeward.models.errors.FreshnessError`.
+    :class:`~edgeward.core.errors.SignatureError`, :class:`MalformedInputError` or
+    :class:`~edgeward.core.errors.FreshnessError`.
     """
     if nonce is None and max_age is None:
         raise ValueError("check_ear needs a nonce or a max_age")

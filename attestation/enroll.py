@@ -26,8 +26,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import NameOID
 
-from edgeward.models.errors import MalformedInputError, UnknownDeviceError
-from edgeward.models.keys import SigningKey, VerifyingKey
+from edgeward.core.errors import MalformedInputError, UnknownDeviceError
+from edgeward.core.keys import SigningKey, VerifyingKey
 
 MAX_CHAIN = 4
 # Certificate policy (RFC 5280 §4.2.1.4) by which the maker states that the certified key is a

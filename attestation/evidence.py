@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from edgeward.attestation import claims as C
+from edgeward.core import cbor, cose
+from edgeward.core.errors import MalformedInputError
+from edgeward.core.limits import DEFAULT_LIMITS, Limits
 from edgeward.firmware_shim.signer import SIGNER_KINDS, Signer
-from edgeward.models import cbor, cose
-from edgeward.models.errors import MalformedInputError
-from edgeward.models.limits import DEFAULT_LIMITS, Limits
 
 
 @dataclass(frozen=True)

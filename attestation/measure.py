@@ -2,9 +2,11 @@
 
 * Agent code (RFC 9711 §4.2.16 measurements; the "executables" of AR4SI): one SHA-256 over the
   agent's files in a fixed order. The files are every ``*.py``, ``*.toml`` and ``py.typed``
-  under each part of the installed agent (``edgeward.models``, ``.attestation``, ``.agent``,
-  ``.firmware_shim``, ``.boards``; ``__pycache__`` skipped), or under ``agent_root`` if
-  configured, sorted by their relative POSIX path. The digest is
+  of the code that runs on the device, listed once in :data:`DEVICE_CODE` (``__pycache__``
+  skipped), or under ``agent_root`` if configured, sorted by their relative POSIX path. Server
+  code (``attestation/service/``), the simulator and the demo, and the lock microcontroller's
+  MicroPython code (``firmware_shim/mcu/``, measured by the microcontroller itself) are left
+  out, so a fix to the backend or the demo does not change the measurement of a device. The digest is
   ``SHA-256( for each file: len(path) || path || SHA-256(content) )`` with a 2-byte big-endian
   length, so no two file sets collide by moving bytes between names and contents.
 * Agent configuration: SHA-256 over the canonical JSON (sorted keys, no spaces) of the parsed
@@ -29,23 +31,33 @@ import tomllib
 from pathlib import Path
 
 from edgeward.attestation.evidence import Measurements, ModelMeasurement
-from edgeward.models import cose
-from edgeward.models.errors import ConfigError, DeviceError, IntegrityError
-from edgeward.models.limits import DEFAULT_LIMITS, Limits
+from edgeward.core import cose
+from edgeward.core.errors import ConfigError, DeviceError, IntegrityError
+from edgeward.core.limits import DEFAULT_LIMITS, Limits
 from edgeward.models.manifest import decode_manifest
 
 logger = logging.getLogger(__name__)
 
-AGENT_PARTS = ("models", "attestation", "agent", "firmware_shim", "boards")
+# The code that runs on a device: (part, sub-folders of it that do not). The one list of it.
+DEVICE_CODE: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("core", ()),
+    ("models", ()),
+    ("attestation", ("service",)),
+    ("agent", ()),
+    ("firmware_shim", ("mcu",)),
+    ("boards", ()),
+)
 CODE_SUFFIXES = (".py", ".toml")
 MAX_MANIFEST_BYTES = 1024 * 1024
 _CHUNK = 1 << 20
 
 
-def _code_files(root: Path, prefix: str) -> list[tuple[str, Path]]:
+def _code_files(root: Path, prefix: str, skip: tuple[str, ...] = ()) -> list[tuple[str, Path]]:
     out = []
     for p in root.rglob("*"):
         if "__pycache__" in p.parts or not p.is_file():
+            continue
+        if skip and p.relative_to(root).parts[0] in skip:
             continue
         if p.suffix in CODE_SUFFIXES or p.name == "py.typed":
             rel = p.relative_to(root).as_posix()
@@ -64,7 +76,27 @@ def sha256_file(path: Path) -> bytes:
     return h.digest()
 
 
-def agent_code_digest(agent_root: Path | None = None) -> bytes:
+def installed_parts() -> dict[str, list[Path]]:
+    """Where each part of :data:`DEVICE_CODE` is installed (its package folders)."""
+    out: dict[str, list[Path]] = {}
+    for part, _skip in DEVICE_CODE:
+        mod = importlib.import_module(f"edgeward.{part}")
+        out[part] = [Path(folder) for folder in getattr(mod, "__path__", [])]
+    return out
+
+
+def device_code_files(parts: dict[str, list[Path]]) -> list[tuple[str, Path]]:
+    """The device's code files as (relative name, path), from each part's folders."""
+    files: list[tuple[str, Path]] = []
+    for part, skip in DEVICE_CODE:
+        for folder in parts.get(part, ()):
+            files.extend(_code_files(folder, f"{part}/", skip))
+    return files
+
+
+def agent_code_digest(
+    agent_root: Path | None = None, *, parts: dict[str, list[Path]] | None = None
+) -> bytes:
     """The digest over the agent's code files in a fixed order (see the module docstring)."""
     files: list[tuple[str, Path]] = []
     if agent_root is not None:
@@ -72,10 +104,7 @@ def agent_code_digest(agent_root: Path | None = None) -> bytes:
             raise ConfigError(f"agent_root {agent_root} is not a folder")
         files = _code_files(agent_root, "")
     else:
-        for part in AGENT_PARTS:
-            mod = importlib.import_module(f"edgeward.{part}")
-            for folder in getattr(mod, "__path__", []):
-                files.extend(_code_files(Path(folder), f"{part}/"))
+        files = device_code_files(parts if parts is not None else installed_parts())
     h = hashlib.sha256()
     for rel, p in sorted(files):
         name = rel.encode()

@@ -5,10 +5,10 @@ nonce, the Attester puts it in ``eat_nonce`` (RFC 9711 §4.1), and the Verifier 
 from the device it was issued to, before it expires. Nonces are at least 16 bytes from a CSPRNG
 (RFC 9711 §4.1 requires at least 64 bits; 128 is used here), default 32 bytes, default expiry
 60 s. The clock and the random source are injected, so this module does no I/O; the sessions
-themselves are kept by :mod:`edgeward.attestation.store`.
+themselves are kept by :mod:`edgeward.attestation.service.verifier_store`.
 
-Verdicts are :class:`~edgeward.models.errors.FreshnessError` (never issued, expired, other
-device) and :class:`~edgeward.models.errors.ReplayError` (already used).
+Verdicts are :class:`~edgeward.core.errors.FreshnessError` (never issued, expired, other
+device) and :class:`~edgeward.core.errors.ReplayError` (already used).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from edgeward.models.errors import FreshnessError, ReplayError
+from edgeward.core.errors import FreshnessError, ReplayError
 
 MIN_NONCE_BYTES = 16
 MAX_NONCE_BYTES = 64  # RFC 9711 §4.1: eat_nonce is 8..64 bytes

@@ -23,11 +23,11 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from edgeward.models import cbor, cose
-from edgeward.models.errors import ConfigError, MalformedInputError
-from edgeward.models.keys import SigningKey, TrustStore, VerifyingKey
-from edgeward.models.limits import DEFAULT_LIMITS, Limits
-from edgeward.models.tomlconf import Section
+from edgeward.core import cbor, cose
+from edgeward.core.errors import ConfigError, MalformedInputError
+from edgeward.core.keys import SigningKey, TrustStore, VerifyingKey
+from edgeward.core.limits import DEFAULT_LIMITS, Limits
+from edgeward.core.tomlconf import Section
 
 CONTENT_TYPE = "application/vnd.edgeward.refvalues+cbor"
 DOC_TYPE = "edgeward-refvalues"

@@ -15,7 +15,7 @@ All integers are big-endian. The quote's signature is ECDSA P-256 over SHA-256 o
 TPMS_ATTEST; edgeward carries it as ``r || s``. The nonce binding is
 ``qualifying_data(eat_nonce) = SHA-256("edgeward-quote-v1" || eat_nonce)``, so a quote made for
 another challenge is refused. This module does no I/O; errors are
-:class:`~edgeward.models.errors.IntegrityError` subclasses with one-line reasons.
+:class:`~edgeward.core.errors.IntegrityError` subclasses with one-line reasons.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from edgeward.models.errors import IntegrityError, MalformedInputError, SignatureError
+from edgeward.core.errors import IntegrityError, MalformedInputError, SignatureError
 
 TPM_GENERATED_VALUE = 0xFF544347
 TPM_ST_ATTEST_QUOTE = 0x8018

@@ -35,11 +35,11 @@ from edgeward.attestation.enroll import issue_device_cert, make_ca
 from edgeward.attestation.measure import measure
 from edgeward.attestation.nonces import Session
 from edgeward.attestation.refvalues import ModelRef, RefValues, Release
-from edgeward.attestation.store import Store
-from edgeward.attestation.verifier import Verifier
+from edgeward.attestation.service.verifier import Verifier
+from edgeward.attestation.service.verifier_store import Store
+from edgeward.core import cose, keys
+from edgeward.core.limits import Limits
 from edgeward.firmware_shim.sim.signer import SoftwareSigner
-from edgeward.models import cose, keys
-from edgeward.models.limits import Limits
 from edgeward.models.manifest import Manifest, file_entry, sign_manifest
 
 BOARD = "smartlock-pi4"
@@ -60,14 +60,11 @@ def setup(root: Path, signer, kind: str = "software", tcti: str | None = None):
         lines.append(f'tpm_tcti = "{tcti}"')
     # A snapshot of the installed agent code, so edits elsewhere do not change the digest
     # between generating evidence and appraising it; the same files, the same amount of work.
-    import importlib
+    from edgeward.attestation.measure import device_code_files, installed_parts
 
-    from edgeward.attestation.measure import AGENT_PARTS
-
-    for part in AGENT_PARTS:
-        src = Path(importlib.import_module(f"edgeward.{part}").__path__[0])
-        shutil.copytree(src, root / "code" / part,
-                        ignore=shutil.ignore_patterns("__pycache__"))
+    for rel, src in device_code_files(installed_parts()):
+        (root / "code" / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, root / "code" / rel)
     lines += ["[attestation]", 'state_dir = "state"', 'models = ["models/m.tflite"]',
               'agent_root = "code"']
     (root / "agent.toml").write_text("\n".join(lines) + "\n")
@@ -102,7 +99,7 @@ def bench_alg(alg: str, n: int, repeats: int, tmp: Path) -> list[tuple[str, floa
 
     # raw verify over the same Sig_structure as the first token
     msg = cose.decode_sign1(tokens[0], limits=LIMITS)
-    from edgeward.models import cbor
+    from edgeward.core import cbor
 
     sig_struct = cbor.dumps(["Signature1", msg.protected_bytes, b"", msg.payload])
     sig = signer.sign(sig_struct)

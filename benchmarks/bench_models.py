@@ -60,7 +60,7 @@ def rss_kib(field):
         if line.startswith(field):
             return int(line.split()[1])
 from edgeward.models.integrity import verify_model
-from edgeward.models.keys import TrustStore
+from edgeward.core.keys import TrustStore
 from edgeward.models import runtime
 import numpy  # noqa: F401  (imported before the baseline, as an application would)
 runtime._backend()  # import the runtime before the baseline
@@ -85,9 +85,9 @@ def _memory(model: Path, pub: Path, runtime_kwargs: dict[str, object]) -> dict[s
 
 
 def run(sizes_mb: list[int], repeat: int, work: Path) -> str:
+    from edgeward.core.keys import TrustStore, generate, write_keypair
+    from edgeward.core.persist import write_atomic
     from edgeward.models.integrity import sign_model, verify_model
-    from edgeward.models.keys import TrustStore, generate, write_keypair
-    from edgeward.models.persist import write_atomic
     from edgeward.models.refmodels.dense import write_dense_model
 
     key = generate("p256")

@@ -10,7 +10,7 @@ An Attester (RFC 9334 §3.1) signs its Evidence with either
 ``kind`` goes into the evidence honestly, so the verifier's policy decides whether a software
 key is acceptable. ``sign`` returns the COSE form of the signature (RFC 9053 §2.1, §2.2:
 ``r || s`` for ES256, the 64-byte signature for EdDSA), so a Signer can be handed to
-:func:`edgeward.models.cose.sign1`. ``public`` is a :class:`~edgeward.models.keys.VerifyingKey`;
+:func:`edgeward.core.cose.sign1`. ``public`` is a :class:`~edgeward.core.keys.VerifyingKey`;
 ``key_id`` is SHA-256 over its SubjectPublicKeyInfo DER.
 
 This module does no I/O.
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Literal, Protocol, runtime_checkable
 
-from edgeward.models.keys import VerifyingKey
+from edgeward.core.keys import VerifyingKey
 
 SignerKind = Literal["tpm", "software"]
 SIGNER_KINDS: tuple[SignerKind, ...] = ("tpm", "software")

@@ -32,22 +32,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .digest import (
+from edgeward.core.digest import (
     DEFAULT_SHARD_SIZE,
     fd_sha256,
     fd_shard_digests,
     first_mismatch,
     shard_digests,
 )
-from .errors import (
+from edgeward.core.errors import (
     ConfigError,
     DeviceError,
     DigestMismatchError,
     IntegrityError,
     MalformedInputError,
 )
-from .keys import SigningKey, TrustStore, VerifyingKey
-from .limits import DEFAULT_LIMITS, Limits
+from edgeward.core.keys import SigningKey, TrustStore, VerifyingKey
+from edgeward.core.limits import DEFAULT_LIMITS, Limits
+
 from .manifest import FileEntry, Manifest, open_manifest, sign_manifest
 from .ossf import is_ossf_bundle, open_ossf_bundle
 from .rollback import RollbackState

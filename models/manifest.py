@@ -15,14 +15,14 @@ Payload, in CDDL (RFC 8610), encoded deterministically (RFC 8949 §4.2.1)::
     }
     file = { "path": tstr, "size": uint, "sha256": bstr .size 32,
              ? "shard": uint,              ; shard size, a power of two, 64 KiB .. 1 GiB
-             ? "shards": [+ bstr .size 32] ; SHA-256 of each consecutive shard (models/digest.py)
+             ? "shards": [+ bstr .size 32] ; SHA-256 of each consecutive shard (core/digest.py)
            }
     tflite-summary = { "ops": [* tstr], "inputs": [* tensor], "outputs": [* tensor] }
     tensor = { "name": tstr, "dtype": tstr, "shape": [* int] }
 
 Decoding is strict: unknown or missing keys, wrong types, out-of-range numbers, paths that are
 absolute or climb (``..``), duplicate paths, and anything cbor.loads refuses raise
-:class:`~edgeward.models.errors.MalformedInputError`. The COSE envelope has content type
+:class:`~edgeward.core.errors.MalformedInputError`. The COSE envelope has content type
 ``application/vnd.edgeward.manifest+cbor`` in its protected header (RFC 9052 §3.1).
 
 :func:`open_manifest` verifies the signature before it parses the payload, then requires the
@@ -41,12 +41,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from edgeward.models import cbor
-from edgeward.models.cose import sign1, verify1
-from edgeward.models.digest import MAX_SHARD_SIZE, MAX_SHARDS, MIN_SHARD_SIZE, shard_count
-from edgeward.models.errors import MalformedInputError, SignatureError
-from edgeward.models.keys import SigningKey, TrustStore, VerifyingKey
-from edgeward.models.limits import DEFAULT_LIMITS, Limits
+from edgeward.core import cbor
+from edgeward.core.cose import sign1, verify1
+from edgeward.core.digest import MAX_SHARD_SIZE, MAX_SHARDS, MIN_SHARD_SIZE, shard_count
+from edgeward.core.errors import MalformedInputError, SignatureError
+from edgeward.core.keys import SigningKey, TrustStore, VerifyingKey
+from edgeward.core.limits import DEFAULT_LIMITS, Limits
 
 logger = logging.getLogger(__name__)
 

@@ -53,9 +53,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from edgeward.models.errors import MalformedInputError, SignatureError, UntrustedKeyError
-from edgeward.models.keys import ALG_ES256, TrustStore, VerifyingKey
-from edgeward.models.limits import DEFAULT_LIMITS, Limits
+from edgeward.core.errors import MalformedInputError, SignatureError, UntrustedKeyError
+from edgeward.core.keys import ALG_ES256, TrustStore, VerifyingKey
+from edgeward.core.limits import DEFAULT_LIMITS, Limits
 from edgeward.models.manifest import check_path
 
 logger = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """Anti-rollback: remember the highest accepted version of each model and refuse older ones.
 
 :func:`check_version` is the pure rule: a version lower than the highest one already accepted
-is refused (:class:`~edgeward.models.errors.RollbackError`); an equal version is accepted, so
+is refused (:class:`~edgeward.core.errors.RollbackError`); an equal version is accepted, so
 the same model can be verified again.
 
 :class:`RollbackState` is the edge that persists the highest versions in one small JSON file,
@@ -14,7 +14,7 @@ catch a truncated or bit-flipped file. Writes are atomic (temp file in the same 
 fsync, ``os.replace``, fsync of the directory), and every read-check-write runs under an
 exclusive ``fcntl.flock`` on ``rollback.lock``, so two processes accepting at once never lose an
 update. The file is bounded in size and validated on every read: a corrupted file raises
-:class:`~edgeward.models.errors.DeviceError` rather than silently meaning "no versions yet",
+:class:`~edgeward.core.errors.DeviceError` rather than silently meaning "no versions yet",
 which would re-open rollback.
 
 Limits of this design (see docs/ threat model): a missing file means a fresh device, so an
@@ -37,8 +37,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from edgeward.models.errors import DeviceError, RollbackError
-from edgeward.models.persist import write_atomic
+from edgeward.core.errors import DeviceError, RollbackError
+from edgeward.core.persist import write_atomic
 
 logger = logging.getLogger(__name__)
 

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeward.models.errors import DeviceError, MalformedModelError, RuntimeMissingError
+from edgeward.core.errors import DeviceError, MalformedModelError, RuntimeMissingError
 
 logger = logging.getLogger(__name__)
 

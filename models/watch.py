@@ -21,10 +21,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import EdgewardError
+from edgeward.core.errors import EdgewardError
+from edgeward.core.keys import TrustStore, VerifyingKey
+from edgeward.core.limits import DEFAULT_LIMITS, Limits
+
 from .integrity import ModelCheck, check_model, default_sig_path
-from .keys import TrustStore, VerifyingKey
-from .limits import DEFAULT_LIMITS, Limits
 from .rollback import RollbackState
 
 logger = logging.getLogger(__name__)

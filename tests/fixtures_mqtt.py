@@ -1,4 +1,4 @@
-"""Test helpers: a throwaway CA and a real Mosquitto on loopback (``edgeward.agent.devbroker``).
+"""Test helpers: a throwaway CA and a real Mosquitto on loopback (``edgeward.simulator.devbroker``).
 
 ``Mosquitto`` starts the Debian ``mosquitto`` binary on 127.0.0.1 only, on a free port, with a
 TLS listener that requires client certificates, takes the certificate CN as the user name and
@@ -9,7 +9,7 @@ the tests and benchmarks import.
 
 from __future__ import annotations
 
-from edgeward.agent.devbroker import (
+from edgeward.simulator.devbroker import (
     ACL,
     DEPLOY_CONF,
     MOSQUITTO,

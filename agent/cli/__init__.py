@@ -4,7 +4,7 @@ Thin click commands over the library API. Each command group lives in its own mo
 package and is imported only when it is used, so ``edgeward model verify`` does not pay for numpy,
 paho or a TFLite runtime at start-up.
 
-Errors: every :class:`~edgeward.models.errors.EdgewardError` becomes one line on stderr and the
+Errors: every :class:`~edgeward.core.errors.EdgewardError` becomes one line on stderr and the
 exit code of its branch (0 ok, 1 usage/config, 2 security verdict negative, 3 operational). Any
 other exception is a bug: one line and exit 3, the traceback only with ``--debug``.
 """
@@ -19,7 +19,7 @@ from typing import Any
 
 import click
 
-from edgeward.models.errors import EXIT_OPERATIONAL, EXIT_USAGE, EdgewardError
+from edgeward.core.errors import EXIT_OPERATIONAL, EXIT_USAGE, EdgewardError
 
 # name -> (module, attribute, short help); imported on first use.
 COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -28,8 +28,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "guard": ("edgeward.agent.cli.guard", "guard", "Calibrate and run the inference guard."),
     "attest": ("edgeward.agent.cli.attest", "attest", "Remote attestation, one shot."),
     "agent": ("edgeward.agent.cli.agent", "agent", "Run the device agent."),
-    "verifier": ("edgeward.agent.cli.verifier", "verifier", "Run the verifier service."),
-    "demo": ("edgeward.agent.cli.demo", "demo", "Run the end-to-end demonstration."),
+    "verifier": ("edgeward.attestation.service.cli", "verifier", "Run the verifier service."),
+    "demo": ("edgeward.simulator.demo", "demo", "Run the end-to-end demonstration."),
 }
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from edgeward.models.errors import EXIT_REJECTED, ConfigError
+from edgeward.core.errors import EXIT_REJECTED, ConfigError
 
 from .common import echo_json
 
@@ -49,7 +49,7 @@ def _read(path: Path, what: str, limit: int = 4 * 1024 * 1024) -> bytes:
 
 
 def _write(path: Path, data: bytes, mode: int = 0o644) -> None:
-    from edgeward.models.persist import write_atomic
+    from edgeward.core.persist import write_atomic
 
     write_atomic(path, data, mode=mode)
 
@@ -66,7 +66,7 @@ def attest() -> None:
 def challenge(config: Path, device: str | None) -> None:
     """Print a fresh nonce (hex), stored in the verifier database for one use by DEVICE."""
     from edgeward.attestation.config import load_verifier_config
-    from edgeward.attestation.verifier import Verifier
+    from edgeward.attestation.service.verifier import Verifier
 
     if not device:
         raise click.UsageError("a nonce is bound to one device: pass --device NAME")
@@ -113,7 +113,7 @@ def verify(evidence_file: Path, config: Path, as_json: bool, out: Path | None) -
     Exit 0 when the result is affirming, 2 for anything else.
     """
     from edgeward.attestation.config import load_verifier_config
-    from edgeward.attestation.verifier import Verifier
+    from edgeward.attestation.service.verifier import Verifier
 
     cfg = load_verifier_config(config)
     data = _read(evidence_file, "evidence", cfg.limits.max_cbor_bytes + 1)
@@ -143,7 +143,7 @@ def check_ear_cmd(ear_file: Path, verifier_key: Path, nonce: str | None,
                   max_age: float | None) -> int:
     """Relying party: check an EAR offline (signature, then nonce or age). Exit 0 if affirming."""
     from edgeward.attestation.ear import check_ear
-    from edgeward.models.keys import load_verifying_key
+    from edgeward.core.keys import load_verifying_key
 
     if nonce is None and max_age is None:
         raise click.UsageError("pass --nonce or --max-age")
@@ -195,7 +195,7 @@ def ca_init(out: Path, name: str, alg: str) -> None:
     from cryptography.hazmat.primitives.serialization import Encoding
 
     from edgeward.attestation.enroll import make_ca
-    from edgeward.models.keys import generate, write_keypair
+    from edgeward.core.keys import generate, write_keypair
 
     key = generate(alg)
     write_keypair(out, key)
@@ -217,7 +217,7 @@ def ca_issue(ca_dir: Path, pub: Path, device: str, out: Path, tpm: bool) -> None
     from cryptography.hazmat.primitives.serialization import Encoding
 
     from edgeward.attestation.enroll import issue_device_cert, load_certs
-    from edgeward.models.keys import load_signing_key, load_verifying_key
+    from edgeward.core.keys import load_signing_key, load_verifying_key
 
     ca_key = load_signing_key(ca_dir / "private.pem")
     ca_cert = load_certs(_read(ca_dir / "ca.pem", "CA certificate"))[0]
@@ -235,7 +235,7 @@ def enroll(config: Path, cert: Path) -> None:
     """Enroll a device ahead of time from its maker-CA certificate."""
     from edgeward.attestation.config import load_verifier_config
     from edgeward.attestation.enroll import load_certs
-    from edgeward.attestation.verifier import Verifier
+    from edgeward.attestation.service.verifier import Verifier
 
     v = Verifier.from_config(load_verifier_config(config))
     try:
@@ -293,8 +293,8 @@ def refvalues() -> None:
 def refvalues_sign(toml_file: Path, key: Path, out: Path) -> None:
     """Sign reference values written in TOML for the verifier's refvalues folder."""
     from edgeward.attestation.refvalues import from_toml, sign_refvalues
-    from edgeward.models.keys import load_signing_key
-    from edgeward.models.tomlconf import load_toml
+    from edgeward.core.keys import load_signing_key
+    from edgeward.core.tomlconf import load_toml
 
     rv = from_toml(load_toml(toml_file), issued=int(time.time()))
     data = sign_refvalues(rv, load_signing_key(key))

@@ -17,8 +17,8 @@ from typing import Any
 import click
 
 from edgeward.agent.cli.common import echo_json, progress_printer
-from edgeward.models.errors import ConfigError
-from edgeward.models.persist import write_atomic
+from edgeward.core.errors import ConfigError
+from edgeward.core.persist import write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -40,8 +40,8 @@ def _read(path: Path, limit: int, what: str) -> bytes:
 
 def _load_model(model: Path, trust: Path | None, sig: Path | None) -> tuple[bytes, bytes, Any]:
     """(model bytes, SHA-256, manifest or None). With --trust the model is verified first."""
+    from edgeward.core.keys import TrustStore
     from edgeward.models.integrity import DEFAULT_LIMITS, verify_model
-    from edgeward.models.keys import TrustStore
 
     if trust is not None:
         verified = verify_model(model, TrustStore.from_path(trust), sig_path=sig)
@@ -136,8 +136,8 @@ def calibrate(
     quiet: bool,
 ) -> None:
     """Fit the guard on clean data and write a signed profile bound to MODEL."""
+    from edgeward.core.keys import load_signing_key
     from edgeward.models import guard as g
-    from edgeward.models.keys import load_signing_key
 
     say = progress_printer(not quiet)
     key = load_signing_key(key_path) if key_path else None  # a bad key fails before the work
@@ -209,8 +209,8 @@ def score(
     as_json: bool,
 ) -> None:
     """One verdict per sample of the data, with the profile checked against MODEL."""
+    from edgeward.core.keys import TrustStore
     from edgeward.models import guard as g
-    from edgeward.models.keys import TrustStore
 
     if trust_path is None and not allow_unsigned:
         raise ConfigError(

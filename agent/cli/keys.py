@@ -28,8 +28,8 @@ def generate(out_dir: Path, alg: str, force: bool, as_json: bool) -> None:
     evidence and results name their signer by it. Keep private.pem offline for release
     signing; put public.pem on devices as their trust store.
     """
-    from edgeward.models.keys import generate as gen
-    from edgeward.models.keys import write_keypair
+    from edgeward.core.keys import generate as gen
+    from edgeward.core.keys import write_keypair
 
     key = gen(alg)
     priv, pub = write_keypair(out_dir, key, force=force)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from edgeward.models.errors import IntegrityError
+from edgeward.core.errors import IntegrityError
 
 from .common import echo_json, progress_printer
 
@@ -45,8 +45,8 @@ def inspect(model_path: Path, as_json: bool, allow_custom_ops: bool) -> None:
     """
     import hashlib
 
+    from edgeward.core.limits import DEFAULT_LIMITS
     from edgeward.models.integrity import read_bounded
-    from edgeward.models.limits import DEFAULT_LIMITS
     from edgeward.models.tflite import validate
 
     content = read_bounded(model_path, DEFAULT_LIMITS.max_model_bytes, what="model")
@@ -99,9 +99,9 @@ def sign(model_path: Path, key_path: Path, name: str, version: int, allow_custom
     The manifest binds the name, version, file size and SHA-256 and the model's structure
     (operators, inputs, outputs). A model the validator refuses is not signed (exit 2).
     """
+    from edgeward.core.keys import load_signing_key
+    from edgeward.core.persist import write_atomic
     from edgeward.models.integrity import default_sig_path, read_bounded, sign_model
-    from edgeward.models.keys import load_signing_key
-    from edgeward.models.persist import write_atomic
 
     key = load_signing_key(key_path)
     profile = read_bounded(profile_path, 16 * 1024 * 1024, what="profile") if profile_path else None
@@ -129,8 +129,8 @@ def verify(model_path: Path, trust_path: Path, sig_path: Path | None, state_dir:
     Checks, in order: the signature against the trust store, the file's size and SHA-256,
     anti-rollback (with --state), and the flatbuffer's structure against the signed summary.
     """
+    from edgeward.core.keys import TrustStore
     from edgeward.models.integrity import check_model
-    from edgeward.models.keys import TrustStore
     from edgeward.models.rollback import RollbackState
 
     trust = TrustStore.from_path(trust_path)

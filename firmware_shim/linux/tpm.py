@@ -17,7 +17,7 @@ and offers a :class:`~edgeward.firmware_shim.signer.Signer` (``kind == "tpm"``):
   returns the marshalled TPMS_ATTEST and the signature, checked by
   :mod:`edgeward.attestation.tpm_quote` on the verifier.
 
-Every tpm2-pytss exception is translated into :class:`~edgeward.models.errors.TpmError`.
+Every tpm2-pytss exception is translated into :class:`~edgeward.core.errors.TpmError`.
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from edgeward.core.errors import TpmError
+from edgeward.core.keys import VerifyingKey
 from edgeward.firmware_shim.signer import SignerKind
-from edgeward.models.errors import TpmError
-from edgeward.models.keys import VerifyingKey
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Software evidence signer: an Ed25519 or P-256 key from a file (``kind == "software"``).
 
 Used on boards without a TPM, in tests and in the simulator. The key file is read with
-:func:`edgeward.models.keys.load_signing_key`, which refuses a file that group or others can
+:func:`edgeward.core.keys.load_signing_key`, which refuses a file that group or others can
 read (mode 0600). Reading that file is the only I/O.
 """
 
@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from edgeward.core import keys
+from edgeward.core.keys import SigningKey, VerifyingKey
 from edgeward.firmware_shim.signer import SignerKind
-from edgeward.models import keys
-from edgeward.models.keys import SigningKey, VerifyingKey
 
 
 class SoftwareSigner:

@@ -1,6 +1,6 @@
 """The guard's event client: frames to the agent's local Unix stream socket, buffered when away.
 
-Events are encoded with :func:`edgeward.models.frames.encode_frame` and written to a Unix stream
+Events are encoded with :func:`edgeward.core.frames.encode_frame` and written to a Unix stream
 socket at a path the device maker gives. When the agent is not there (not started, restarting),
 events wait in a bounded in-memory buffer and go out, oldest first, on the next successful
 connect. When the buffer is full, the oldest ``info`` event is dropped first, then the oldest
@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from edgeward.models.frames import encode_frame
+from edgeward.core.frames import encode_frame
 
 logger = logging.getLogger(__name__)
 

@@ -27,11 +27,11 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from edgeward.models import cbor
-from edgeward.models.cose import verify1
-from edgeward.models.errors import DigestMismatchError, MalformedInputError, SignatureError
-from edgeward.models.keys import SigningKey, TrustStore, VerifyingKey
-from edgeward.models.limits import DEFAULT_LIMITS, Limits
+from edgeward.core import cbor
+from edgeward.core.cose import verify1
+from edgeward.core.errors import DigestMismatchError, MalformedInputError, SignatureError
+from edgeward.core.keys import SigningKey, TrustStore, VerifyingKey
+from edgeward.core.limits import DEFAULT_LIMITS, Limits
 
 from .detectors import InputSpec, InputStats
 from .stats import TailModel
@@ -295,7 +295,7 @@ def sign_profile(p: Profile, key: SigningKey) -> bytes:
 
 
 def cbor_sign(payload: bytes, key: SigningKey) -> bytes:
-    from edgeward.models.cose import sign1
+    from edgeward.core.cose import sign1
 
     return sign1(payload, key, content_type=CONTENT_TYPE)
 
@@ -337,7 +337,7 @@ def open_profile(
                     hint="pass the model signer's public key (--trust)",
                 )
             logger.warning("UNVERIFIED guard profile: signature not checked (development only)")
-            from edgeward.models.cose import decode_sign1
+            from edgeward.core.cose import decode_sign1
 
             payload = decode_sign1(data, limits=lim).payload
         else:

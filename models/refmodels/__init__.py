@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeward.models.persist import write_atomic
+from edgeward.core.persist import write_atomic
 from edgeward.models.refmodels.data import TRAIN_SAMPLES, load_digits_split
 from edgeward.models.refmodels.dense import dense_model_of_size, write_dense_model
 from edgeward.models.refmodels.export import cnn_tflite, mlp_int8_tflite, mlp_tflite
@@ -94,7 +94,7 @@ def _report_runtime_accuracy(
     models: dict[str, bytes], x: np.ndarray, y: np.ndarray, say: Callable[[str], None]
 ) -> None:
     """Say each model's held-back accuracy in the installed TFLite runtime, if there is one."""
-    from edgeward.models.errors import EdgewardError
+    from edgeward.core.errors import EdgewardError
     from edgeward.models.runtime import Runner, runtime_name
 
     try:

@@ -1,7 +1,7 @@
 """The digits data set the reference models learn: scikit-learn's ``load_digits()`` (8x8, 1,797).
 
 scikit-learn is a development dependency only; it is imported lazily and its absence is a
-:class:`~edgeward.models.errors.DeviceError` that says how to install it. The data set ships inside
+:class:`~edgeward.core.errors.DeviceError` that says how to install it. The data set ships inside
 the scikit-learn package, so nothing is downloaded. No other I/O.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgeward.models.errors import DeviceError
+from edgeward.core.errors import DeviceError
 
 TRAIN_SAMPLES = 1200
 """The first 1,200 samples in shipped order train; the remaining 597 are held back."""

@@ -2,7 +2,7 @@
 
 The validator walks untrusted ``.tflite`` bytes with this reader instead of generated code, because
 generated accessors trust every offset. Every read here is bounds-checked against the buffer
-before it happens, and every failure is a :class:`~edgeward.models.errors.MalformedModelError`
+before it happens, and every failure is a :class:`~edgeward.core.errors.MalformedModelError`
 naming what is wrong and where. The rules follow the FlatBuffers verifier
 (``flatbuffers/verifier.h``):
 
@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import struct
 
-from edgeward.models.errors import MalformedModelError
+from edgeward.core.errors import MalformedModelError
 
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import struct
 
-from edgeward.models.errors import MalformedModelError
+from edgeward.core.errors import MalformedModelError
 from edgeward.models.tflite.flatbuf import Table
 
 _B = struct.Struct("<b")

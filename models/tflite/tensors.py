@@ -15,8 +15,8 @@ from __future__ import annotations
 import math
 import struct
 
-from edgeward.models.errors import MalformedModelError
-from edgeward.models.limits import Limits
+from edgeward.core.errors import MalformedModelError
+from edgeward.core.limits import Limits
 from edgeward.models.tflite import schema as s
 from edgeward.models.tflite.flatbuf import Table
 from edgeward.models.tflite.summary import Quantization, TensorInfo

@@ -39,8 +39,8 @@ from __future__ import annotations
 import logging
 import struct
 
-from edgeward.models.errors import MalformedModelError, PolicyError
-from edgeward.models.limits import DEFAULT_LIMITS, Limits
+from edgeward.core.errors import MalformedModelError, PolicyError
+from edgeward.core.limits import DEFAULT_LIMITS, Limits
 from edgeward.models.tflite import schema as s
 from edgeward.models.tflite.flatbuf import Reader, Table
 from edgeward.models.tflite.options import check_options, check_shapes

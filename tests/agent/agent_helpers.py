@@ -10,10 +10,10 @@ from typing import Any
 
 from fixtures_mqtt import Mosquitto, TestCA
 
-from edgeward.agent.backend.config import ServiceConfig
-from edgeward.agent.backend.service import VerifierService
 from edgeward.agent.envelope import Envelope, decode, parse_topic
 from edgeward.agent.transport import Incoming, MqttSettings, MqttTransport
+from edgeward.attestation.service.config import ServiceConfig
+from edgeward.attestation.service.service import VerifierService
 
 
 def write_agent_config(

@@ -18,8 +18,8 @@ from edgeward.agent.commands import make_command
 from edgeward.agent.config import load_agent_config
 from edgeward.agent.envelope import topic
 from edgeward.agent.loop import Agent
-from edgeward.models.frames import encode_frame
-from edgeward.models.keys import generate, write_keypair
+from edgeward.core.frames import encode_frame
+from edgeward.core.keys import generate, write_keypair
 
 
 def start_agent(cfg_path: Path) -> tuple[Agent, threading.Thread]:

@@ -15,10 +15,10 @@ from edgeward.agent.config import load_agent_config
 from edgeward.agent.envelope import Envelope, decode, encode, parse_topic, topic
 from edgeward.agent.localsock import LocalEvent, LocalSocketServer
 from edgeward.agent.ratelimit import TokenBucket
-from edgeward.models.cbor import dumps
-from edgeward.models.errors import ConfigError, MalformedInputError
-from edgeward.models.frames import encode_frame
-from edgeward.models.limits import Limits
+from edgeward.core.cbor import dumps
+from edgeward.core.errors import ConfigError, MalformedInputError
+from edgeward.core.frames import encode_frame
+from edgeward.core.limits import Limits
 
 GOOD = {"v": 1, "seq": 7, "ts": 1.5, "device": "lock-1", "type": "metrics", "body": {"a": 1}}
 
@@ -170,7 +170,7 @@ def test_local_socket_oversized_frame_closes_only_that_client(tmp_path: Path) ->
 
 
 def test_local_socket_refuses_to_replace_a_regular_file(tmp_path: Path) -> None:
-    from edgeward.models.errors import DeviceError
+    from edgeward.core.errors import DeviceError
 
     (tmp_path / "s.sock").write_text("not a socket")
     with pytest.raises(DeviceError):

@@ -9,11 +9,11 @@ from pathlib import Path
 from agent_helpers import service_cfg, start
 from fixtures_mqtt import Mosquitto, TestCA
 
-from edgeward.agent.backend.gaps import analyse, missing_ranges
-from edgeward.agent.backend.service import VerifierService
 from edgeward.agent.envelope import Envelope, encode, topic
 from edgeward.agent.transport import MqttSettings, MqttTransport
-from edgeward.models import cbor
+from edgeward.attestation.service.gaps import analyse, missing_ranges
+from edgeward.attestation.service.service import VerifierService
+from edgeward.core import cbor
 
 
 class FakeAppraiser:
@@ -84,7 +84,7 @@ def test_two_workers_appraise_every_evidence_exactly_once(
 
 
 def test_bad_input_is_counted_not_fatal(mosquitto: Mosquitto, test_ca: TestCA, tmp_path: Path) -> None:
-    from edgeward.models.limits import Limits
+    from edgeward.core.limits import Limits
 
     svc = VerifierService(service_cfg(mosquitto, test_ca, tmp_path, "w0", shared_group=""),
                           limits=Limits(max_cbor_bytes=64 * 1024))
@@ -134,7 +134,7 @@ def test_signed_command_from_service_reaches_only_its_device(
 
     from edgeward.agent.commands import CommandGate
     from edgeward.agent.transport import Incoming
-    from edgeward.models.keys import generate
+    from edgeward.core.keys import generate
 
     key = generate("ed25519")
     svc = VerifierService(service_cfg(mosquitto, test_ca, tmp_path, "w0"), command_key=key)
@@ -172,7 +172,7 @@ def test_verifier_cli_runs_records_and_stops_on_sigterm(
     import subprocess
     import sys
 
-    from edgeward.agent.backend.store import FleetStore
+    from edgeward.attestation.service.fleet_store import FleetStore
 
     c = test_ca.issue("edgeward-verifier")
     cfg = tmp_path / "VERIFIER.toml"

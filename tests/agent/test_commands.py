@@ -13,9 +13,9 @@ from edgeward.agent.commands import (
     refusal_reason,
     save_last_seq,
 )
-from edgeward.models import cbor
-from edgeward.models.errors import EdgewardError
-from edgeward.models.keys import TrustStore, generate
+from edgeward.core import cbor
+from edgeward.core.errors import EdgewardError
+from edgeward.core.keys import TrustStore, generate
 
 NOW = 1_800_000_000.0
 

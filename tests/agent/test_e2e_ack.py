@@ -7,15 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from edgeward.agent.backend.gaps import contiguous
 from edgeward.agent.commands import make_command
 from edgeward.agent.e2eack import check_ack, make_ack
 from edgeward.agent.envelope import PRIORITY_METRICS, PRIORITY_SECURITY, decode
 from edgeward.agent.outbox import DROP_EVENT_TYPE, NewMessage, Outbox
 from edgeward.agent.outbox_rules import ack_verdict
-from edgeward.models import cbor
-from edgeward.models.errors import MalformedInputError, ReplayError, SignatureError
-from edgeward.models.keys import TrustStore, generate
+from edgeward.attestation.service.gaps import contiguous
+from edgeward.core import cbor
+from edgeward.core.errors import MalformedInputError, ReplayError, SignatureError
+from edgeward.core.keys import TrustStore, generate
 
 NOW = 1_800_000_000.0
 

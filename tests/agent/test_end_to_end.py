@@ -19,7 +19,7 @@ from fixtures_mqtt import Mosquitto, TestCA
 
 pytestmark = pytest.mark.slow
 
-att = pytest.importorskip("edgeward.attestation.verifier")
+att = pytest.importorskip("edgeward.attestation.service.verifier")
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +36,6 @@ def test_tampered_model_is_reported_and_attestation_turns_contraindicated(
 ) -> None:
     from cryptography.hazmat.primitives.serialization import Encoding
 
-    from edgeward.agent.backend.appraise import AttestationAppraiser
-    from edgeward.agent.backend.service import VerifierService
     from edgeward.agent.config import load_agent_config
     from edgeward.agent.loop import Agent
     from edgeward.attestation.appraisal import Policy
@@ -46,11 +44,13 @@ def test_tampered_model_is_reported_and_attestation_turns_contraindicated(
     from edgeward.attestation.measure import measure
     from edgeward.attestation.nonces import NoncePolicy
     from edgeward.attestation.refvalues import ModelRef, RefValues, Release
-    from edgeward.attestation.store import Store
-    from edgeward.attestation.verifier import Verifier
-    from edgeward.models import keys
+    from edgeward.attestation.service.appraise import AttestationAppraiser
+    from edgeward.attestation.service.service import VerifierService
+    from edgeward.attestation.service.verifier import Verifier
+    from edgeward.attestation.service.verifier_store import Store
+    from edgeward.core import keys
+    from edgeward.core.persist import write_atomic
     from edgeward.models.integrity import default_sig_path, sign_model
-    from edgeward.models.persist import write_atomic
 
     dev = "lock-0001"
     board = "smartlock-pi4"

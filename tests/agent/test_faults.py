@@ -13,8 +13,8 @@ import pytest
 from agent_helpers import service_cfg, start, write_agent_config
 from fixtures_mqtt import Mosquitto, TestCA
 
-from edgeward.agent.backend.service import VerifierService
 from edgeward.agent.outbox import Outbox
+from edgeward.attestation.service.service import VerifierService
 
 pytestmark = pytest.mark.slow
 

@@ -37,10 +37,10 @@ from edgeward.attestation.refvalues import (  # noqa: E402
     Release,
     sign_refvalues,
 )
-from edgeward.attestation.store import Store  # noqa: E402
-from edgeward.attestation.verifier import Verifier  # noqa: E402
+from edgeward.attestation.service.verifier import Verifier  # noqa: E402
+from edgeward.attestation.service.verifier_store import Store  # noqa: E402
+from edgeward.core import keys  # noqa: E402
 from edgeward.firmware_shim.sim.signer import SoftwareSigner  # noqa: E402
-from edgeward.models import keys  # noqa: E402
 from edgeward.models.manifest import Manifest, file_entry, sign_manifest  # noqa: E402
 
 BOARD = "smartlock-pi4"

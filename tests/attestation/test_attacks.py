@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from edgeward.attestation import claims as C
 from edgeward.attestation.enroll import issue_device_cert, make_ca
 from edgeward.attestation.evidence import sign_evidence
+from edgeward.core import cbor, keys
 from edgeward.firmware_shim.sim.signer import SoftwareSigner
-from edgeward.models import cbor, keys
 
 
 def _verify(world, token):
@@ -206,7 +206,7 @@ def test_attack_malformed_cbor(world, name, make):
 
 def test_attack_duplicate_keys_inside_signed_claims(world):
     """A correctly signed payload with a duplicate claim key is still refused."""
-    from edgeward.models import cose
+    from edgeward.core import cose
 
     assert world.verifier.verify(world.fresh_evidence()).ear.affirming  # enrolls the device
     nonce = world.verifier.challenge("lock-0001")

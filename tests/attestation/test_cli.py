@@ -83,7 +83,7 @@ def test_walkthrough_key_generation_to_affirming(tmp_path, capsys, monkeypatch, 
     assert code == 0, err
 
     from edgeward.attestation.config import load_verifier_config
-    from edgeward.attestation.verifier import Verifier
+    from edgeward.attestation.service.verifier import Verifier
 
     v = Verifier.from_config(load_verifier_config(tmp_path / "verifier.toml"))
     assert v.reload_refvalues() == 1

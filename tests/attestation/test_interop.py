@@ -10,7 +10,7 @@ import cbor2
 import pytest
 
 from edgeward.attestation import claims as C
-from edgeward.models import cose as ew_cose
+from edgeward.core import cose as ew_cose
 
 cwt = pytest.importorskip("cwt")
 pycose_messages = pytest.importorskip("pycose.messages")

@@ -6,7 +6,7 @@ import pytest
 
 from edgeward.attestation.config import load_attester_config, load_verifier_config
 from edgeward.attestation.nonces import NoncePolicy
-from edgeward.models.errors import ConfigError, FreshnessError, ReplayError
+from edgeward.core.errors import ConfigError, FreshnessError, ReplayError
 
 
 def test_nonce_sessions_single_use_bound_and_expiring():
@@ -34,7 +34,7 @@ def test_nonce_policy_refuses_short_nonces():
 
 
 def test_store_consumes_a_nonce_once(tmp_path):
-    from edgeward.attestation.store import Store
+    from edgeward.attestation.service.verifier_store import Store
 
     st = Store(tmp_path / "s.sqlite")
     s = NoncePolicy().issue("d", 5.0)

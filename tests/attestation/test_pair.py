@@ -9,7 +9,7 @@ import pytest
 from edgeward.attestation import claims as C
 from edgeward.attestation.ear import check_ear, decode_ear
 from edgeward.attestation.refvalues import open_refvalues
-from edgeward.models.errors import FreshnessError, SignatureError
+from edgeward.core.errors import FreshnessError, SignatureError
 
 
 def test_software_evidence_is_affirming(world):
@@ -43,7 +43,7 @@ def test_ear_offline_check_nonce_and_age(world):
 
 
 def test_evidence_declares_key_kind_and_claims(world):
-    from edgeward.models import cbor, cose
+    from edgeward.core import cbor, cose
 
     msg = cose.verify1(world.fresh_evidence(), world.attester.signer.public)
     claims = cbor.loads(msg.payload)
@@ -74,8 +74,8 @@ def test_result_history_is_stored(world):
 
 
 def test_refvalues_must_be_signed_by_the_vendor(world, signed_refvalues):
-    from edgeward.models import keys
-    from edgeward.models.errors import UntrustedKeyError
+    from edgeward.core import keys
+    from edgeward.core.errors import UntrustedKeyError
 
     rv = open_refvalues(signed_refvalues, world.vendor.public)
     assert rv.board == "smartlock-pi4"
@@ -88,9 +88,9 @@ def test_refvalues_must_be_signed_by_the_vendor(world, signed_refvalues):
 
 def test_refvalues_dir_refuses_unsigned_and_wrongly_signed(world, tmp_path, caplog):
     from edgeward.attestation.refvalues import sign_refvalues
-    from edgeward.attestation.verifier import load_refvalues_dir
-    from edgeward.models import cbor, keys
-    from edgeward.models.keys import TrustStore
+    from edgeward.attestation.service.verifier import load_refvalues_dir
+    from edgeward.core import cbor, keys
+    from edgeward.core.keys import TrustStore
 
     d = tmp_path / "refs"
     d.mkdir()
@@ -121,7 +121,7 @@ def test_config_change_is_flagged(world):
 
 def test_sig_structure_matches_models_cose():
     from edgeward.attestation.appraisal import _sig_structure
-    from edgeward.models import cbor
+    from edgeward.core import cbor
 
     for n in (0, 23, 24, 255, 256, 70000):
         p = b"p" * n
@@ -158,8 +158,8 @@ def test_config_digest_ignores_device_table(tmp_path):
 
 def test_refvalues_from_vendor_toml():
     from edgeward.attestation.refvalues import from_toml
-    from edgeward.models.errors import ConfigError
-    from edgeward.models.tomlconf import parse_toml
+    from edgeward.core.errors import ConfigError
+    from edgeward.core.tomlconf import parse_toml
 
     h = "ab" * 32
     text = f"""

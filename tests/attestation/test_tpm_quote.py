@@ -8,7 +8,7 @@ import pytest
 
 from edgeward.attestation import tpm_quote
 from edgeward.attestation.tpm_quote import QuoteMismatchError, qualifying_data, verify_quote
-from edgeward.models.errors import MalformedInputError, SignatureError
+from edgeward.core.errors import MalformedInputError, SignatureError
 
 
 @pytest.fixture

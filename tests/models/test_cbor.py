@@ -9,9 +9,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edgeward.models import cbor
-from edgeward.models.errors import MalformedInputError
-from edgeward.models.limits import Limits
+from edgeward.core import cbor
+from edgeward.core.errors import MalformedInputError
+from edgeward.core.limits import Limits
 
 
 def bad(hexstr: str, match: str | None = None, **kw: object) -> None:

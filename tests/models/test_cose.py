@@ -11,14 +11,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgeward.models import cbor, cose, keys
-from edgeward.models.errors import (
+from edgeward.core import cbor, cose, keys
+from edgeward.core.errors import (
     IntegrityError,
     MalformedInputError,
     SignatureError,
     UntrustedKeyError,
 )
-from edgeward.models.limits import Limits
+from edgeward.core.limits import Limits
 
 
 @pytest.fixture(params=["ed25519", "p256"])

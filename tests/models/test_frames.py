@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgeward.models import cbor
-from edgeward.models.errors import MalformedInputError
-from edgeward.models.frames import MAX_FRAME, FrameDecoder, encode_frame
+from edgeward.core import cbor
+from edgeward.core.errors import MalformedInputError
+from edgeward.core.frames import MAX_FRAME, FrameDecoder, encode_frame
 
 EV = {"type": "anomaly", "ts": 1.5, "body": {"severity": "critical", "score": 7.25}}
 

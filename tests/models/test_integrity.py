@@ -11,8 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edgeward.models import integrity
-from edgeward.models.errors import (
+from edgeward.core.errors import (
     ConfigError,
     DigestMismatchError,
     IntegrityError,
@@ -20,9 +19,10 @@ from edgeward.models.errors import (
     SignatureError,
     UntrustedKeyError,
 )
+from edgeward.core.keys import TrustStore, generate, write_keypair
+from edgeward.core.persist import write_atomic
+from edgeward.models import integrity
 from edgeward.models.integrity import default_sig_path, sign_model, verify_model
-from edgeward.models.keys import TrustStore, generate, write_keypair
-from edgeward.models.persist import write_atomic
 from edgeward.models.rollback import RollbackState
 
 BIN = Path(sys.executable).parent
@@ -346,7 +346,7 @@ def _tiny_model(opcode=None, external=False) -> bytes:
 
 
 def test_attack_custom_op_model_needs_the_signers_explicit_consent(tmp_path):
-    from edgeward.models.errors import PolicyError
+    from edgeward.core.errors import PolicyError
     from edgeward.models.tflite import schema as s
     from edgeward.models.tflite.builder import OpCodeDef
 
@@ -377,7 +377,7 @@ def test_attack_custom_op_swapped_into_a_model_signed_without_consent(tmp_path):
 
 
 def test_attack_external_buffer_model_is_never_signed(tmp_path):
-    from edgeward.models.errors import PolicyError
+    from edgeward.core.errors import PolicyError
 
     key = generate("ed25519")
     model = tmp_path / "ext.tflite"

@@ -11,8 +11,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from edgeward.models import keys
-from edgeward.models.errors import ConfigError, SignatureError
+from edgeward.core import keys
+from edgeward.core.errors import ConfigError, SignatureError
 
 
 @pytest.fixture(params=["ed25519", "p256"])

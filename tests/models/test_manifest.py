@@ -11,9 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgeward.models import cbor, cose, keys, manifest
-from edgeward.models.errors import MalformedInputError, SignatureError, UntrustedKeyError
-from edgeward.models.limits import Limits
+from edgeward.core import cbor, cose, keys
+from edgeward.core.errors import MalformedInputError, SignatureError, UntrustedKeyError
+from edgeward.core.limits import Limits
+from edgeward.models import manifest
 from edgeward.models.manifest import FileEntry, Manifest
 
 TFLITE = {

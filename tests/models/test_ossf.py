@@ -17,14 +17,15 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edgeward.models import cose, keys, ossf
-from edgeward.models.errors import (
+from edgeward.core import cose, keys
+from edgeward.core.errors import (
     IntegrityError,
     MalformedInputError,
     SignatureError,
     UntrustedKeyError,
 )
-from edgeward.models.limits import Limits
+from edgeward.core.limits import Limits
+from edgeward.models import ossf
 
 CLI = Path(sys.executable).parent / "model_signing"
 MODEL_BYTES = b"TFL3" + bytes(range(256)) * 8

@@ -12,7 +12,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from edgeward.models.errors import DeviceError
+from edgeward.core.errors import DeviceError
 from edgeward.models.refmodels import (
     EXAMPLE_NAMES,
     cnn_tflite,

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from edgeward.core.errors import DeviceError, RollbackError
 from edgeward.models import rollback
-from edgeward.models.errors import DeviceError, RollbackError
 from edgeward.models.rollback import RollbackState, check_version
 
 # --- the pure rule ---------------------------------------------------------------------------

@@ -10,8 +10,8 @@ import sys
 import numpy as np
 import pytest
 
+from edgeward.core.errors import MalformedModelError, RuntimeMissingError
 from edgeward.models import runtime
-from edgeward.models.errors import MalformedModelError, RuntimeMissingError
 from edgeward.models.refmodels import dense_model_of_size, mlp_int8_tflite, train_mlp
 from edgeward.models.runtime import Runner, load_interpreter, runtime_name
 

@@ -18,8 +18,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edgeward.models.errors import MalformedModelError, PolicyError
-from edgeward.models.limits import Limits
+from edgeward.core.errors import MalformedModelError, PolicyError
+from edgeward.core.limits import Limits
 from edgeward.models.refmodels import MlpWeights, mlp_tflite
 from edgeward.models.tflite import ModelSummary, tensor_data, validate
 from edgeward.models.tflite import schema as s

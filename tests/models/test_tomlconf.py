@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgeward.models.errors import ConfigError
-from edgeward.models.tomlconf import MAX_CONFIG_BYTES, load_toml, parse_toml
+from edgeward.core.errors import ConfigError
+from edgeward.core.tomlconf import MAX_CONFIG_BYTES, load_toml, parse_toml
 
 GOOD = 'name = "lock-0001"\nport = 8883\n[mqtt]\nhost = "127.0.0.1"\ntls = true\n'
 

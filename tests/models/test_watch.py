@@ -6,9 +6,9 @@ import shutil
 
 import pytest
 
+from edgeward.core.keys import TrustStore, generate
+from edgeward.core.persist import write_atomic
 from edgeward.models.integrity import default_sig_path, sign_model
-from edgeward.models.keys import TrustStore, generate
-from edgeward.models.persist import write_atomic
 from edgeward.models.watch import ModelWatch
 
 

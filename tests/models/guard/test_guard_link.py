@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from edgeward.models.frames import FrameDecoder
+from edgeward.core.frames import FrameDecoder
 from edgeward.models.guard.link import AgentLink
 
 

@@ -10,14 +10,15 @@ from guard_helpers import FAKE_SHA
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edgeward.models import cbor
-from edgeward.models.errors import (
+from edgeward.core import cbor
+from edgeward.core.errors import (
     DigestMismatchError,
     IntegrityError,
     MalformedInputError,
     SignatureError,
     UntrustedKeyError,
 )
+from edgeward.core.keys import TrustStore, generate
 from edgeward.models.guard import GuardedInterpreter, ModelIO, calibrate
 from edgeward.models.guard.profile import (
     Profile,
@@ -28,7 +29,6 @@ from edgeward.models.guard.profile import (
     profile_digest,
     sign_profile,
 )
-from edgeward.models.keys import TrustStore, generate
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +118,7 @@ def test_attack_signed_payload_that_is_not_a_profile(key) -> None:  # type: igno
 
 def test_attack_mis_shaped_arrays_in_payload(profile: Profile) -> None:
     m = cbor.loads(encode_profile(profile), limits=__import__(
-        "edgeward.models.limits", fromlist=["Limits"]).Limits(max_cbor_bytes=1 << 20))
+        "edgeward.core.limits", fromlist=["Limits"]).Limits(max_cbor_bytes=1 << 20))
     m["stats"]["precision"]["shape"] = [16, 15]
     with pytest.raises(MalformedInputError):
         decode_profile(cbor.dumps(m))

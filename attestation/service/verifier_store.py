@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgeward.attestation.nonces import Session
-from edgeward.models.errors import DeviceError, ReplayError
+from edgeward.core.errors import DeviceError, ReplayError
 
 logger = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ with a small iterative (non-recursive) scanner that checks, within :class:`Limit
   false, true and null are refused.
 
 Only then does cbor2 decode the bytes. Anything wrong raises
-:class:`~edgeward.models.errors.MalformedInputError` with a one-line reason; no other exception
+:class:`~edgeward.core.errors.MalformedInputError` with a one-line reason; no other exception
 escapes for any ``bytes``/``bytearray``/``memoryview`` input.
 
 :func:`dumps` writes the core deterministic encoding of RFC 8949 §4.2.1: preferred (shortest)
@@ -39,8 +39,8 @@ from typing import Any
 
 import cbor2
 
-from edgeward.models.errors import MalformedInputError
-from edgeward.models.limits import DEFAULT_LIMITS, Limits
+from edgeward.core.errors import MalformedInputError
+from edgeward.core.limits import DEFAULT_LIMITS, Limits
 
 logger = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 import struct
 from typing import Any
 
-from .errors import MalformedInputError
-from .limits import DEFAULT_LIMITS, Limits
+from edgeward.core.errors import MalformedInputError
+from edgeward.core.limits import DEFAULT_LIMITS, Limits
 
 MAX_FRAME = 64 * 1024
 _HEADER = struct.Struct(">I")
@@ -23,7 +23,7 @@ _HEADER = struct.Struct(">I")
 
 def encode_frame(event: dict[str, Any]) -> bytes:
     """Encode one event map as a frame; raises ValueError if it is larger than MAX_FRAME."""
-    from .cbor import dumps
+    from edgeward.core.cbor import dumps
 
     payload = dumps(event)
     if len(payload) > MAX_FRAME:
@@ -60,7 +60,7 @@ class FrameDecoder:
         self.rejected: list[str] = []
 
     def feed(self, data: bytes) -> list[dict[str, Any]]:
-        from .cbor import loads
+        from edgeward.core.cbor import loads
 
         self._buf += data
         events: list[dict[str, Any]] = []

@@ -33,16 +33,16 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from edgeward.models import cbor
-from edgeward.models.errors import EdgewardError, MalformedInputError
-from edgeward.models.limits import DEFAULT_LIMITS, Limits
+from edgeward.agent.commands import make_command
+from edgeward.agent.e2eack import make_ack
+from edgeward.agent.envelope import Envelope, decode, parse_topic, topic
+from edgeward.agent.transport import Connected, Incoming, MqttTransport
+from edgeward.core import cbor
+from edgeward.core.errors import EdgewardError, MalformedInputError
+from edgeward.core.limits import DEFAULT_LIMITS, Limits
 
-from ..commands import make_command
-from ..e2eack import make_ack
-from ..envelope import Envelope, decode, parse_topic, topic
-from ..transport import Connected, Incoming, MqttTransport
 from .config import ServiceConfig
-from .store import FleetStore
+from .fleet_store import FleetStore
 
 logger = logging.getLogger(__name__)
 

@@ -30,10 +30,10 @@ from typing import Any
 
 import cbor2
 
-from edgeward.models import cbor
-from edgeward.models.errors import MalformedInputError, SignatureError, UntrustedKeyError
-from edgeward.models.keys import ALG_EDDSA, ALG_ES256, SigningKey, TrustStore, VerifyingKey
-from edgeward.models.limits import DEFAULT_LIMITS, Limits
+from edgeward.core import cbor
+from edgeward.core.errors import MalformedInputError, SignatureError, UntrustedKeyError
+from edgeward.core.keys import ALG_EDDSA, ALG_ES256, SigningKey, TrustStore, VerifyingKey
+from edgeward.core.limits import DEFAULT_LIMITS, Limits
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ it is the same on every machine and in every file format.
 
 The key *objects* do no I/O. The file edges are :func:`write_keypair`, :func:`load_signing_key`,
 :func:`load_verifying_key` and :meth:`TrustStore.from_path`; they raise
-:class:`~edgeward.models.errors.ConfigError` with the path and the fix. Private key files are
+:class:`~edgeward.core.errors.ConfigError` with the path and the fix. Private key files are
 written with mode 0600 from the first byte and refused when group or others can read them.
 Key material is never logged; key ids are.
 """
@@ -32,8 +32,8 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
     encode_dss_signature,
 )
 
-from edgeward.models.errors import ConfigError, DeviceError, SignatureError
-from edgeward.models.persist import write_atomic
+from edgeward.core.errors import ConfigError, DeviceError, SignatureError
+from edgeward.core.persist import write_atomic
 
 logger = logging.getLogger(__name__)
 

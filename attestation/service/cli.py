@@ -25,11 +25,11 @@ def run(config_path: Path) -> int:
     Start several workers with the same configuration (distinct [service] worker names, or the
     default host-pid); the broker shares the load through $share subscriptions.
     """
-    from edgeward.agent.backend.appraise import AttestationAppraiser
-    from edgeward.agent.backend.config import load_service_config
-    from edgeward.agent.backend.service import VerifierService
-    from edgeward.models.keys import load_signing_key
-    from edgeward.models.tomlconf import load_toml
+    from edgeward.attestation.service.appraise import AttestationAppraiser
+    from edgeward.attestation.service.config import load_service_config
+    from edgeward.attestation.service.service import VerifierService
+    from edgeward.core.keys import load_signing_key
+    from edgeward.core.tomlconf import load_toml
 
     cfg = load_service_config(config_path)
     appraiser = None

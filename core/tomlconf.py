@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from edgeward.core.errors import ConfigError
 
 MAX_CONFIG_BYTES = 1024 * 1024
 _MISSING: Any = object()

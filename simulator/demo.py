@@ -11,78 +11,58 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import click
 
+from edgeward.simulator.steps import DemoFailed, expect_rejection, ok, step
+
 PATH = click.Path(path_type=Path)
 
 
-class DemoFailed(Exception):
-    pass
-
-
-def _step(n: int, title: str) -> None:
-    click.secho(f"\n[{n}] {title}", bold=True)
-
-
-def _ok(msg: str) -> None:
-    click.echo(f"    ok   {msg}")
-
-
-def _expect_rejection(what: str, fn: Callable[[], object]) -> None:
-    from edgeward.models.errors import IntegrityError
-
-    try:
-        fn()
-    except IntegrityError as e:
-        _ok(f"{what}: refused (exit {e.exit_code}): {e}")
-        return
-    raise DemoFailed(f"{what} was NOT refused")
 
 
 def run_model_integrity(out: Path) -> None:
     import numpy as np
 
+    from edgeward.core.keys import TrustStore, generate, write_keypair
+    from edgeward.core.persist import write_atomic
     from edgeward.models.integrity import sign_model, verify_model
-    from edgeward.models.keys import TrustStore, generate, write_keypair
-    from edgeward.models.persist import write_atomic
     from edgeward.models.refmodels import load_digits_split, write_examples
     from edgeward.models.rollback import RollbackState
     from edgeward.models.runtime import Runner, load_interpreter, runtime_name
 
-    _step(1, "Generate the vendor's model-signing key (Ed25519)")
+    step(1, "Generate the vendor's model-signing key (Ed25519)")
     key = generate("ed25519")
     priv, pub = write_keypair(out / "keys", key, force=True)
-    _ok(f"{priv} (0600), {pub}; key id {key.key_id.hex()[:16]}…")
+    ok(f"{priv} (0600), {pub}; key id {key.key_id.hex()[:16]}…")
     trust = TrustStore.from_path(pub)
 
-    _step(2, "Build the reference models with numpy (scikit-learn's bundled digits)")
+    step(2, "Build the reference models with numpy (scikit-learn's bundled digits)")
     t0 = time.monotonic()
     models = write_examples(out / "models", progress=lambda m: click.echo(f"    ..   {m}"))
-    _ok(f"{len(models)} models in {time.monotonic() - t0:.1f} s: "
+    ok(f"{len(models)} models in {time.monotonic() - t0:.1f} s: "
         + ", ".join(p.name for p in models))
 
-    _step(3, "Sign each model: a COSE_Sign1 manifest binding name, version, digest, structure")
+    step(3, "Sign each model: a COSE_Sign1 manifest binding name, version, digest, structure")
     for p in models:
         sig, manifest = sign_model(p, key, name=p.stem, version=2)
         write_atomic(p.with_name(p.name + ".ewsig"), sig)
-        _ok(f"{p.name}: '{manifest.name}' v{manifest.version}, {len(sig)}-byte manifest, "
+        ok(f"{p.name}: '{manifest.name}' v{manifest.version}, {len(sig)}-byte manifest, "
             f"ops {', '.join(manifest.tflite['ops'])}")
 
-    _step(4, "Verify (signature, digest, anti-rollback, structure) and load the verified bytes")
+    step(4, "Verify (signature, digest, anti-rollback, structure) and load the verified bytes")
     state = RollbackState(out / "state")
     mlp = out / "models" / "digits_mlp.tflite"
     vm = verify_model(mlp, trust, state=state)
-    _ok(f"{mlp.name} verified: sha256 {vm.sha256.hex()[:16]}…")
+    ok(f"{mlp.name} verified: sha256 {vm.sha256.hex()[:16]}…")
     _, _, x_test, y_test = load_digits_split()
     runner = Runner(load_interpreter(vm.content))
     pred = runner.run(x_test.astype(np.float32)).argmax(axis=1)
     acc = float((pred == y_test).mean())
-    _ok(f"inference in {runtime_name()}: {acc:.1%} on {len(y_test)} held-back digits")
+    ok(f"inference in {runtime_name()}: {acc:.1%} on {len(y_test)} held-back digits")
 
-    _step(5, "Attacks: each must be refused")
+    step(5, "Attacks: each must be refused")
     tampered = out / "tampered"
     tampered.mkdir(exist_ok=True)
     bad = tampered / mlp.name
@@ -91,16 +71,16 @@ def run_model_integrity(out: Path) -> None:
     data = bytearray(bad.read_bytes())
     data[len(data) // 2] ^= 0x01
     bad.write_bytes(bytes(data))
-    _expect_rejection("one flipped bit in the weights", lambda: verify_model(bad, trust))
+    expect_rejection("one flipped bit in the weights", lambda: verify_model(bad, trust))
     cnn = out / "models" / "digits_cnn.tflite"
-    _expect_rejection(
+    expect_rejection(
         "the CNN's manifest used for the MLP (mix-and-match)",
         lambda: verify_model(mlp, trust, sig_path=cnn.with_name(cnn.name + ".ewsig")),
     )
     old_sig, _ = sign_model(mlp, key, name="digits_mlp", version=1)
     old = out / "rollback.ewsig"
     write_atomic(old, old_sig)
-    _expect_rejection(
+    expect_rejection(
         "a genuine but older version 1 after version 2 (rollback)",
         lambda: verify_model(mlp, trust, sig_path=old, state=state),
     )
@@ -108,17 +88,17 @@ def run_model_integrity(out: Path) -> None:
     forged, _ = sign_model(mlp, other, name="digits_mlp", version=9)
     forged_path = out / "forged.ewsig"
     write_atomic(forged_path, forged)
-    _expect_rejection("a manifest signed by an untrusted key",
+    expect_rejection("a manifest signed by an untrusted key",
                       lambda: verify_model(mlp, trust, sig_path=forged_path))
 
 
 def run_guard(out: Path) -> None:
     import numpy as np
 
+    from edgeward.core.keys import TrustStore, load_signing_key
+    from edgeward.core.persist import write_atomic
     from edgeward.models import guard as g
     from edgeward.models.integrity import sign_model, verify_model
-    from edgeward.models.keys import TrustStore, load_signing_key
-    from edgeward.models.persist import write_atomic
     from edgeward.models.refmodels import load_digits_split
     from edgeward.models.rollback import RollbackState
     from edgeward.models.runtime import load_interpreter
@@ -130,7 +110,7 @@ def run_guard(out: Path) -> None:
     _, _, x_test, _ = load_digits_split()
     calib, held = x_test[:300].astype(np.float32), x_test[300:].astype(np.float32)
 
-    _step(6, "Inference guard: calibrate on 300 clean held-back digits, target 5% false positives")
+    step(6, "Inference guard: calibrate on 300 clean held-back digits, target 5% false positives")
     vm = verify_model(mlp, trust, state=state)
     interp = load_interpreter(vm.content, preserve_all_tensors=True)
     io_ = g.ModelIO(interp, logits_index=g.softmax_logits_index(interp))
@@ -144,10 +124,10 @@ def run_guard(out: Path) -> None:
     write_atomic(prof_path, data)
     sig, manifest = sign_model(mlp, key, name="digits_mlp", version=3, profile=data)
     write_atomic(mlp.with_name(mlp.name + ".ewsig"), sig)
-    _ok(f"profile {prof_path.name} ({len(data)} bytes) signed and bound into the manifest "
+    ok(f"profile {prof_path.name} ({len(data)} bytes) signed and bound into the manifest "
         f"of digits_mlp v{manifest.version}")
 
-    _step(7, "Guarded inference: clean digits, then inputs the model was not built for")
+    step(7, "Guarded inference: clean digits, then inputs the model was not built for")
     vm = verify_model(mlp, trust, state=state)
     assert vm.manifest is not None
     g.check_manifest_binding(data, vm.manifest.profile_sha256)
@@ -168,14 +148,14 @@ def run_guard(out: Path) -> None:
     for label, xs in sets.items():
         before = len(failsafe)
         flagged = sum(guarded.invoke(x).verdict.flagged for x in xs)
-        _ok(f"{label:<24} {flagged:>3} of {len(xs)} flagged ({flagged / len(xs):5.1%}); "
+        ok(f"{label:<24} {flagged:>3} of {len(xs)} flagged ({flagged / len(xs):5.1%}); "
             f"fail-safe called {len(failsafe) - before} times")
     if len(failsafe) == 0:
         raise DemoFailed("the fail-safe callback never fired on noise")
     click.echo("    ..   a smart lock's fail-safe falls back to PIN entry on each critical verdict")
     bad = bytearray(data)
     bad[len(bad) // 2] ^= 0x01
-    _expect_rejection("a tampered guard profile",
+    expect_rejection("a tampered guard profile",
                       lambda: g.open_profile(bytes(bad), model_sha256=vm.sha256, trust=trust))
     guarded.close()
 
@@ -185,7 +165,7 @@ def run_guard(out: Path) -> None:
               help="Working folder for keys, models and state (recreated).")
 def demo(out_dir: Path) -> None:
     """Run the end-to-end demonstration on this machine and say what each step showed."""
-    from edgeward.models.errors import EdgewardError
+    from edgeward.core.errors import EdgewardError
 
     if out_dir.exists():
         shutil.rmtree(out_dir)
@@ -194,7 +174,7 @@ def demo(out_dir: Path) -> None:
     try:
         run_model_integrity(out_dir)
         run_guard(out_dir)
-        from .demo_fleet import run_fleet
+        from edgeward.simulator.demo_fleet import run_fleet
 
         run_fleet(out_dir, step_start=8)
     except DemoFailed as e:

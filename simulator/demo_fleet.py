@@ -27,29 +27,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-import click
-
-from .demo import DemoFailed, _expect_rejection, _ok, _step
+from edgeward.simulator.steps import DemoFailed, expect_rejection, info, ok, step, wait
 
 T = TypeVar("T")
 BOARD = "smartlock-pi4"
 TPM_BOARD = "gateway-pi5"
 MODELS = ("digits_mlp", "digits_cnn", "digits_mlp_int8")
-
-
-def _info(msg: str) -> None:
-    click.echo(f"    ..   {msg}")
-
-
-def _wait(what: str, pred: Callable[[], T], timeout: float = 20.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise DemoFailed(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.05)
 
 
 def _vector(ear: Any) -> str:
@@ -93,7 +76,7 @@ class Vendor:
         from cryptography.hazmat.primitives.serialization import Encoding
 
         from edgeward.attestation.enroll import make_ca
-        from edgeward.models import keys
+        from edgeward.core import keys
 
         ca_key = keys.generate("p256")
         ca_cert = make_ca(ca_key, "Acme Locks Device CA", now=time.time())
@@ -149,9 +132,9 @@ def _agent_toml(folder: Path, name: str, *, board: str, key: str, tcti: str | No
 def _verifier(path: Path, vendor: Vendor, refvalues: dict[str, Any]) -> Any:
     from edgeward.attestation.appraisal import Policy
     from edgeward.attestation.nonces import NoncePolicy
-    from edgeward.attestation.store import Store
-    from edgeward.attestation.verifier import Verifier
-    from edgeward.models import keys
+    from edgeward.attestation.service.verifier import Verifier
+    from edgeward.attestation.service.verifier_store import Store
+    from edgeward.core import keys
 
     return Verifier(store=Store(path), ear_key=keys.generate("ed25519"),
                     maker_cas=[vendor.ca_cert], refvalues=refvalues,
@@ -162,16 +145,16 @@ def run_attestation(out: Path, n: int, vendor: Vendor) -> None:
     from edgeward.attestation.attester import Attester
     from edgeward.attestation.config import load_attester_config
     from edgeward.attestation.ear import check_ear
-    from edgeward.models import keys
+    from edgeward.core import keys
 
-    _step(n, "Remote attestation (RATS): challenge, evidence, EAR, a relying party, attacks")
+    step(n, "Remote attestation (RATS): challenge, evidence, EAR, a relying party, attacks")
     folder = out / "attest" / "lock-0001"
     dkey = keys.generate("ed25519")
     keys.write_keypair(folder / "device", dkey)
     vendor.device(folder, "lock-0001", dkey.public)
     cfg = load_attester_config(_agent_toml(folder, "lock-0001", board=BOARD, key="software"))
     signed_rv, rv = vendor.refvalues(cfg, board=BOARD)
-    _ok(f"maker CA '{vendor.ca_cert.subject.rfc4514_string()}' endorsed lock-0001's Ed25519 "
+    ok(f"maker CA '{vendor.ca_cert.subject.rfc4514_string()}' endorsed lock-0001's Ed25519 "
         f"key; vendor-signed reference values for {BOARD} ({len(signed_rv)} bytes): agent "
         f"0.1.0, " + ", ".join(f"{m.name} v{m.min_version}" for m in rv.models))
     verifier = _verifier(out / "attest" / "verifier.sqlite", vendor, {BOARD: rv})
@@ -179,33 +162,33 @@ def run_attestation(out: Path, n: int, vendor: Vendor) -> None:
     with contextlib.closing(verifier), contextlib.closing(attester):
         nonce = verifier.challenge("lock-0001")
         evidence = attester.evidence(nonce)
-        _ok(f"challenge: {len(nonce)}-byte nonce -> evidence: {len(evidence)}-byte EAT in "
+        ok(f"challenge: {len(nonce)}-byte nonce -> evidence: {len(evidence)}-byte EAT in "
             f"COSE_Sign1, {attester.signer.kind} key ({attester.signer.alg}), maker certificate "
             f"in x5chain, {len(cfg.models)} models measured")
         result = verifier.verify(evidence)
         if not result.ear.affirming:
             raise DemoFailed(f"genuine evidence was {result.ear.status_name}: {result.ear.reasons}")
-        _ok(f"EAR {result.ear.status_name} ({len(result.signed)} bytes, signed by the verifier); "
+        ok(f"EAR {result.ear.status_name} ({len(result.signed)} bytes, signed by the verifier); "
             f"AR4SI: {_vector(result.ear)}; hardware: no claim (software key)")
         ear = check_ear(result.signed, verifier.public_key, now=time.time(), max_age=300)
-        _ok(f"relying party (the lock app), offline with the verifier's public key only: "
+        ok(f"relying party (the lock app), offline with the verifier's public key only: "
             f"signature good, fresh, {ear.status_name} for {ear.device}")
         forged = bytearray(result.signed)
         forged[-10] ^= 0x01
-        _expect_rejection("an EAR altered in transit", lambda: check_ear(
+        expect_rejection("an EAR altered in transit", lambda: check_ear(
             bytes(forged), verifier.public_key, now=time.time(), max_age=300))
         again = verifier.verify(evidence)
         if again.ear.affirming or not any("replay" in r for r in again.ear.reasons):
             raise DemoFailed(f"replayed evidence was not refused: {again.ear.reasons}")
-        _ok(f"the same evidence sent again: {again.ear.status_name} "
+        ok(f"the same evidence sent again: {again.ear.status_name} "
             f"(instance-identity {again.ear.vector.instance_identity}): {again.ear.reasons[0]}")
         _flip_byte(folder / "models" / "digits_cnn.tflite")
-        _info("one byte of lock-0001's models/digits_cnn.tflite changed on disk")
+        info("one byte of lock-0001's models/digits_cnn.tflite changed on disk")
         bad = verifier.verify(attester.evidence(verifier.challenge("lock-0001")))
         if bad.ear.status_name != "contraindicated":
             raise DemoFailed(f"tampered model gave {bad.ear.status_name}: {bad.ear.reasons}")
         why = [r for r in bad.ear.reasons if "digits_cnn" in r]
-        _ok(f"EAR {bad.ear.status_name} (file-system {bad.ear.vector.file_system}): "
+        ok(f"EAR {bad.ear.status_name} (file-system {bad.ear.vector.file_system}): "
             + (why[0] if why else "; ".join(bad.ear.reasons)))
 
 
@@ -216,9 +199,9 @@ def run_tpm(out: Path, n: int, vendor: Vendor) -> None:
     from edgeward.attestation.config import load_attester_config
     from edgeward.firmware_shim.sim.swtpm import start_swtpm, swtpm_binary
 
-    _step(n, "Remote attestation with a TPM 2.0 (swtpm): key in the TPM, a quote over the PCRs")
+    step(n, "Remote attestation with a TPM 2.0 (swtpm): key in the TPM, a quote over the PCRs")
     if swtpm_binary() is None or importlib.util.find_spec("tpm2_pytss") is None:
-        _info("skipped: swtpm or tpm2-pytss is not installed (make demo installs them)")
+        info("skipped: swtpm or tpm2-pytss is not installed (make demo installs them)")
         return
     from edgeward.firmware_shim.linux.tpm import TpmSigner
 
@@ -233,33 +216,33 @@ def run_tpm(out: Path, n: int, vendor: Vendor) -> None:
         vendor.device(folder, "gw-0001", signer.public, tpm=True)
         cfg = load_attester_config(
             _agent_toml(folder, "gw-0001", board=TPM_BOARD, key="tpm", tcti=tpm.tcti))
-        _ok(f"swtpm on 127.0.0.1:{tpm.port}; attestation key (restricted P-256) made in the "
+        ok(f"swtpm on 127.0.0.1:{tpm.port}; attestation key (restricted P-256) made in the "
             "TPM, endorsed by the maker CA as TPM-resident; firmware measured into PCR 7")
         _, rv = vendor.refvalues(cfg, board=TPM_BOARD, pcrs=signer.read_pcrs(cfg.pcrs))
         verifier = _verifier(folder / "verifier.sqlite", vendor, {TPM_BOARD: rv})
         stack.callback(verifier.close)
         attester = Attester(cfg, signer, load_cert_chain(cfg.cert_file))
         evidence = attester.evidence(verifier.challenge("gw-0001"))
-        _ok(f"evidence: {len(evidence)} bytes, {signer.kind} key ({signer.alg}), "
+        ok(f"evidence: {len(evidence)} bytes, {signer.kind} key ({signer.alg}), "
             f"TPM2_Quote over PCRs {cfg.pcrs[0]}-{cfg.pcrs[-1]} bound to the nonce")
         result = verifier.verify(evidence)
         if not result.ear.affirming or result.ear.vector.hardware != 2:
             raise DemoFailed(f"TPM evidence was {result.ear.status_name}: {result.ear.reasons}")
-        _ok(f"EAR {result.ear.status_name}; AR4SI: {_vector(result.ear)} "
+        ok(f"EAR {result.ear.status_name}; AR4SI: {_vector(result.ear)} "
             "(hardware 2 = genuine, attested by the TPM quote)")
         signer.extend_pcr(4, hashlib.sha256(b"an unexpected bootloader").digest())
         bad = verifier.verify(attester.evidence(verifier.challenge("gw-0001")))
         if bad.ear.affirming:
             raise DemoFailed("evidence with changed PCRs was affirmed")
         why = [r for r in bad.ear.reasons if "PCR" in r]
-        _ok(f"after PCR 4 changed (another bootloader): EAR {bad.ear.status_name}: "
+        ok(f"after PCR 4 changed (another bootloader): EAR {bad.ear.status_name}: "
             + (why[0] if why else "; ".join(bad.ear.reasons)))
-    _ok("swtpm stopped")
+    ok("swtpm stopped")
 
 
 def _fleet_files(root: Path, vendor: Vendor, broker: Any, ca: Any, dev: str) -> tuple[Path, Path]:
     """The device's AGENT.toml and the backend's VERIFIER.toml, as an operator writes them."""
-    from edgeward.models import keys
+    from edgeward.core import keys
 
     folder = root / dev
     dkey = keys.generate("ed25519")
@@ -293,19 +276,19 @@ def _fleet_files(root: Path, vendor: Vendor, broker: Any, ca: Any, dev: str) -> 
 
 
 def _run_fleet_steps(root: Path, n: int, vendor: Vendor) -> None:
-    from edgeward.agent.backend.appraise import AttestationAppraiser
-    from edgeward.agent.backend.config import load_service_config
-    from edgeward.agent.backend.service import VerifierService
-    from edgeward.agent.backend.store import FleetStore
     from edgeward.agent.config import load_agent_config
-    from edgeward.agent.devbroker import DevCA, Mosquitto
     from edgeward.agent.loop import Agent
     from edgeward.attestation.config import load_attester_config
     from edgeward.attestation.ear import check_ear
-    from edgeward.models.keys import load_signing_key
+    from edgeward.attestation.service.appraise import AttestationAppraiser
+    from edgeward.attestation.service.config import load_service_config
+    from edgeward.attestation.service.fleet_store import FleetStore
+    from edgeward.attestation.service.service import VerifierService
+    from edgeward.core.keys import load_signing_key
+    from edgeward.simulator.devbroker import DevCA, Mosquitto
 
     dev = "lock-0002"
-    _step(n, "The fleet over MQTT: broker, verifier service and device agent on loopback")
+    step(n, "The fleet over MQTT: broker, verifier service and device agent on loopback")
     ca = DevCA(root / "fleet-ca", name="Acme Locks Fleet CA")
     (root / "broker").mkdir()
     broker = Mosquitto(root / "broker", ca)
@@ -318,7 +301,7 @@ def _run_fleet_steps(root: Path, n: int, vendor: Vendor) -> None:
         except RuntimeError as e:
             raise DemoFailed(f"mosquitto did not start: {e}") from e
         stack.callback(broker.stop)
-        _ok(f"mosquitto on 127.0.0.1:{broker.port}: TLS only, client certificates from a "
+        ok(f"mosquitto on 127.0.0.1:{broker.port}: TLS only, client certificates from a "
             "throwaway fleet CA, CN = user name, shipped deploy/mosquitto.conf and deploy/acl")
         cfg = load_service_config(verifier_path)
         appraiser = AttestationAppraiser.from_config_path(verifier_path)
@@ -329,18 +312,18 @@ def _run_fleet_steps(root: Path, n: int, vendor: Vendor) -> None:
         _start(stack, "verifier service", svc.run, svc.request_stop)
         if not svc.transport.wait_connected(10):
             raise DemoFailed("the verifier service did not connect to the broker")
-        _ok(f"verifier service {cfg.worker} connected as edgeward-verifier; reference values "
+        ok(f"verifier service {cfg.worker} connected as edgeward-verifier; reference values "
             f"{BOARD}.ewref (vendor-signed), {vendor.ca_path.relative_to(vendor.out)} trusted")
         agent = Agent(load_agent_config(agent_path))
         ath = _start(stack, "agent", lambda: agent.run(install_signals=False), agent.request_stop)
         store = svc.store
-        _wait("the agent's birth", lambda: store.status(dev) == "online")
-        _ok(f"{dev} online: retained birth on edgeward/v1/{dev}/status (last will: offline)")
+        wait("the agent's birth", lambda: store.status(dev) == "online")
+        ok(f"{dev} online: retained birth on edgeward/v1/{dev}/status (last will: offline)")
         # security events go out before metrics, so a gap may be open for a moment
-        _wait("three metrics reports and no gap", lambda: len(
+        wait("three metrics reports and no gap", lambda: len(
             store.messages(dev, "metrics")) >= 3 and not store.gaps(dev).missing)
         seqs = [s for s, _t, _b in store.messages(dev)]
-        _ok(f"reports at the backend, seq {seqs[0]}..{seqs[-1]} without gaps: "
+        ok(f"reports at the backend, seq {seqs[0]}..{seqs[-1]} without gaps: "
             + ", ".join(f"{t} {c}" for t, c in Counter(t for _s, t, _b in
                                                       store.messages(dev)).items()))
 
@@ -351,59 +334,59 @@ def _run_fleet_steps(root: Path, n: int, vendor: Vendor) -> None:
             return check_ear(appraiser.verifier.store.history(dev, 1)[0][2],
                              appraiser.verifier.public_key, now=time.time(), max_age=60)
 
-        first = _wait("the first attestation result", done)
+        first = wait("the first attestation result", done)
         if first != ["affirming"]:
             raise DemoFailed(f"the device was not attested affirming: {first}")
         ear = latest_ear()
-        _ok(f"challenged on connect -> evidence -> EAR {ear.status_name} on "
+        ok(f"challenged on connect -> evidence -> EAR {ear.status_name} on "
             f"edgeward/v1/{dev}/attest/result; AR4SI: {_vector(ear)}")
 
-        _step(n + 1, "Fleet attack: a model replaced on the device's disk")
+        step(n + 1, "Fleet attack: a model replaced on the device's disk")
         _flip_byte(root / dev / "models" / "digits_mlp.tflite")
-        _info(f"one byte of {dev}'s models/digits_mlp.tflite changed on disk")
-        rejected = _wait("model.rejected", lambda: store.messages(dev, "model.rejected"))
+        info(f"one byte of {dev}'s models/digits_mlp.tflite changed on disk")
+        rejected = wait("model.rejected", lambda: store.messages(dev, "model.rejected"))
         body = rejected[0][2]
-        _ok(f"agent: event model.rejected (seq {rejected[0][0]}): {body.get('error')}: "
+        ok(f"agent: event model.rejected (seq {rejected[0][0]}): {body.get('error')}: "
             f"{body.get('reason')}")
-        second = _wait("the next attestation result", lambda: done()[1:])
+        second = wait("the next attestation result", lambda: done()[1:])
         if second[0] != "contraindicated":
             raise DemoFailed(f"the tampered device was {second[0]}, not contraindicated")
         ear = latest_ear()
         why = [r for r in ear.reasons if "digits_mlp" in r]
-        _ok(f"backend re-challenged on model.rejected -> EAR {ear.status_name} (file-system "
+        ok(f"backend re-challenged on model.rejected -> EAR {ear.status_name} (file-system "
             f"{ear.vector.file_system}): " + (why[0] if why else "; ".join(ear.reasons)))
 
-        _step(n + 2, "Stop the fleet cleanly and summarise the fleet store")
+        step(n + 2, "Stop the fleet cleanly and summarise the fleet store")
         agent.request_stop()
         ath.join(15)
-        _wait("the agent's offline status", lambda: store.status(dev) == "offline", 10)
-        _ok(f"agent stopped: outbox delivered, {dev} offline")
-    _ok(f"verifier service and mosquitto stopped (log {broker.log.relative_to(root.parent)})")
+        wait("the agent's offline status", lambda: store.status(dev) == "offline", 10)
+        ok(f"agent stopped: outbox delivered, {dev} offline")
+    ok(f"verifier service and mosquitto stopped (log {broker.log.relative_to(root.parent)})")
     with contextlib.closing(FleetStore(root / "fleet.sqlite")) as fleet:
         msgs = fleet.messages(dev)
         gaps = fleet.gaps(dev)
         counts = Counter(t for _s, t, _b in msgs)
-        _ok(f"fleet store {fleet.path.name}: {dev} {fleet.status(dev)}, {len(msgs)} messages: "
+        ok(f"fleet store {fleet.path.name}: {dev} {fleet.status(dev)}, {len(msgs)} messages: "
             + ", ".join(f"{t} {c}" for t, c in sorted(counts.items())))
-        _ok(f"seq 1..{gaps.highest}: {gaps.received} received, gaps: "
+        ok(f"seq 1..{gaps.highest}: {gaps.received} received, gaps: "
             + ("none" if not gaps.missing else f"{gaps.missing} (unexplained "
                f"{gaps.unexplained})"))
-        _ok("attestation results: " + ", ".join(r[2] for r in fleet.appraisals(dev)))
+        ok("attestation results: " + ", ".join(r[2] for r in fleet.appraisals(dev)))
         if gaps.unexplained or counts["model.rejected"] < 1:
             raise DemoFailed("the fleet store does not show what happened")
 
 
 def run_fleet(out: Path, step_start: int) -> None:
     """Steps ``step_start`` on: attestation (software key, then TPM), then the fleet."""
-    from edgeward.agent.devbroker import mosquitto_binary
+    from edgeward.simulator.devbroker import mosquitto_binary
 
     out = out.resolve()  # the TOML files below name paths relative to their own folder
     vendor = Vendor.create(out)
     run_attestation(out, step_start, vendor)
     run_tpm(out, step_start + 1, vendor)
     if mosquitto_binary() is None:
-        _step(step_start + 2, "The fleet over MQTT")
-        _info("skipped: mosquitto is not installed (make demo installs it)")
+        step(step_start + 2, "The fleet over MQTT")
+        info("skipped: mosquitto is not installed (make demo installs it)")
         return
     (out / "fleet").mkdir()
     _run_fleet_steps(out / "fleet", step_start + 2, vendor)

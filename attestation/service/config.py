@@ -12,10 +12,9 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgeward.models.tomlconf import load_toml
-
-from ..config import mqtt_settings
-from ..transport import MqttSettings
+from edgeward.agent.config import mqtt_settings
+from edgeward.agent.transport import MqttSettings
+from edgeward.core.tomlconf import load_toml
 
 ATTESTATION_TABLES = ("verifier", "enrollment", "refvalues", "policy", "limits")
 

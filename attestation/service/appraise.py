@@ -1,8 +1,9 @@
 """Adapter from the attestation part's verifier facade to the service's :class:`Appraiser`.
 
-``edgeward.attestation.verifier.Verifier`` issues nonces and appraises evidence into a signed
-EAR, keeping its own state (sessions, enrolled devices, results) in the ``[verifier] database``
-of VERIFIER.toml; several workers share that database, and a nonce is consumed once.
+``edgeward.attestation.service.verifier.Verifier`` issues nonces and appraises evidence into a
+signed EAR, keeping its own state (sessions, enrolled devices, results) in the
+``[verifier] database`` of VERIFIER.toml; several workers share that database, and a nonce
+is consumed once.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ class AttestationAppraiser:
     @classmethod
     def from_config_path(cls, path: Path) -> AttestationAppraiser:
         from edgeward.attestation.config import load_verifier_config
-        from edgeward.attestation.verifier import Verifier
+        from edgeward.attestation.service.verifier import Verifier
 
         return cls(Verifier.from_config(load_verifier_config(path)))
 

@@ -1,7 +1,7 @@
 """Safety limits, as configuration defaults (STYLE.md: limits are config defaults).
 
 Every parser takes a :class:`Limits` (or uses :data:`DEFAULT_LIMITS`) and refuses input past
-these bounds with :class:`~edgeward.models.errors.MalformedInputError` before doing work that
+these bounds with :class:`~edgeward.core.errors.MalformedInputError` before doing work that
 grows with the input. Agent and verifier configuration files may override any field.
 
 This module does no I/O.

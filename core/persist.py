@@ -12,7 +12,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from .errors import ConfigError, DeviceError
+from edgeward.core.errors import ConfigError, DeviceError
 
 
 def fsync_dir(folder: Path) -> None:

@@ -17,10 +17,10 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from edgeward.models import cbor
-from edgeward.models.errors import DeviceError
+from edgeward.agent.envelope import Envelope
+from edgeward.core import cbor
+from edgeward.core.errors import DeviceError
 
-from ..envelope import Envelope
 from .gaps import GapReport, Range, analyse, contiguous
 
 logger = logging.getLogger(__name__)

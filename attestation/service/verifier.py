@@ -35,9 +35,9 @@ from edgeward.attestation.enroll import Endorsement, load_certs, verify_endorsem
 from edgeward.attestation.evidence import x5chain_of
 from edgeward.attestation.nonces import NoncePolicy
 from edgeward.attestation.refvalues import RefValues, open_refvalues
-from edgeward.attestation.store import DeviceRecord, Store
-from edgeward.models import cose
-from edgeward.models.errors import (
+from edgeward.attestation.service.verifier_store import DeviceRecord, Store
+from edgeward.core import cose
+from edgeward.core.errors import (
     ConfigError,
     DeviceError,
     EdgewardError,
@@ -45,8 +45,8 @@ from edgeward.models.errors import (
     ReplayError,
     UnknownDeviceError,
 )
-from edgeward.models.keys import SigningKey, TrustStore, VerifyingKey, load_signing_key
-from edgeward.models.limits import Limits
+from edgeward.core.keys import SigningKey, TrustStore, VerifyingKey, load_signing_key
+from edgeward.core.limits import Limits
 
 logger = logging.getLogger(__name__)
 
