@@ -224,14 +224,14 @@ def write_keypair(out_dir: Path, key: SigningKey, *, force: bool = False) -> tup
                 if p.exists() or p.is_symlink():
                     raise ConfigError(
                         f"{p} already exists",
-                        hint="choose another --out directory, or remove the old keys first",
+                        hint="pass --force to replace them, or choose another --out directory",
                     )
         write_atomic(private_path, key.private_pem(), mode=0o600, overwrite=force)
         write_atomic(public_path, key.public.to_pem(), mode=0o644, overwrite=force)
     except FileExistsError as e:
         raise ConfigError(
             f"{e.filename2 or out_dir} already exists",
-            hint="choose another --out directory, or remove the old keys first",
+            hint="pass --force to replace them, or choose another --out directory",
         ) from e
     except (OSError, DeviceError) as e:
         raise ConfigError(
@@ -273,6 +273,11 @@ def load_signing_key(path: Path) -> SigningKey:
     """Load a PEM private key (PKCS#8; Ed25519 or P-256) that only its owner can read."""
     path = Path(path)
     data, st = _read_key_file(path, "private key")
+    if b"PUBLIC KEY-----" in data and b"PRIVATE KEY-----" not in data:
+        raise ConfigError(
+            f"{path} is a public key, where a private key is needed",
+            hint="pass the private.pem that `edgeward keys generate` wrote beside it",
+        )
     if st.st_mode & 0o077:
         raise ConfigError(
             f"private key file {path} is accessible by group or others "

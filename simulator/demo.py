@@ -9,17 +9,15 @@ what it found; the demo exits non-zero if any step does not behave as it should.
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
 import click
 
+from edgeward.simulator import workdir
 from edgeward.simulator.steps import DemoFailed, expect_rejection, ok, step
 
 PATH = click.Path(path_type=Path)
-
-
 
 
 def run_model_integrity(out: Path) -> None:
@@ -162,14 +160,13 @@ def run_guard(out: Path) -> None:
 
 @click.command()
 @click.option("--out", "out_dir", type=PATH, default=Path("demo-out"), show_default=True,
-              help="Working folder for keys, models and state (recreated).")
+              help="Working folder for keys, models and state: new or empty, or one an earlier "
+              "demo made (then only what that demo wrote there is replaced).")
 def demo(out_dir: Path) -> None:
     """Run the end-to-end demonstration on this machine and say what each step showed."""
     from edgeward.core.errors import EdgewardError
 
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    out_dir.mkdir(parents=True)
+    workdir.claim(out_dir)
     click.secho(f"edgeward demo (working folder {out_dir})", bold=True)
     try:
         run_model_integrity(out_dir)
@@ -179,4 +176,6 @@ def demo(out_dir: Path) -> None:
         run_fleet(out_dir, step_start=8)
     except DemoFailed as e:
         raise EdgewardError(f"demo failed: {e}") from e
+    finally:
+        workdir.record(out_dir)
     click.secho("\nAll demo steps behaved as expected.", fg="green", bold=True)

@@ -266,3 +266,19 @@ def test_trust_store_refuses_garbage_pem_in_dir(tmp_path: Path) -> None:
 def test_trust_store_deduplicates() -> None:
     k = keys.generate()
     assert len(keys.TrustStore([k.public, k.public])) == 1
+
+
+def test_public_key_given_as_private_says_so_whatever_its_mode(tmp_path: Path) -> None:
+    """A newcomer passes --key public.pem (mode 0644): the answer is 'public key', not chmod."""
+    _priv, pub = keys.write_keypair(tmp_path, keys.generate())
+    pub.chmod(0o644)
+    with pytest.raises(ConfigError, match="is a public key") as e:
+        keys.load_signing_key(pub)
+    assert "chmod" not in str(e.value) + (e.value.hint or "")
+
+
+def test_existing_keys_error_mentions_force(tmp_path: Path) -> None:
+    keys.write_keypair(tmp_path, keys.generate())
+    with pytest.raises(ConfigError) as e:
+        keys.write_keypair(tmp_path, keys.generate())
+    assert "--force" in (e.value.hint or "")
