@@ -9,6 +9,7 @@ what it found; the demo exits non-zero if any step does not behave as it should.
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 

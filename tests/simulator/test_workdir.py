@@ -22,7 +22,7 @@ def test_out_dot_with_user_files_is_refused_and_nothing_removed(tmp_path, monkey
     monkeypatch.chdir(tmp_path)
     from pathlib import Path
 
-    with pytest.raises(ConfigError, match="not empty .* not made by edgeward"):
+    with pytest.raises(ConfigError, match=r"not empty .* not made by edgeward"):
         workdir.claim(Path("."))
     assert (tmp_path / "notes.txt").read_text() == "mine"
     assert (tmp_path / "src").is_dir()
