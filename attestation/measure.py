@@ -6,9 +6,9 @@
   skipped), or under ``agent_root`` if configured, sorted by their relative POSIX path. Server
   code (``attestation/service/``), the simulator and the demo, and the lock microcontroller's
   MicroPython code (``firmware_shim/mcu/``, measured by the microcontroller itself) are left
-  out, so a fix to the backend or the demo does not change the measurement of a device. The digest is
-  ``SHA-256( for each file: len(path) || path || SHA-256(content) )`` with a 2-byte big-endian
-  length, so no two file sets collide by moving bytes between names and contents.
+  out, so a fix to the backend or the demo does not change the measurement of a device. The
+  digest is ``SHA-256( for each file: len(path) || path || SHA-256(content) )`` with a 2-byte
+  big-endian length, so no two file sets collide by moving bytes between names and contents.
 * Agent configuration: SHA-256 over the canonical JSON (sorted keys, no spaces) of the parsed
   AGENT.toml without its ``[device]`` table, which holds per-device identity (name, keys,
   certificate, TCTI). Two devices of one fleet with the same policy have the same digest.
