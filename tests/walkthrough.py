@@ -1,0 +1,111 @@
+"""Run the shell blocks of a documentation page as a newcomer would: in order, in an empty folder.
+
+A page's walk-through is its ```sh blocks. Each block runs as one `bash -e` script in the page's
+folder (files carry over between blocks, shell variables do not), with the project's `.venv/bin`
+first on PATH, so `edgeward` is the installed command.
+
+What a block must show is written in the page itself, so the reader sees it too:
+
+* a comment line of its own right after a command, ``# text``, is output the block must print
+  (``...`` stands for anything); a comment at the end of a command line is only a comment;
+* an HTML comment before the block, ``<!-- exit 2 -->``, is the exit code the block must end
+  with (default 0);
+* ``<!-- not run: why -->`` before a block says why it cannot run here (a real device's paths);
+  the reason is required, so a page never skips a block silently.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+FENCE = re.compile(r"^```(\w*)\s*$")
+DIRECTIVE = re.compile(r"<!--\s*(exit\s+(\d+)|not run:\s*(.+?))\s*-->")
+
+
+@dataclass
+class Block:
+    page: str
+    line: int
+    code: str
+    exit_code: int = 0
+    skip: str | None = None
+    expects: list[str] = field(default_factory=list)
+
+    @property
+    def where(self) -> str:
+        return f"{self.page}:{self.line}"
+
+
+def blocks(page: Path) -> list[Block]:
+    """The ```sh blocks of ``page`` with their directives and expected output."""
+    out: list[Block] = []
+    lines = page.read_text(encoding="utf-8").splitlines()
+    exit_code, skip = 0, None
+    i = 0
+    while i < len(lines):
+        m = DIRECTIVE.search(lines[i])
+        if m:
+            if m.group(2):
+                exit_code = int(m.group(2))
+            else:
+                skip = m.group(3)
+        fence = FENCE.match(lines[i].strip())
+        if fence:
+            lang = fence.group(1)
+            start = i + 1
+            j = start
+            while j < len(lines) and not lines[j].strip().startswith("```"):
+                j += 1
+            body = [ln[len(lines[i]) - len(lines[i].lstrip()):] for ln in lines[start:j]]
+            if lang == "sh":
+                b = Block(page.name, start, "\n".join(body) + "\n", exit_code, skip)
+                prev_is_code = False
+                for ln in body:
+                    s = ln.strip()
+                    if s.startswith("# ") and prev_is_code:
+                        b.expects.append(s[2:])
+                    else:
+                        prev_is_code = bool(s) and not s.startswith("#")
+                out.append(b)
+            exit_code, skip = 0, None
+            i = j + 1
+            continue
+        i += 1
+    return out
+
+
+def _pattern(expect: str) -> re.Pattern[str]:
+    parts = [re.escape(p) for p in re.split(r"\s*\.\.\.\s*", expect)]
+    return re.compile(r".*?".join(parts))
+
+
+def run_page(page: Path, workdir: Path, env_extra: dict[str, str] | None = None,
+             timeout: float = 600) -> list[str]:
+    """Run every block of ``page`` in ``workdir``; return the failures, one line each."""
+    env = dict(os.environ)
+    venv_bin = Path(sys.executable).parent
+    env["PATH"] = f"{venv_bin}{os.pathsep}{env.get('PATH', '')}"
+    env.update(env_extra or {})
+    failures: list[str] = []
+    for b in blocks(page):
+        if b.skip is not None:
+            if not b.skip.strip():
+                failures.append(f"{b.where}: a block marked 'not run' must say why")
+            continue
+        p = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", b.code], cwd=workdir, env=env,
+                           capture_output=True, text=True, timeout=timeout)
+        text = p.stdout + p.stderr
+        if p.returncode != b.exit_code:
+            failures.append(f"{b.where}: exit {p.returncode}, the page expects {b.exit_code}:\n"
+                            f"{b.code}\n--- output ---\n{text[-3000:]}")
+            break  # later blocks build on this one
+        for e in b.expects:
+            if not _pattern(e).search(text):
+                failures.append(f"{b.where}: output lacks '# {e}':\n{text[-3000:]}")
+    return failures
