@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "agent": ("edgeward.agent.cli.agent", "agent", "Run the device agent."),
     "verifier": ("edgeward.attestation.service.cli", "verifier", "Run the verifier service."),
     "demo": ("edgeward.simulator.demo", "demo", "Run the end-to-end demonstration."),
+    "boards": ("edgeward.boards.cli", "boards", "List and show board definitions."),
 }
 
 
