@@ -92,6 +92,8 @@ class GuardedInterpreter:
         self._logits_checked = False
         spec = profile.spec
         self._dtype = np.dtype(spec.dtype)
+        self._cast_warned = False
+        self._cast_kind = "f" if self._dtype.kind == "f" else None  # float inputs of other widths
         self._shapes = (spec.shape, (1, *spec.shape), (spec.size,))
         self._lo, self._hi = spec.lo, spec.hi
         st = profile.stats
@@ -107,6 +109,8 @@ class GuardedInterpreter:
     def invoke(self, x: np.ndarray) -> GuardedResult:
         """Run one sample (shape as the model's input, with or without the batch axis, or flat)."""
         self.invokes += 1
+        if type(x) is np.ndarray and x.dtype != self._dtype and x.dtype.kind == self._cast_kind:
+            x = self._cast(x)
         problems = self._quick_valid(x)
         if problems is None:
             problems = validity_problems(x, self.profile.spec)
@@ -144,6 +148,19 @@ class GuardedInterpreter:
         )
         self.io.logits_index = None
         return None
+
+    def _cast(self, x: np.ndarray) -> np.ndarray:
+        """A float input of another width (numpy's default float64) is cast to the model's type.
+
+        Values outside the model type's range become inf and are then refused as invalid. Said
+        once, at WARNING, because the cast is a copy on every invoke.
+        """
+        if not self._cast_warned:
+            self._cast_warned = True
+            logger.warning("input is %s but the model takes %s: cast once per invoke; pass "
+                           "x.astype(np.%s) to avoid the copy", x.dtype, self._dtype, self._dtype)
+        with np.errstate(over="ignore"):
+            return x.astype(self._dtype)
 
     def _quick_valid(self, x: Any) -> list[str] | None:
         """[] for the common valid input, checked with the least work; None: ask the full check."""

@@ -72,7 +72,7 @@ def test_outputs_are_the_models_own(fake_interp: FakeInterp, profile: Profile,
         np.zeros(15, np.float32),  # attack: wrong shape
         np.zeros(0, np.float32),  # attack: empty array
         np.zeros((1000, 16), np.float32),  # attack: huge array
-        np.zeros(16, np.float64),  # wrong dtype
+        np.zeros(16, np.int32),  # wrong dtype (a float64 input is cast: see below)
     ],
 )
 def test_attack_invalid_input_never_reaches_the_model_and_is_critical(
@@ -203,7 +203,7 @@ def test_attack_arbitrary_arrays_never_crash_the_guard(fake_interp: FakeInterp, 
     if r.outputs is None:
         assert r.verdict.severity == "critical"
     else:
-        assert x.dtype == np.float32 and x.size == 16
+        assert x.dtype.kind == "f" and x.size == 16  # float16/64 are cast to float32
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -250,3 +250,21 @@ def test_logits_that_do_not_match_the_output_switch_energy_off(
     assert "energy" not in g.invoke(clean_test[1]).verdict.scores
     good = GuardedInterpreter(fake_interp, profile)
     assert "energy" in good.invoke(clean_test[0]).verdict.scores
+
+
+def test_float64_input_is_cast_not_critical(fake_interp: FakeInterp, profile: Profile,
+                                            clean_test: np.ndarray, caplog) -> None:
+    """numpy's default float64 for a float32 model: same verdict as float32, said once."""
+    g = GuardedInterpreter(fake_interp, profile, squeeze_rate=0.0)
+    failsafe: list[Verdict] = []
+    g.on_critical = failsafe.append
+    for x in clean_test[:50]:
+        a = g.invoke(x.astype(np.float64)).verdict
+        b = g.invoke(x.astype(np.float32)).verdict
+        assert a.severity != "critical"
+        for name in ("zmax", "mahalanobis", "msp", "entropy", "energy"):  # not latency: noisy
+            assert a.scores[name] == pytest.approx(b.scores[name], rel=1e-5), name
+    assert not any("invalid input" in v.reasons[0] for v in failsafe)
+    assert sum("float64" in r.message for r in caplog.records) == 1
+    huge = np.full(16, 1e300)  # beyond float32: becomes inf, refused as invalid
+    assert g.invoke(huge).verdict.severity == "critical"
