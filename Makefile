@@ -50,7 +50,7 @@ lint: venv
 	$(VENV)/bin/ruff check .
 
 typecheck: venv
-	$(VENV)/bin/mypy core models attestation agent firmware_shim boards simulator
+	$(VENV)/bin/mypy core models attestation agent firmware_shim boards simulator deploy
 
 # Tests marked tflite_runtime check the tflite-runtime venv itself; they run in runtime-tflite.
 unit: venv

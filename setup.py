@@ -8,7 +8,7 @@ from pathlib import Path
 
 from setuptools import find_packages, setup
 
-PARTS = ("core", "models", "attestation", "agent", "firmware_shim", "boards", "simulator")
+PARTS = ("core", "models", "attestation", "agent", "firmware_shim", "boards", "simulator", "deploy")
 HERE = Path(__file__).parent
 
 package_dir = {}
@@ -31,7 +31,11 @@ setup(
     python_requires=">=3.11",
     package_dir=package_dir,
     packages=packages,
-    package_data={f"edgeward.{p}": ["py.typed", "*.toml", "data/*"] for p in PARTS},
+    package_data={
+        **{f"edgeward.{p}": ["py.typed", "*.toml", "data/*"] for p in PARTS},
+        # deploy/: the broker configuration and ACL, the systemd unit, example configurations
+        "edgeward.deploy": ["mosquitto.conf", "acl", "*.service", "*.example"],
+    },
     include_package_data=True,
     install_requires=[
         "cryptography>=42",

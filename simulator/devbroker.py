@@ -29,10 +29,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-REPO = Path(__file__).resolve().parents[1]
-DEPLOY = REPO / "deploy"
-ACL = DEPLOY / "acl"
-DEPLOY_CONF = DEPLOY / "mosquitto.conf"
+from edgeward.deploy import deploy_file
+
+ACL = deploy_file("acl")
+DEPLOY_CONF = deploy_file("mosquitto.conf")
 
 
 def mosquitto_binary() -> str | None:

@@ -13,14 +13,13 @@ from edgeward.simulator.devbroker import (
     ACL,
     DEPLOY_CONF,
     MOSQUITTO,
-    REPO,
     Cert,
     DevCA,
     Mosquitto,
     free_port,
 )
 
-__all__ = ["ACL", "DEPLOY_CONF", "MOSQUITTO", "REPO", "Cert", "Mosquitto", "TestCA", "free_port",
+__all__ = ["ACL", "DEPLOY_CONF", "MOSQUITTO", "Cert", "Mosquitto", "TestCA", "free_port",
            "paho_client"]
 
 
