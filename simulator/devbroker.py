@@ -13,22 +13,15 @@ I/O: the given folder (certificates, configuration, log, persistence) and the br
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
+from edgeward.attestation.service.pki import FleetCA
 from edgeward.deploy import deploy_file
 
 ACL = deploy_file("acl")
@@ -52,78 +45,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@dataclass
-class Cert:
-    cert: Path
-    key: Path
-
-
-class DevCA:
-    """A throwaway P-256 CA that issues broker and client certificates into ``root``."""
+class DevCA(FleetCA):
+    """A throwaway fleet CA in ``root``: its key only in memory, certificates valid for a day."""
 
     def __init__(self, root: Path, name: str = "edgeward test CA") -> None:
-        self.root = root
-        root.mkdir(parents=True, exist_ok=True)
-        self._key = ec.generate_private_key(ec.SECP256R1())
-        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-        now = datetime.datetime.now(datetime.UTC)
-        self._cert = (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(subject)
-            .public_key(self._key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=2))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(
-                x509.KeyUsage(False, False, False, False, False, True, True, False, False),
-                critical=True,
-            )
-            .sign(self._key, hashes.SHA256())
-        )
-        self.ca = root / "ca.pem"
-        self.ca.write_bytes(self._cert.public_bytes(serialization.Encoding.PEM))
-
-    def issue(self, cn: str, *, server: bool = False) -> Cert:
-        key = ec.generate_private_key(ec.SECP256R1())
-        now = datetime.datetime.now(datetime.UTC)
-        b = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
-            .issuer_name(self._cert.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        )
-        if server:
-            b = b.add_extension(
-                x509.SubjectAlternativeName(
-                    [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-                ),
-                critical=False,
-            ).add_extension(
-                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
-            )
-        else:
-            b = b.add_extension(
-                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
-            )
-        cert = b.sign(self._key, hashes.SHA256())
-        cp = self.root / f"{cn}.crt"
-        kp = self.root / f"{cn}.key"
-        cp.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        kp.write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
-        os.chmod(kp, 0o600)
-        return Cert(cp, kp)
+        made = FleetCA.create(root, name, days=2, leaf_days=1, keep_key=False)
+        super().__init__(root, made._cert, made._key, days=1)
 
 
 class Mosquitto:

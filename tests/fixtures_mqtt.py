@@ -9,11 +9,11 @@ the tests and benchmarks import.
 
 from __future__ import annotations
 
+from edgeward.attestation.service.pki import Cert
 from edgeward.simulator.devbroker import (
     ACL,
     DEPLOY_CONF,
     MOSQUITTO,
-    Cert,
     DevCA,
     Mosquitto,
     free_port,

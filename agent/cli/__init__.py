@@ -29,6 +29,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "attest": ("edgeward.agent.cli.attest", "attest", "Remote attestation, one shot."),
     "agent": ("edgeward.agent.cli.agent", "agent", "Run the device agent."),
     "verifier": ("edgeward.attestation.service.cli", "verifier", "Run the verifier service."),
+    "fleet": ("edgeward.attestation.service.fleet_cli", "fleet",
+              "Operate the fleet: TLS CA and certificates."),
     "demo": ("edgeward.simulator.demo", "demo", "Run the end-to-end demonstration."),
     "boards": ("edgeward.boards.cli", "boards", "List and show board definitions."),
 }
