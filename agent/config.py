@@ -1,10 +1,16 @@
-"""AGENT.toml as frozen dataclasses (STYLE.md, "Config"); reference in docs/AGENT.md.
+"""AGENT.toml as nested frozen dataclasses (STYLE.md, "Config"); reference in docs/AGENT.md.
 
-Loaded and validated once at start (and again on SIGHUP); every error names the file, the key and
-the fix. Relative paths are relative to the configuration file's folder. ``[device]`` is shared:
-``name`` is the device id (the MQTT ``<device>`` and the certificate CN); its other keys and the
-``[attestation]`` table belong to ``edgeward.attestation`` (``attestation/config.py``), which
-reads the same file (:attr:`AgentConfig.source`).
+One loader reads the file once, at start and again on SIGHUP: every table is one frozen section
+below, each key a field of the same name whose default is stated once, in the field
+(:func:`edgeward.core.tomlconf.read_section`). Unknown keys and wrong types are refused with the
+file and the key's path (``outbox.window``), and the fix where there is one. Relative paths are
+relative to the configuration file's folder.
+
+``[device]`` and ``[attestation]`` belong to ``edgeward.attestation``: the loader hands the same
+parsed tables, with the agent's state folder and models, to
+:func:`edgeward.attestation.config.attester_from_section`, and keeps the result in
+:attr:`AgentConfig.attester` (``None`` when ``[device]`` names no ``board``: attestation off).
+``device.name`` is the device id (the MQTT ``<device>`` and the certificate's name).
 
 The only I/O is reading the file.
 """
@@ -13,95 +19,154 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from edgeward.core.errors import ConfigError
 from edgeward.core.limits import Limits
-from edgeward.core.tomlconf import Section, load_toml
+from edgeward.core.tomlconf import Section, load_toml, read_section, setting
 
 from .envelope import check_device_id
-from .transport import MqttSettings
+
+if TYPE_CHECKING:
+    from edgeward.attestation.config import AttesterConfig
 
 MiB = 1024 * 1024
 
 
 @dataclass(frozen=True)
+class MqttSettings:
+    """``[mqtt]``: the broker connection (TLS with client certificates by default)."""
+
+    host: str = setting("127.0.0.1")
+    port: int = setting(8883, min=1, max=65535)  # 1883 when tls = false
+    client_id: str = setting("")  # default: the device name
+    ca: Path | None = setting(None)
+    cert: Path | None = setting(None)
+    key: Path | None = setting(None)
+    tls: bool = setting(True)
+    insecure: bool = setting(False)  # skip broker verification: tests and labs only
+    server_name: str | None = setting(None)  # expected broker host name, if not ``host``
+    keepalive: int = setting(30, min=5, max=3600)
+    clean_start: bool = setting(True)
+    session_expiry: int = setting(0, min=0, max=2**32 - 1)
+    backoff_base: float = setting(0.5, min=0.01, max=60)
+    backoff_cap: float = setting(60.0, min=0.05, max=3600)
+    max_inflight: int = setting(64, min=1, max=65535)
+    # not a key of the file: the verifier service acknowledges incoming QoS 1 once it is stored
+    manual_ack: bool = False
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    """``[agent]``."""
+
+    state_dir: Path = setting(Path("state"))
+
+
+@dataclass(frozen=True)
+class OutboxSettings:
+    """``[outbox]``: the durable outbox and delivery (docs/AGENT.md, "The durable outbox")."""
+
+    path: Path = setting(Path("state/outbox.db"))  # default: [agent] state_dir / outbox.db
+    max_bytes: int = setting(8 * MiB, min=64 * 1024)
+    window: int = setting(1024, min=1, max=65000)  # handed to paho unacknowledged
+    batch: int = setting(256, min=1, max=10_000)
+    e2e_ack: bool = setting(True)  # delete on the backend's signed ack, not the broker's PUBACK
+    ack_timeout: float = setting(60.0, min=0.5, max=86400)  # send again after this long
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    """``[metrics]``."""
+
+    interval: float = setting(60.0, min=0.005)
+    expiry: int = setting(300, min=1)
+    disk_paths: tuple[str, ...] = setting(("/",))
+
+
+@dataclass(frozen=True)
 class ModelEntry:
-    path: Path
-    sig: Path | None = None
+    """``[[models.model]]``."""
+
+    path: Path = setting()
+    sig: Path | None = setting(None)
+
+
+@dataclass(frozen=True)
+class ModelsSettings:
+    """``[models]``: the models re-verified while the agent runs."""
+
+    trust: Path | None = setting(None)
+    state_dir: Path | None = setting(None)
+    check_interval: float = setting(5.0, min=0.05)
+    reverify_interval: float = setting(3600.0, min=1.0)
+    model: tuple[ModelEntry, ...] = ()
+
+
+@dataclass(frozen=True)
+class CommandsSettings:
+    """``[commands]``: the backend's key, for signed commands and end-to-end acks."""
+
+    trust: Path | None = setting(None)
+    max_skew: float = setting(30.0, min=0)
+
+
+@dataclass(frozen=True)
+class LocalSettings:
+    """``[local]``: the socket applications send events to."""
+
+    socket: Path | None = setting(None)
+    mode: int = setting(0o660, min=0, max=0o777)
+    max_clients: int = setting(8, min=1, max=256)
+    rate: float = setting(50.0, min=0.1)  # events per second accepted (token bucket)
+
+
+@dataclass(frozen=True)
+class HomeAssistantSettings:
+    """``[home_assistant]``."""
+
+    enabled: bool = setting(False)
+    prefix: str = setting("homeassistant")
 
 
 @dataclass(frozen=True)
 class AgentConfig:
+    """The whole of AGENT.toml, parsed once."""
+
     source: Path
-    device: str
-    state_dir: Path
+    device: str  # [device] name
     mqtt: MqttSettings
-    # outbox
-    outbox_path: Path
-    outbox_max_bytes: int = 8 * MiB
-    window: int = 1024  # handed to paho unacknowledged; paho keeps max_inflight on the wire
-    batch: int = 256
-    e2e_ack: bool = True  # delete on the backend's signed ack, not the broker's PUBACK
-    ack_timeout: float = 60.0  # send again what the backend has not acked after this long
-    # metrics
-    metrics_interval: float = 60.0
-    metrics_expiry: int = 300
-    disk_paths: tuple[str, ...] = ("/",)
-    # models
-    models: tuple[ModelEntry, ...] = ()
-    model_trust: Path | None = None
-    model_state_dir: Path | None = None
-    model_check_interval: float = 5.0
-    model_reverify_interval: float = 3600.0
-    # commands
-    command_trust: Path | None = None
-    command_max_skew: float = 30.0
-    # local socket
-    socket_path: Path | None = None
-    socket_mode: int = 0o660
-    socket_max_clients: int = 8
-    local_rate: float = 50.0  # events per second accepted from applications (token bucket)
-    # home assistant
-    ha_enabled: bool = False
-    ha_prefix: str = "homeassistant"
-    # owned by edgeward.attestation (read from the same file by attestation/config.py)
-    attestation: dict[str, Any] = field(default_factory=dict)
-    device_table: dict[str, Any] = field(default_factory=dict)
+    agent: AgentSettings = AgentSettings()
+    outbox: OutboxSettings = OutboxSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    models: ModelsSettings = ModelsSettings()
+    commands: CommandsSettings = CommandsSettings()
+    local: LocalSettings = LocalSettings()
+    home_assistant: HomeAssistantSettings = HomeAssistantSettings()
     limits: Limits = field(default_factory=Limits)
+    attester: AttesterConfig | None = None  # [device] board and [attestation]; None: off
+
+    @property
+    def e2e(self) -> bool:
+        """End-to-end acknowledgement is on: asked for, and the backend's key is there."""
+        return self.outbox.e2e_ack and self.commands.trust is not None
 
     def with_interval(self, seconds: float) -> AgentConfig:
-        return replace(self, metrics_interval=seconds)
+        return replace(self, metrics=replace(self.metrics, interval=seconds))
 
 
-_TOP = ("device", "agent", "mqtt", "outbox", "metrics", "models", "commands", "local",
-        "home_assistant", "attestation", "limits")
+TABLES = ("device", "agent", "mqtt", "outbox", "metrics", "models", "commands", "local",
+          "home_assistant", "attestation", "limits")
 
 
-def mqtt_settings(sec: Section, base: Path, client_id: str) -> MqttSettings:
-    sec.reject_unknown(
-        ("host", "port", "ca", "cert", "key", "tls", "insecure", "server_name", "keepalive",
-         "clean_start", "session_expiry", "backoff_base", "backoff_cap", "max_inflight",
-         "client_id")
-    )
-    tls = sec.bool("tls", True)
-    s = MqttSettings(
-        host=sec.str("host", "127.0.0.1"),
-        port=sec.int("port", 8883 if tls else 1883, min=1, max=65535),
-        client_id=sec.str("client_id", client_id),
-        ca=sec.path("ca", None, base=base),
-        cert=sec.path("cert", None, base=base),
-        key=sec.path("key", None, base=base),
-        tls=tls,
-        insecure=sec.bool("insecure", False),
-        server_name=sec.str("server_name", None),
-        keepalive=sec.int("keepalive", 30, min=5, max=3600),
-        clean_start=sec.bool("clean_start", True),
-        session_expiry=sec.int("session_expiry", 0, min=0, max=2**32 - 1),
-        backoff_base=sec.float("backoff_base", 0.5, min=0.01, max=60),
-        backoff_cap=sec.float("backoff_cap", 60.0, min=0.05, max=3600),
-        max_inflight=sec.int("max_inflight", 64, min=1, max=65535),
-    )
+def mqtt_settings(sec: Section, base: Path, client_id: str, *, manual_ack: bool = False,
+                  **defaults: object) -> MqttSettings:
+    """``[mqtt]`` (also read by the verifier service, with its own ``defaults``)."""
+    tls = sec.bool("tls", MqttSettings.tls)
+    port = MqttSettings.port if tls else 1883
+    s = read_section(MqttSettings, sec, base=base,
+                     defaults={"port": port, "client_id": client_id, **defaults},
+                     given={"manual_ack": manual_ack})
     if s.backoff_cap < s.backoff_base:
         raise ConfigError(f"{sec.source}: key 'mqtt.backoff_cap' is below 'mqtt.backoff_base'")
     if tls and not s.insecure and s.ca is None:
@@ -123,77 +188,58 @@ def limits_from(sec: Section) -> Limits:
     return Limits(**{k: sec.int(k, min=1) for k in known if sec.has(k)})
 
 
-def load_agent_config(path: Path) -> AgentConfig:
+def load_agent_config(path: Path, *, need_mqtt: bool = True) -> AgentConfig:
+    """Read and check AGENT.toml. ``need_mqtt=False``: for the attestation tools, which read
+    the same file but never connect (``[mqtt]`` may then be absent; :attr:`AgentConfig.mqtt`
+    holds the defaults, unchecked)."""
     path = Path(path).resolve()
-    root = load_toml(path)
-    root.reject_unknown(_TOP)
-    base = path.parent
+    return agent_config_from(load_toml(path), path, need_mqtt=need_mqtt)
 
-    # [device] is shared with edgeward.attestation (which owns and checks its other keys)
+
+def agent_config_from(root: Section, path: Path, *, need_mqtt: bool = True) -> AgentConfig:
+    root.reject_unknown(TABLES)
+    base = path.parent
     dev = root.section("device", required=True)
     device = dev.str("name")
     try:
         check_device_id(device)
     except ConfigError as e:
         raise ConfigError(f"{path}: key 'device.name': {e.message}", hint=e.hint) from e
-    ag = root.section("agent")
-    ag.reject_unknown(("state_dir",))
-    state_dir = ag.path("state_dir", "state", base=base)
+    agent = read_section(AgentSettings, root.section("agent"), base=base)
+    if need_mqtt or root.has("mqtt"):
+        mqtt = mqtt_settings(root.section("mqtt", required=True), base, device)
+    else:
+        mqtt = MqttSettings(client_id=device)
 
-    mqtt = mqtt_settings(root.section("mqtt", required=True), base, device)
-
-    ob = root.section("outbox")
-    ob.reject_unknown(("path", "max_bytes", "window", "batch", "e2e_ack", "ack_timeout"))
-    met = root.section("metrics")
-    met.reject_unknown(("interval", "expiry", "disk_paths"))
     mod = root.section("models")
-    mod.reject_unknown(("trust", "state_dir", "check_interval", "reverify_interval", "model"))
-    models = []
-    for m in mod.sections("model"):
-        m.reject_unknown(("path", "sig"))
-        models.append(ModelEntry(m.path("path", base=base), m.path("sig", None, base=base)))
-    trust = mod.path("trust", None, base=base)
-    if models and trust is None:
+    entries = tuple(read_section(ModelEntry, m, base=base) for m in mod.sections("model"))
+    models = read_section(ModelsSettings, mod, base=base, given={"model": entries},
+                          extra_keys=("model",))
+    if models.model and models.trust is None:
         raise ConfigError(f"{path}: key 'models.trust' is missing",
                           hint="give the model signer's public key (file or directory)")
-    cmd = root.section("commands")
-    cmd.reject_unknown(("trust", "max_skew"))
-    loc = root.section("local")
-    loc.reject_unknown(("socket", "mode", "max_clients", "rate"))
-    ha = root.section("home_assistant")
-    ha.reject_unknown(("enabled", "prefix"))
-    disk = met.list("disk_paths", ["/"])
-    if not all(isinstance(d, str) for d in disk):
-        raise ConfigError(f"{path}: key 'metrics.disk_paths' must be a list of strings")
-
-    return AgentConfig(
+    cfg = AgentConfig(
         source=path,
         device=device,
-        state_dir=state_dir,
         mqtt=mqtt,
-        outbox_path=ob.path("path", str(state_dir / "outbox.db"), base=base),
-        outbox_max_bytes=ob.int("max_bytes", 8 * MiB, min=64 * 1024),
-        window=ob.int("window", 1024, min=1, max=65000),
-        batch=ob.int("batch", 256, min=1, max=10_000),
-        e2e_ack=ob.bool("e2e_ack", True),
-        ack_timeout=ob.float("ack_timeout", 60.0, min=0.5, max=86400),
-        metrics_interval=met.float("interval", 60.0, min=0.005),
-        metrics_expiry=met.int("expiry", 300, min=1),
-        disk_paths=tuple(disk),
-        models=tuple(models),
-        model_trust=trust,
-        model_state_dir=mod.path("state_dir", None, base=base),
-        model_check_interval=mod.float("check_interval", 5.0, min=0.05),
-        model_reverify_interval=mod.float("reverify_interval", 3600.0, min=1.0),
-        command_trust=cmd.path("trust", None, base=base),
-        command_max_skew=cmd.float("max_skew", 30.0, min=0),
-        socket_path=loc.path("socket", None, base=base),
-        socket_mode=loc.int("mode", 0o660, min=0, max=0o777),
-        socket_max_clients=loc.int("max_clients", 8, min=1, max=256),
-        local_rate=loc.float("rate", 50.0, min=0.1),
-        ha_enabled=ha.bool("enabled", False),
-        ha_prefix=ha.str("prefix", "homeassistant"),
-        attestation=dict(root.section("attestation").data),
-        device_table=dict(dev.data),
+        agent=agent,
+        outbox=read_section(OutboxSettings, root.section("outbox"), base=base,
+                            defaults={"path": agent.state_dir / "outbox.db"}),
+        metrics=read_section(MetricsSettings, root.section("metrics"), base=base),
+        models=models,
+        commands=read_section(CommandsSettings, root.section("commands"), base=base),
+        local=read_section(LocalSettings, root.section("local"), base=base),
+        home_assistant=read_section(HomeAssistantSettings, root.section("home_assistant")),
         limits=limits_from(root.section("limits")),
+    )
+    return replace(cfg, attester=_attester(root, cfg))
+
+
+def _attester(root: Section, cfg: AgentConfig) -> AttesterConfig | None:
+    """The attestation part's tables, read from the same parsed file (None: attestation off)."""
+    from edgeward.attestation.config import attester_from_section
+
+    return attester_from_section(
+        root, cfg.source, state_dir=cfg.agent.state_dir,
+        models=tuple((m.path, m.sig) for m in cfg.models.model),
     )

@@ -21,11 +21,12 @@ from .commands import CommandGate, refusal_reason, save_last_seq
 from .config import AgentConfig
 from .e2eack import check_ack
 from .envelope import PRIORITY_EVIDENCE, parse_topic, valid_type
+from .events import Acked, Incoming
 from .localsock import LocalEvent
 from .outbox import Outbox
 from .outbox_rules import ack_verdict
 from .ratelimit import TokenBucket
-from .transport import Acked, Incoming, MqttTransport
+from .transport import MqttTransport
 
 logger = logging.getLogger(__name__)
 

@@ -28,7 +28,6 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from edgeward.core.errors import ConfigError
@@ -41,21 +40,21 @@ from .envelope import (
     PRIORITY_SECURITY,
     topic,
 )
-from .fresh import FreshMessages
-from .inputs import Inputs
-from .localsock import LocalEvent, LocalSocketServer
-from .outbox import NewMessage, Outbox, Stored
-from .ratelimit import TokenBucket
-from .transport import (
+from .events import (
     Acked,
     AcksReady,
     Connected,
     Disconnected,
     Incoming,
-    MqttTransport,
     PayloadTooLargeError,
-    StatusTopic,
+    Wake,
 )
+from .fresh import FreshMessages
+from .inputs import Inputs
+from .localsock import LocalEvent, LocalSocketServer
+from .outbox import NewMessage, Outbox, Stored
+from .ratelimit import TokenBucket
+from .transport import MqttTransport, StatusTopic
 
 logger = logging.getLogger(__name__)
 
@@ -63,11 +62,6 @@ FLUSH_TIMEOUT = 5.0
 ACK_DELAY = 0.05
 ACK_BATCH = 256
 FRESH_MAX = 4096  # messages kept in memory for sending, beyond which pump() reads the outbox
-
-
-@dataclass(frozen=True)
-class Wake:
-    reason: str
 
 
 class Agent(Inputs):
@@ -79,7 +73,7 @@ class Agent(Inputs):
         # SimpleQueue: a C queue, several times cheaper per event than queue.Queue, and its put()
         # is reentrant, so a signal handler may call it while the loop holds the queue.
         self.queue: queue.SimpleQueue[object] = queue.SimpleQueue()
-        self.outbox = Outbox(cfg.outbox_path, cfg.device, max_bytes=cfg.outbox_max_bytes,
+        self.outbox = Outbox(cfg.outbox.path, cfg.device, max_bytes=cfg.outbox.max_bytes,
                              clock=clock)
         self.counters: dict[str, int] = {}
         self.inflight: dict[int, int] = {}  # paho mid -> outbox seq
@@ -91,8 +85,8 @@ class Agent(Inputs):
         self._acks: list[int] = []  # PUBACKed seqs, recorded in the next commit
         self._refused: list[int] = []  # seqs the broker refused
         self._acked_at = 0.0
-        self.e2e = cfg.e2e_ack and cfg.command_trust is not None
-        if cfg.e2e_ack and not self.e2e:
+        self.e2e = cfg.outbox.e2e_ack and cfg.commands.trust is not None
+        if cfg.outbox.e2e_ack and not self.e2e:
             logger.warning("[outbox] e2e_ack needs [commands] trust to check the backend's acks; "
                            "messages leave the outbox at the broker's PUBACK")
         self._e2e_seen = 0  # highest verified ack upto received
@@ -101,23 +95,23 @@ class Agent(Inputs):
         self._stop = threading.Event()
         self._reload = False
         self._due: dict[str, float] = {}
-        self._seq_path = cfg.state_dir / "cmd_seq"
+        self._seq_path = cfg.agent.state_dir / "cmd_seq"
         self.gate = CommandGate(
             cfg.device, seams.command_trust(cfg), last_seq=load_last_seq(self._seq_path),
-            max_skew=cfg.command_max_skew, limits=cfg.limits,
+            max_skew=cfg.commands.max_skew, limits=cfg.limits,
         )
         self.metrics = seams.metrics_collector(cfg)
         self.watch = seams.model_watch(cfg)
         self.attester = seams.attester(cfg)
         self.ha = seams.ha_discovery(cfg)
-        self._local_bucket = TokenBucket(cfg.local_rate, burst=max(10.0, cfg.local_rate))
+        self._local_bucket = TokenBucket(cfg.local.rate, burst=max(10.0, cfg.local.rate))
         self._refusals = TokenBucket(1.0, burst=5.0)
         self._challenges = TokenBucket(0.5, burst=2.0)
         self.transport = self._make_transport()
         self.local: LocalSocketServer | None = None
-        if cfg.socket_path is not None:
-            self.local = LocalSocketServer(cfg.socket_path, self.queue.put, mode=cfg.socket_mode,
-                                           max_clients=cfg.socket_max_clients, limits=cfg.limits)
+        if cfg.local.socket is not None:
+            self.local = LocalSocketServer(cfg.local.socket, self.queue.put, mode=cfg.local.mode,
+                                           max_clients=cfg.local.max_clients, limits=cfg.limits)
 
     # --- wiring ------------------------------------------------------------------------------
 
@@ -161,6 +155,11 @@ class Agent(Inputs):
     def _on_sighup(self, *_: Any) -> None:
         self._reload = True
 
+    def _close_attester(self) -> None:
+        owner = getattr(self.attester, "__self__", None)  # the Attester (TPM session)
+        if owner is not None and hasattr(owner, "close"):
+            owner.close()
+
     # --- run ---------------------------------------------------------------------------------
 
     def run(self, *, install_signals: bool = True) -> int:
@@ -171,7 +170,7 @@ class Agent(Inputs):
         now = self.clock()
         self._due = {"metrics": now, "models": now}
         if self.e2e:
-            self._due["resend"] = now + self.cfg.ack_timeout
+            self._due["resend"] = now + self.cfg.outbox.ack_timeout
         self.transport.start()
         if self.local is not None:
             self.local.start()
@@ -188,9 +187,7 @@ class Agent(Inputs):
                 self.commit(force=True)
             finally:
                 self.outbox.close()
-                owner = getattr(self.attester, "__self__", None)  # the Attester (TPM session)
-                if owner is not None and hasattr(owner, "close"):
-                    owner.close()
+                self._close_attester()
         logger.info("agent stopped")
         return 0
 
@@ -250,9 +247,9 @@ class Agent(Inputs):
         if self._new:
             new, self._new = self._new, []
             evictions = self.outbox.evictions
-            for i in range(0, len(new), self.cfg.batch):
+            for i in range(0, len(new), self.cfg.outbox.batch):
                 kept: list[Stored] = []
-                self.outbox.put(new[i : i + self.cfg.batch], keep=kept)
+                self.outbox.put(new[i : i + self.cfg.outbox.batch], keep=kept)
                 self._fresh.add(kept)
             if self.outbox.evictions != evictions:  # may have evicted kept messages
                 self._fresh.stop()
@@ -263,7 +260,7 @@ class Agent(Inputs):
     def pump(self) -> None:
         if not self.connected:
             return
-        room = self.cfg.window - len(self.inflight)
+        room = self.cfg.outbox.window - len(self.inflight)
         if room <= 0:
             return
         now = self.clock()
@@ -278,7 +275,7 @@ class Agent(Inputs):
         for i, m in enumerate(todo):
             expiry = None
             if m.priority == PRIORITY_METRICS:
-                expiry = int(self.cfg.metrics_expiry - (now - m.ts))
+                expiry = int(self.cfg.metrics.expiry - (now - m.ts))
                 if expiry < 1:  # dropped and reported, so the backend's ack can pass it
                     gone.setdefault("expired", []).append(m.seq)
                     self._cursor[m.priority] = m.seq
@@ -342,7 +339,7 @@ class Agent(Inputs):
 
     def run_timers(self, now: float) -> None:
         if now >= self._due.get("metrics", now + 1):
-            self._due["metrics"] = now + self.cfg.metrics_interval
+            self._due["metrics"] = now + self.cfg.metrics.interval
             body = self.metrics.collect() if self.metrics is not None else {}
             st = self.outbox.stats()
             body["outbox"] = {"count": st.count, "bytes": st.bytes, "dropped": st.dropped_total,
@@ -350,16 +347,16 @@ class Agent(Inputs):
             body["counters"] = dict(self.counters)
             self.emit("report", "metrics", body, PRIORITY_METRICS)
         if now >= self._due.get("models", now + 1):
-            self._due["models"] = now + self.cfg.model_check_interval
+            self._due["models"] = now + self.cfg.models.check_interval
             self.check_models(now)
 
     def check_resend(self, now: float) -> None:
         """Send again what the backend has not acknowledged within ``[outbox] ack_timeout``."""
         if now < self._due.get("resend", now + 1):
             return
-        self._due["resend"] = now + self.cfg.ack_timeout / 2
+        self._due["resend"] = now + self.cfg.outbox.ack_timeout / 2
         oldest = self.outbox.oldest_delivery()
-        if oldest is not None and now - oldest >= self.cfg.ack_timeout:
+        if oldest is not None and now - oldest >= self.cfg.outbox.ack_timeout:
             logger.warning("backend has not acknowledged messages delivered %.0fs ago; "
                            "sending again", now - oldest)
             self.count("e2e_resend")
@@ -384,13 +381,17 @@ class Agent(Inputs):
             logger.error("reload refused, keeping the running configuration: %s", e)
             self.event("agent.reload_failed", {"reason": str(e)[:200]})
             return
-        if new.device != self.cfg.device or new.outbox_path != self.cfg.outbox_path:
-            logger.error("reload cannot change device.id or the outbox path; restart instead")
+        if new.device != self.cfg.device or new.outbox.path != self.cfg.outbox.path:
+            logger.error("reload cannot change device.name or the outbox path; restart instead")
+            self.event("agent.reload_failed", {"reason": "device.name or outbox.path changed"})
             return
         old = self.cfg
         self.cfg = new
         self.gate.trust = seams.command_trust(new)
         self.watch = seams.model_watch(new)
+        if new.attester != old.attester:  # [device] keys or [attestation] changed
+            self._close_attester()
+            self.attester = seams.attester(new)
         self._due["models"] = self.clock()
         if new.mqtt != old.mqtt:
             logger.info("broker settings changed; reconnecting")

@@ -28,22 +28,22 @@ Attester = Callable[[bytes], bytes]
 
 
 def command_trust(cfg: AgentConfig) -> Any:
-    if cfg.command_trust is None:
+    if cfg.commands.trust is None:
         logger.warning("no [commands] trust configured: every command will be refused")
         return None
     from edgeward.core.keys import TrustStore
 
-    return TrustStore.from_path(cfg.command_trust)
+    return TrustStore.from_path(cfg.commands.trust)
 
 
 def metrics_collector(cfg: AgentConfig) -> Any:
     from .metrics import MetricsCollector
 
-    return MetricsCollector(cfg.disk_paths)
+    return MetricsCollector(cfg.metrics.disk_paths)
 
 
 def model_watch(cfg: AgentConfig) -> Any:
-    if not cfg.models:
+    if not cfg.models.model:
         return None
     try:
         from edgeward.core.keys import TrustStore
@@ -51,15 +51,15 @@ def model_watch(cfg: AgentConfig) -> Any:
     except ImportError as e:  # pragma: no cover - models part missing
         logger.error("model re-verification unavailable: %s", e)
         return None
-    assert cfg.model_trust is not None
+    assert cfg.models.trust is not None
     state = None
-    if cfg.model_state_dir is not None:
+    if cfg.models.state_dir is not None:
         from edgeward.models.rollback import RollbackState
 
-        state = RollbackState(cfg.model_state_dir)
-    w = ModelWatch(TrustStore.from_path(cfg.model_trust), interval=cfg.model_reverify_interval,
+        state = RollbackState(cfg.models.state_dir)
+    w = ModelWatch(TrustStore.from_path(cfg.models.trust), interval=cfg.models.reverify_interval,
                    state=state, limits=cfg.limits)
-    for m in cfg.models:
+    for m in cfg.models.model:
         w.add(m.path, m.sig)
     return w
 
@@ -67,19 +67,18 @@ def model_watch(cfg: AgentConfig) -> Any:
 def attester(cfg: AgentConfig) -> Attester | None:
     """The attestation part's evidence maker for this agent, or None if it is not available.
 
-    ``edgeward.attestation`` reads its own tables (``[device]``, ``[attestation]``) from the same
-    AGENT.toml; a file without them runs the agent without attestation (and says so).
+    Built from :attr:`AgentConfig.attester` (``[device]`` and ``[attestation]`` of the same
+    parsed file); a file without a ``[device] board`` runs the agent without attestation.
     """
-    if "board" not in cfg.device_table:
+    if cfg.attester is None:
         logger.warning("no [device] board in %s: attestation is off", cfg.source)
         return None
     try:
         from edgeward.attestation.attester import Attester as _Attester
-        from edgeward.attestation.config import load_attester_config
     except ImportError as e:  # pragma: no cover - part not installed
         logger.warning("edgeward.attestation is not available (%s); attestation is off", e)
         return None
-    att = _Attester.from_config(load_attester_config(cfg.source))
+    att = _Attester.from_config(cfg.attester)
     fn: Attester = att.evidence
     return fn
 
@@ -109,8 +108,8 @@ def parse_result(data: bytes, limits: Limits, trust: Any = None) -> str | None:
 
 
 def ha_discovery(cfg: AgentConfig) -> Any:
-    if not cfg.ha_enabled:
+    if not cfg.home_assistant.enabled:
         return None
     from .ha_discovery import HomeAssistant
 
-    return HomeAssistant(cfg.device, cfg.ha_prefix)
+    return HomeAssistant(cfg.device, cfg.home_assistant.prefix)

@@ -1,8 +1,8 @@
 """MQTT v5 over TLS with client certificates: the only module that imports paho.
 
 :class:`MqttTransport` owns one paho client and one network thread. paho's callbacks do nothing
-but hand small frozen events (:class:`Connected`, :class:`Disconnected`, :class:`Acked`,
-:class:`Incoming`) to a ``sink`` (the agent loop's queue); all decisions are made in the loop.
+but hand small frozen events (:mod:`.events`: ``Connected``, ``Disconnected``, ``Acked``,
+``Incoming``) to a ``sink`` (the agent loop's queue); all decisions are made in the loop.
 
 Behaviour:
 
@@ -26,7 +26,6 @@ import ssl
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -37,67 +36,15 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from edgeward.core.errors import ConfigError, TransportError
 
 from .backoff import Backoff
+from .config import MqttSettings
+from .events import Acked, AcksReady, Connected, Disconnected, Incoming, PayloadTooLargeError
+
+__all__ = ["ACK_SIGNAL_BATCH", "MqttTransport", "StatusTopic"]
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class MqttSettings:
-    host: str = "127.0.0.1"
-    port: int = 8883
-    client_id: str = ""
-    ca: Path | None = None
-    cert: Path | None = None
-    key: Path | None = None
-    tls: bool = True
-    insecure: bool = False  # skip broker verification: tests and labs only
-    server_name: str | None = None  # expected broker host name, if not ``host``
-    keepalive: int = 30
-    clean_start: bool = True
-    session_expiry: int = 0
-    backoff_base: float = 0.5
-    backoff_cap: float = 60.0
-    max_inflight: int = 64
-    manual_ack: bool = False  # acknowledge incoming QoS 1 only after it is stored (ack())
-
-
-@dataclass(frozen=True)
-class Connected:
-    session_present: bool
-
-
-@dataclass(frozen=True)
-class Disconnected:
-    reason: str
-
-
-@dataclass(frozen=True)
-class Acked:
-    mid: int
-    ok: bool
-    reason: str
-
-
 ACK_SIGNAL_BATCH = 32
-
-
-@dataclass(frozen=True)
-class AcksReady:
-    """PUBACKs are waiting in :meth:`MqttTransport.take_acks` (``batch_acks`` mode)."""
-
-
-@dataclass(frozen=True)
-class Incoming:
-    topic: str
-    payload: bytes
-    retain: bool
-    mid: int = 0
-    qos: int = 0
-    conn: int = 0  # connection generation, so a late ack() never goes to a newer connection
-
-
-class PayloadTooLargeError(TransportError):
-    """The broker announced a Maximum Packet Size (MQTT v5 §3.2.2.3.6) this message exceeds."""
 
 
 @dataclass(frozen=True)

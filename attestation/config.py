@@ -1,10 +1,12 @@
 """Attestation configuration: the attester's part of AGENT.toml and VERIFIER.toml.
 
 Frozen dataclasses loaded once through :mod:`edgeward.core.tomlconf`, so every error names the
-file, the key and the fix. Relative paths are relative to the configuration file. Only the
-tables named here are read; the agent's other tables belong to ``edgeward.agent.config``.
+file, the key and the fix. Relative paths are relative to the configuration file.
 
-AGENT.toml (the Attester's part; full example in docs/ATTESTATION.md)::
+AGENT.toml is read once, by the agent's loader (``edgeward.agent.config``), which hands the parsed
+``[device]`` and ``[attestation]`` tables to :func:`attester_from_section` with the agent's state
+folder and models; the result is the agent's ``attester`` section, rebuilt on every SIGHUP.
+The Attester's part (full example in docs/ATTESTATION.md)::
 
     [device]            # per-device identity: NOT part of the configuration measurement
     name = "lock-0001"; board = "smartlock-pi4"; key = "software" | "tpm"
@@ -15,14 +17,16 @@ AGENT.toml (the Attester's part; full example in docs/ATTESTATION.md)::
     [[models.model]] entries), pcrs = [0..7], agent_root, swname, dbgstat
 
 VERIFIER.toml: ``[verifier]`` (database, EAR key), ``[enrollment]`` (maker CAs, TOFU),
-``[refvalues]`` (vendor keys, folder of signed documents), ``[policy]`` and ``[limits]``.
+``[refvalues]`` (vendor keys, folder of signed documents), ``[policy]`` and ``[limits]``
+(:data:`VERIFIER_LIMITS`); the verifier service reads them through its own loader
+(``edgeward.attestation.service.config``), in the same parse as its own tables.
 Reading the file is the only I/O.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from edgeward.attestation import claims as C
@@ -79,12 +83,26 @@ class AttesterConfig:
     dbgstat: int | None = None
 
 
-def attester_from_section(root: Section, source: Path) -> AttesterConfig:
+def attester_from_section(
+    root: Section,
+    source: Path,
+    *,
+    state_dir: Path,
+    models: tuple[tuple[Path, Path | None], ...] = (),
+) -> AttesterConfig | None:
+    """The attester's part of a parsed AGENT.toml, or None if ``[device]`` names no board.
+
+    Called by the agent's one loader (:func:`edgeward.agent.config.load_agent_config`), which
+    passes what the attester defaults to from the agent's own tables: its state folder and its
+    ``[[models.model]]`` entries (path, signature or None).
+    """
     base = source.parent
     dev = root.section("device", required=True)
     dev.reject_unknown(DEVICE_KEYS)
     att = root.section("attestation")
     att.reject_unknown(ATTESTATION_KEYS)
+    if not dev.has("board"):
+        return None
     name = dev.str("name")
     if not _NAME_RE.match(name):
         raise ConfigError(f"{source}: key 'device.name' is '{name}'",
@@ -100,21 +118,15 @@ def attester_from_section(root: Section, source: Path) -> AttesterConfig:
     pcrs = att.list("pcrs", list(range(8)))
     if not all(isinstance(p, int) and not isinstance(p, bool) and 0 <= p < 24 for p in pcrs):
         raise ConfigError(f"{source}: key 'attestation.pcrs' must list PCR indices 0..23")
-    sigs: list[tuple[Path, Path]] = []
+    sigs: tuple[tuple[Path, Path], ...] = ()
     if att.has("models"):
         names = att.list("models")
         if not all(isinstance(m, str) for m in names):
             raise ConfigError(f"{source}: key 'attestation.models' must be a list of paths")
-        models = [base / Path(m).expanduser() for m in names]
-    else:  # the agent's own [[models.model]] entries (agent/config.py)
-        models = []
-        for m in root.section("models").sections("model"):
-            path = m.path("path", base=base)
-            models.append(path)
-            sig = m.path("sig", None, base=base)
-            if sig is not None:
-                sigs.append((path, sig))
-    state_default = root.section("agent").str("state_dir", "state")
+        paths = tuple(base / Path(m).expanduser() for m in names)
+    else:  # the agent's own [[models.model]] entries
+        paths = tuple(p for p, _ in models)
+        sigs = tuple((p, s) for p, s in models if s is not None)
     dbg = att.str("dbgstat", None, choices=tuple(DBGSTAT))
     return AttesterConfig(
         source=source,
@@ -125,9 +137,9 @@ def attester_from_section(root: Section, source: Path) -> AttesterConfig:
         cert_file=dev.path("cert_file", None, base=base),
         tpm_tcti=dev.str("tpm_tcti", "device:/dev/tpmrm0"),
         tpm_ak_handle=dev.int("tpm_ak_handle", 0x81010020, min=0x81000000, max=0x81FFFFFF),
-        state_dir=att.path("state_dir", state_default, base=base),
-        models=tuple(models),
-        model_sigs=tuple(sigs),
+        state_dir=att.path("state_dir", str(state_dir), base=base),
+        models=paths,
+        model_sigs=sigs,
         pcrs=tuple(sorted(set(pcrs))),
         agent_root=att.path("agent_root", None, base=base),
         swname=att.str("swname", "edgeward-agent"),
@@ -139,8 +151,35 @@ def attester_from_section(root: Section, source: Path) -> AttesterConfig:
 
 
 def load_attester_config(path: Path) -> AttesterConfig:
-    path = Path(path)
-    return attester_from_section(load_toml(path), path)
+    """The attester's part of AGENT.toml, read by the agent's one loader (the same parse, the
+    same defaults as the running agent); ``[mqtt]`` may be absent here."""
+    from edgeward.agent.config import load_agent_config
+
+    cfg = load_agent_config(path, need_mqtt=False)
+    if cfg.attester is None:
+        raise ConfigError(f"{cfg.source}: key 'device.board' is missing",
+                          hint="name the board (e.g. board = \"smartlock-pi4\") to attest")
+    return cfg.attester
+
+
+# The verifier's CBOR bounds, stated once: evidence and envelopes are a few KiB, so the backend
+# refuses far smaller input than a device's defaults (core/limits.py). ``[limits]`` of
+# VERIFIER.toml may lower them (or raise them up to the core defaults).
+VERIFIER_LIMITS = Limits(max_cbor_bytes=64 * 1024, max_cbor_items=10_000)
+LIMIT_KEYS = ("max_cbor_bytes", "max_cbor_depth", "max_cbor_items")
+
+
+def verifier_limits(lim: Section) -> Limits:
+    """``[limits]`` of VERIFIER.toml: the verifier's and the service's bounds."""
+    lim.reject_unknown(LIMIT_KEYS)
+    d, top = VERIFIER_LIMITS, Limits()
+    return Limits(
+        max_cbor_bytes=lim.int("max_cbor_bytes", d.max_cbor_bytes, min=256,
+                               max=top.max_cbor_bytes),
+        max_cbor_depth=lim.int("max_cbor_depth", d.max_cbor_depth, min=4, max=64),
+        max_cbor_items=lim.int("max_cbor_items", d.max_cbor_items, min=16,
+                               max=top.max_cbor_items),
+    )
 
 
 @dataclass(frozen=True)
@@ -158,7 +197,7 @@ class VerifierConfig:
     nonce_ttl: float = 60.0
     nonce_bytes: int = 32
     policy_id: str = "edgeward/default"
-    limits: Limits = field(default_factory=Limits)
+    limits: Limits = VERIFIER_LIMITS
 
 
 def verifier_from_section(root: Section, source: Path) -> VerifierConfig:
@@ -172,8 +211,6 @@ def verifier_from_section(root: Section, source: Path) -> VerifierConfig:
     pol = root.section("policy")
     pol.reject_unknown(("allow_software_keys", "max_clock_skew", "max_evidence_age",
                         "nonce_ttl", "nonce_bytes"))
-    lim = root.section("limits")
-    lim.reject_unknown(("max_cbor_bytes", "max_cbor_depth", "max_cbor_items"))
     cas = en.list("maker_cas", [])
     if not all(isinstance(c, str) for c in cas):
         raise ConfigError(f"{source}: key 'enrollment.maker_cas' must be a list of PEM paths")
@@ -181,12 +218,7 @@ def verifier_from_section(root: Section, source: Path) -> VerifierConfig:
     if not cas and not tofu:
         raise ConfigError(f"{source}: no device-maker CA in 'enrollment.maker_cas'",
                           hint="add the maker's CA certificate, or set tofu = true (unsafe)")
-    d = Limits()
-    limits = Limits(
-        max_cbor_bytes=lim.int("max_cbor_bytes", 64 * 1024, min=256, max=d.max_cbor_bytes),
-        max_cbor_depth=lim.int("max_cbor_depth", d.max_cbor_depth, min=4, max=64),
-        max_cbor_items=lim.int("max_cbor_items", 10_000, min=16, max=d.max_cbor_items),
-    )
+    limits = verifier_limits(root.section("limits"))
     return VerifierConfig(
         source=source,
         database=v.path("database", "verifier.sqlite", base=base),

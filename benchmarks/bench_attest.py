@@ -30,7 +30,7 @@ from pathlib import Path
 
 from edgeward.attestation.appraisal import EnrolledDevice, appraise
 from edgeward.attestation.attester import Attester
-from edgeward.attestation.config import load_attester_config
+from edgeward.attestation.config import VERIFIER_LIMITS, load_attester_config
 from edgeward.attestation.enroll import issue_device_cert, make_ca
 from edgeward.attestation.measure import measure
 from edgeward.attestation.nonces import Session
@@ -38,12 +38,11 @@ from edgeward.attestation.refvalues import ModelRef, RefValues, Release
 from edgeward.attestation.service.verifier import Verifier
 from edgeward.attestation.service.verifier_store import Store
 from edgeward.core import cose, keys
-from edgeward.core.limits import Limits
 from edgeward.firmware_shim.sim.signer import SoftwareSigner
 from edgeward.models.manifest import Manifest, file_entry, sign_manifest
 
 BOARD = "smartlock-pi4"
-LIMITS = Limits(max_cbor_bytes=64 * 1024, max_cbor_items=10_000)
+LIMITS = VERIFIER_LIMITS  # the verifier service's bounds
 
 
 def setup(root: Path, signer, kind: str = "software", tcti: str | None = None):

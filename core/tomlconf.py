@@ -15,15 +15,18 @@ Reading the file is the only I/O here; the rest is pure.
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import tomllib
+import typing
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from edgeward.core.errors import ConfigError
 
 MAX_CONFIG_BYTES = 1024 * 1024
 _MISSING: Any = object()
+_T = TypeVar("_T")
 
 
 class Section:
@@ -183,3 +186,88 @@ def load_toml(path: Path) -> Section:
     except UnicodeDecodeError as e:
         raise ConfigError(f"configuration file {path} is not UTF-8") from e
     return parse_toml(text, source=str(path))
+
+
+# --- frozen dataclass sections ---------------------------------------------------------------
+# One table of a file is one frozen dataclass; each key is a field of the same name, and the
+# field's default is the key's default, stated once (in the dataclass). Bounds and choices sit
+# in the field's metadata, written with :func:`setting`.
+
+
+def setting(
+    default: Any = _MISSING,
+    *,
+    min: builtins.float | None = None,
+    max: builtins.float | None = None,
+    choices: Sequence[builtins.str] | None = None,
+) -> Any:
+    """A dataclass field read from the file: its default, and the bounds the loader checks."""
+    meta = {"min": min, "max": max, "choices": choices}
+    if default is _MISSING:
+        return dataclasses.field(metadata=meta)
+    if isinstance(default, list | dict | set):
+        raise TypeError("use a tuple default (sections are frozen)")
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def read_section(
+    cls: type[_T],
+    sec: Section,
+    *,
+    base: Path | None = None,
+    defaults: dict[builtins.str, Any] | None = None,
+    given: dict[builtins.str, Any] | None = None,
+    extra_keys: Sequence[builtins.str] = (),
+) -> _T:
+    """Build the frozen dataclass ``cls`` from the table ``sec``.
+
+    Unknown keys are refused (``extra_keys`` are keys of the table that another reader owns).
+    ``defaults`` replaces a field's default where it depends on another setting (the broker
+    port on ``tls``); ``given`` sets fields that are not keys of the table (computed by the
+    caller). Types come from the annotations: ``int``, ``float``, ``bool``, ``str``, ``Path``
+    (relative to ``base``), ``tuple[str, ...]``, each optionally ``| None``.
+    """
+    given = given or {}
+    defaults = defaults or {}
+    hints = typing.get_type_hints(cls)
+    fields = [f for f in dataclasses.fields(cls) if f.init and f.name not in given]  # type: ignore[arg-type]
+    sec.reject_unknown([f.name for f in fields] + list(extra_keys))
+    out: dict[builtins.str, Any] = dict(given)
+    for f in fields:
+        if f.name in defaults:
+            default = defaults[f.name]
+        elif f.default is not dataclasses.MISSING:
+            default = f.default
+        else:
+            default = _MISSING
+        if not sec.has(f.name) and default is not _MISSING:
+            if isinstance(default, Path) and base is not None:
+                default = base / default.expanduser()  # relative to the file, as if written
+            out[f.name] = default
+            continue
+        out[f.name] = _read(sec, f.name, hints[f.name], default, f.metadata, base)
+    return cls(**out)
+
+
+def _read(sec: Section, key: builtins.str, hint: Any, default: Any,
+          meta: Any, base: Path | None) -> Any:
+    args = typing.get_args(hint)
+    if type(None) in args:  # X | None
+        (hint,) = [a for a in args if a is not type(None)]
+    lo, hi, choices = meta.get("min"), meta.get("max"), meta.get("choices")
+    if hint is builtins.bool:
+        return sec.bool(key, default)
+    if hint is builtins.int:
+        return sec.int(key, default, min=lo, max=hi)
+    if hint is builtins.float:
+        return sec.float(key, default, min=lo, max=hi)
+    if hint is builtins.str:
+        return sec.str(key, default, choices=choices)
+    if hint is Path:
+        return sec.path(key, default, base=base)
+    if typing.get_origin(hint) is tuple and typing.get_args(hint)[0] is builtins.str:
+        value = sec.list(key, default)
+        if not all(isinstance(v, builtins.str) for v in value):
+            raise ConfigError(f"{sec._where(key)} must be a list of strings")
+        return tuple(value)
+    raise TypeError(f"no TOML reader for {key}: {hint!r}")  # a programming error

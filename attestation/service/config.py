@@ -1,8 +1,8 @@
-"""VERIFIER.toml, the service's part: ``[service]``, ``[mqtt]``, ``[commands]``.
-
-The tables ``[verifier]``, ``[enrollment]``, ``[refvalues]``, ``[policy]`` and ``[limits]`` of the
-same file belong to ``edgeward.attestation`` (the appraisal core and its database); this loader
-leaves them alone. Reading the file is the only I/O.
+"""VERIFIER.toml, read once for a worker: ``[service]``, ``[mqtt]``, ``[commands]``, and the
+attestation part's tables (``[verifier]``, ``[enrollment]``, ``[refvalues]``, ``[policy]``,
+``[limits]``) through :func:`edgeward.attestation.config.verifier_from_section`, from the same
+parse. ``[limits]`` bounds both the appraisal and the worker's envelope decoding
+(:data:`edgeward.attestation.config.VERIFIER_LIMITS` unless set). Reading the file is the only I/O.
 """
 
 from __future__ import annotations
@@ -12,11 +12,38 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgeward.agent.config import mqtt_settings
-from edgeward.agent.transport import MqttSettings
-from edgeward.core.tomlconf import load_toml
+from edgeward.agent.config import MqttSettings, mqtt_settings
+from edgeward.attestation.config import (
+    VERIFIER_LIMITS,
+    VerifierConfig,
+    verifier_from_section,
+    verifier_limits,
+)
+from edgeward.core.limits import Limits
+from edgeward.core.tomlconf import load_toml, read_section, setting
 
 ATTESTATION_TABLES = ("verifier", "enrollment", "refvalues", "policy", "limits")
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    """``[service]``."""
+
+    worker: str = setting("")  # default: host-pid
+    store: Path = setting(Path("fleet.sqlite"))
+    shared_group: str = setting("edgeward")
+    challenge_interval: float = setting(3600.0, min=1.0)
+    challenge_on_connect: bool = setting(True)
+    tick: float = setting(1.0, min=0.05, max=60)
+    ack_interval: float = setting(0.5, min=0.0, max=60)  # at most one e2e ack per device per it
+
+
+@dataclass(frozen=True)
+class ServiceCommands:
+    """``[commands]``: the backend's signing key (commands and end-to-end acks)."""
+
+    key: Path | None = setting(None)
+    ttl: float = setting(60.0, min=1, max=86400)
 
 
 @dataclass(frozen=True)
@@ -25,13 +52,15 @@ class ServiceConfig:
     worker: str
     store: Path
     mqtt: MqttSettings
-    shared_group: str = "edgeward"
-    challenge_interval: float = 3600.0
-    challenge_on_connect: bool = True
-    tick: float = 1.0
-    command_key: Path | None = None
-    command_ttl: float = 60.0
-    ack_interval: float = 0.5  # at most one end-to-end ack per device per interval
+    shared_group: str = ServiceSettings.shared_group
+    challenge_interval: float = ServiceSettings.challenge_interval
+    challenge_on_connect: bool = ServiceSettings.challenge_on_connect
+    tick: float = ServiceSettings.tick
+    command_key: Path | None = ServiceCommands.key
+    command_ttl: float = ServiceCommands.ttl
+    ack_interval: float = ServiceSettings.ack_interval
+    limits: Limits = VERIFIER_LIMITS  # [limits]: envelope decoding bounds
+    verifier: VerifierConfig | None = None  # [verifier] and its tables; None: not appraised
 
 
 def load_service_config(path: Path) -> ServiceConfig:
@@ -39,28 +68,25 @@ def load_service_config(path: Path) -> ServiceConfig:
     root = load_toml(path)
     root.reject_unknown(("service", "mqtt", "commands", *ATTESTATION_TABLES))
     base = path.parent
-    s = root.section("service")
-    s.reject_unknown(("worker", "store", "shared_group", "challenge_interval",
-                      "challenge_on_connect", "tick", "ack_interval"))
-    worker = s.str("worker", f"{socket.gethostname()}-{os.getpid()}")
-    m = root.section("mqtt", required=True)
-    if not m.has("clean_start"):
-        m.data["clean_start"] = False  # keep the session: the broker queues while we restart
-    if not m.has("session_expiry"):
-        m.data["session_expiry"] = 3600
-    mq = mqtt_settings(m, base, f"edgeward-verifier-{worker}")
-    c = root.section("commands")
-    c.reject_unknown(("key", "ttl"))
+    s = read_section(ServiceSettings, root.section("service"), base=base,
+                     defaults={"worker": f"{socket.gethostname()}-{os.getpid()}"})
+    # keep the session by default: the broker queues for a worker while it restarts
+    mq = mqtt_settings(root.section("mqtt", required=True), base,
+                       f"edgeward-verifier-{s.worker}", manual_ack=True,
+                       clean_start=False, session_expiry=3600)
+    c = read_section(ServiceCommands, root.section("commands"), base=base)
     return ServiceConfig(
         source=path,
-        worker=worker,
-        store=s.path("store", "fleet.sqlite", base=base),
-        mqtt=MqttSettings(**{**mq.__dict__, "manual_ack": True}),
-        shared_group=s.str("shared_group", "edgeward"),
-        challenge_interval=s.float("challenge_interval", 3600.0, min=1.0),
-        challenge_on_connect=s.bool("challenge_on_connect", True),
-        tick=s.float("tick", 1.0, min=0.05, max=60),
-        ack_interval=s.float("ack_interval", 0.5, min=0.0, max=60),
-        command_key=c.path("key", None, base=base),
-        command_ttl=c.float("ttl", 60.0, min=1, max=86400),
+        worker=s.worker,
+        store=s.store,
+        mqtt=mq,
+        shared_group=s.shared_group,
+        challenge_interval=s.challenge_interval,
+        challenge_on_connect=s.challenge_on_connect,
+        tick=s.tick,
+        ack_interval=s.ack_interval,
+        command_key=c.key,
+        command_ttl=c.ttl,
+        limits=verifier_limits(root.section("limits")),
+        verifier=verifier_from_section(root, path) if root.has("verifier") else None,
     )

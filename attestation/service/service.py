@@ -36,10 +36,10 @@ from typing import Any, Protocol
 from edgeward.agent.commands import make_command
 from edgeward.agent.e2eack import make_ack
 from edgeward.agent.envelope import Envelope, decode, parse_topic, topic
-from edgeward.agent.transport import Connected, Incoming, MqttTransport
+from edgeward.agent.events import Connected, Incoming
+from edgeward.agent.transport import MqttTransport
 from edgeward.core import cbor
 from edgeward.core.errors import EdgewardError, MalformedInputError
-from edgeward.core.limits import DEFAULT_LIMITS, Limits
 
 from .config import ServiceConfig
 from .fleet_store import FleetStore
@@ -66,12 +66,11 @@ class VerifierService:
         *,
         appraiser: Appraiser | None = None,
         command_key: Any = None,
-        limits: Limits = DEFAULT_LIMITS,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.cfg = cfg
         self.clock = clock
-        self.limits = limits
+        self.limits = cfg.limits  # VERIFIER.toml [limits], as for the appraisal
         self.appraiser = appraiser
         self.command_key = command_key
         self.store = FleetStore(cfg.store, worker=cfg.worker)

@@ -29,7 +29,7 @@ from cryptography import x509
 
 from edgeward.attestation import claims as C
 from edgeward.attestation.appraisal import EnrolledDevice, Policy, Verdict, appraise
-from edgeward.attestation.config import VerifierConfig
+from edgeward.attestation.config import VERIFIER_LIMITS, VerifierConfig
 from edgeward.attestation.ear import Ear, TrustVector, sign_ear
 from edgeward.attestation.enroll import Endorsement, load_certs, verify_endorsement
 from edgeward.attestation.evidence import x5chain_of
@@ -114,7 +114,7 @@ class Verifier:
         self.policy = policy
         self.nonces = nonces or NoncePolicy()
         self.tofu = tofu
-        self.limits = limits or Limits(max_cbor_bytes=64 * 1024, max_cbor_items=10_000)
+        self.limits = limits or VERIFIER_LIMITS
         self.clock = clock
         self._refvalues_source: tuple[Path, TrustStore] | None = None
         if tofu:

@@ -10,8 +10,10 @@ from typing import Any
 
 from fixtures_mqtt import Mosquitto, TestCA
 
+from edgeward.agent.config import MqttSettings
 from edgeward.agent.envelope import Envelope, decode, parse_topic
-from edgeward.agent.transport import Incoming, MqttSettings, MqttTransport
+from edgeward.agent.events import Incoming
+from edgeward.agent.transport import MqttTransport
 from edgeward.attestation.service.config import ServiceConfig
 from edgeward.attestation.service.service import VerifierService
 

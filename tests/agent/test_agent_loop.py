@@ -47,7 +47,7 @@ def test_reports_flow_and_outbox_drains(mosquitto: Mosquitto, test_ca: TestCA, t
     assert not th.is_alive()
     assert col.wait_for(lambda: col.status.get("dev-a") == b"offline")
     from edgeward.agent.outbox import Outbox
-    ob = Outbox(agent.cfg.outbox_path, "dev-a")
+    ob = Outbox(agent.cfg.outbox.path, "dev-a")
     assert ob.count() == 0, "clean stop flushed the outbox"
     col.stop()
 
@@ -86,7 +86,7 @@ def test_local_events_and_signed_commands(mosquitto: Mosquitto, test_ca: TestCA,
         assert col.wait_for(lambda: agent.counters.get("command_expired") == 1)
         acc = col.envelopes("dev-a", "command.accepted")
         assert [e.body for e in acc] == [{"seq": 1, "op": "set_interval"}]
-        assert agent.cfg.metrics_interval == 1.5
+        assert agent.cfg.metrics.interval == 1.5
         assert agent.counters["command_replayed"] == 1
         assert agent.counters["command_unsigned"] == 2
         reasons = {e.body["reason"] for e in col.envelopes("dev-a", "command.refused")}

@@ -104,8 +104,8 @@ def test_config_defaults_and_relative_paths(tmp_path: Path) -> None:
     cfg = load_agent_config(_write(tmp_path, MIN))
     assert cfg.device == "lock-1" and cfg.mqtt.client_id == "lock-1"
     assert cfg.mqtt.ca == tmp_path / "ca.pem" and cfg.mqtt.port == 8883 and cfg.mqtt.tls
-    assert cfg.outbox_path == tmp_path / "state" / "outbox.db"
-    assert cfg.command_trust is None and not cfg.ha_enabled
+    assert cfg.outbox.path == tmp_path / "state" / "outbox.db"
+    assert cfg.commands.trust is None and not cfg.home_assistant.enabled
 
 
 @pytest.mark.parametrize(
@@ -187,7 +187,7 @@ def _offline_agent(tmp_path: Path):  # type: ignore[no-untyped-def]
 
 def test_agent_counts_bad_input_and_never_crashes(tmp_path: Path) -> None:
     """Attack: junk on every topic the device reads, and on topics it must not act on."""
-    from edgeward.agent.transport import Incoming
+    from edgeward.agent.events import Incoming
 
     agent = _offline_agent(tmp_path)
     for t, p in [
@@ -211,7 +211,7 @@ def test_agent_counts_bad_input_and_never_crashes(tmp_path: Path) -> None:
 
 
 def test_agent_answers_a_challenge_with_evidence_through_the_outbox(tmp_path: Path) -> None:
-    from edgeward.agent.transport import Incoming
+    from edgeward.agent.events import Incoming
 
     agent = _offline_agent(tmp_path)
     agent.attester = lambda nonce: b"EAT:" + nonce

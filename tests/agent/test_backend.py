@@ -9,8 +9,9 @@ from pathlib import Path
 from agent_helpers import service_cfg, start
 from fixtures_mqtt import Mosquitto, TestCA
 
+from edgeward.agent.config import MqttSettings
 from edgeward.agent.envelope import Envelope, encode, topic
-from edgeward.agent.transport import MqttSettings, MqttTransport
+from edgeward.agent.transport import MqttTransport
 from edgeward.attestation.service.gaps import analyse, missing_ranges
 from edgeward.attestation.service.service import VerifierService
 from edgeward.core import cbor
@@ -84,17 +85,14 @@ def test_two_workers_appraise_every_evidence_exactly_once(
 
 
 def test_bad_input_is_counted_not_fatal(mosquitto: Mosquitto, test_ca: TestCA, tmp_path: Path) -> None:
-    from edgeward.core.limits import Limits
-
-    svc = VerifierService(service_cfg(mosquitto, test_ca, tmp_path, "w0", shared_group=""),
-                          limits=Limits(max_cbor_bytes=64 * 1024))
+    svc = VerifierService(service_cfg(mosquitto, test_ca, tmp_path, "w0", shared_group=""))
     th = start(svc)
     time.sleep(0.3)
     d = device(mosquitto, test_ca, "lock-9")
     t = topic("lock-9", "report")
     d.publish(t, b"\xff\xfe not cbor")
     d.publish(t, cbor.dumps({"v": 1}))
-    d.publish(t, b"\xa0" * (100 * 1024))  # over the service's max_cbor_bytes
+    d.publish(t, b"\xa0" * (100 * 1024))  # over the service's max_cbor_bytes (64 KiB)
     d.publish(t, env("lock-8", 1, "metrics", {}))  # claims another device
     d.publish(t, env("lock-9", 1, "metrics", {}))
     d.publish(t, env("lock-9", 1, "metrics", {}))  # duplicate
@@ -113,7 +111,7 @@ def test_bad_input_is_counted_not_fatal(mosquitto: Mosquitto, test_ca: TestCA, t
     # over the broker's announced maximum packet size: refused before it can kill the link
     import pytest
 
-    from edgeward.agent.transport import PayloadTooLargeError
+    from edgeward.agent.events import PayloadTooLargeError
 
     with pytest.raises(PayloadTooLargeError):
         d.publish(t, b"\xa0" * (1024 * 1024))
@@ -133,7 +131,7 @@ def test_signed_command_from_service_reaches_only_its_device(
     import queue
 
     from edgeward.agent.commands import CommandGate
-    from edgeward.agent.transport import Incoming
+    from edgeward.agent.events import Incoming
     from edgeward.core.keys import generate
 
     key = generate("ed25519")

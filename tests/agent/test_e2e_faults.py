@@ -15,9 +15,11 @@ from test_agent_loop import start_agent
 from test_faults import run_agent, sent_total, stop_cleanly, wait_all
 
 from edgeward.agent.commands import make_command
+from edgeward.agent.config import MqttSettings
 from edgeward.agent.e2eack import make_ack
 from edgeward.agent.envelope import topic
-from edgeward.agent.transport import Acked, Incoming, MqttSettings, MqttTransport
+from edgeward.agent.events import Acked, Incoming
+from edgeward.agent.transport import MqttTransport
 from edgeward.attestation.service.service import VerifierService
 from edgeward.core import cbor
 from edgeward.core.keys import generate, write_keypair

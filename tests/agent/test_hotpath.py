@@ -17,8 +17,8 @@ from edgeward.agent.envelope import (
     encode,
     encode_fields,
 )
+from edgeward.agent.events import Acked, PayloadTooLargeError
 from edgeward.agent.outbox import NewMessage, Outbox, Stored
-from edgeward.agent.transport import Acked, PayloadTooLargeError
 
 BODIES: list[dict[Any, Any]] = [
     {},
@@ -119,7 +119,7 @@ def _scenario(tmp_path: Path, *, fresh: bool) -> tuple[list[tuple[str, int, str]
 
     agent.pump()  # nothing stored: from here on, stored messages may be sent from memory
     emit((0, 1), (2, 1), (0, 1), (1, 1), (2, 1))
-    window = agent.cfg.window
+    window = agent.cfg.outbox.window
     agent.inflight.update({10**6 + i: 0 for i in range(window - 2)})  # room for two
     emit((0, 1), (2, 1), (0, 1), (2, 1))
     for i in range(window - 2):
@@ -153,12 +153,9 @@ def test_pubacks_wake_the_loop_once_per_batch_or_when_nothing_is_in_flight() -> 
     from paho.mqtt.packettypes import PacketTypes
     from paho.mqtt.reasoncodes import ReasonCode
 
-    from edgeward.agent.transport import (
-        ACK_SIGNAL_BATCH,
-        AcksReady,
-        MqttSettings,
-        MqttTransport,
-    )
+    from edgeward.agent.config import MqttSettings
+    from edgeward.agent.events import AcksReady
+    from edgeward.agent.transport import ACK_SIGNAL_BATCH, MqttTransport
 
     events: list[object] = []
     t = MqttTransport(MqttSettings(client_id="unit", tls=False), events.append, batch_acks=True)

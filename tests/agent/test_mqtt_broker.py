@@ -9,15 +9,10 @@ from pathlib import Path
 
 from fixtures_mqtt import Mosquitto, TestCA, paho_client
 
+from edgeward.agent.config import MqttSettings
 from edgeward.agent.envelope import topic
-from edgeward.agent.transport import (
-    Acked,
-    Connected,
-    Incoming,
-    MqttSettings,
-    MqttTransport,
-    StatusTopic,
-)
+from edgeward.agent.events import Acked, Connected, Incoming
+from edgeward.agent.transport import MqttTransport, StatusTopic
 
 
 def settings(broker: Mosquitto, ca: TestCA, cn: str, **kw: object) -> MqttSettings:
@@ -83,7 +78,8 @@ def test_will_on_abrupt_loss(mosquitto: Mosquitto, test_ca: TestCA, tmp_path: Pa
     code = textwrap.dedent(f"""
         import time
         from pathlib import Path
-        from edgeward.agent.transport import MqttTransport, MqttSettings, StatusTopic
+        from edgeward.agent.config import MqttSettings
+        from edgeward.agent.transport import MqttTransport, StatusTopic
         s = MqttSettings(host="127.0.0.1", port={mosquitto.port}, client_id="dev-w",
             ca=Path({str(test_ca.ca)!r}), cert=Path({str(c.cert)!r}), key=Path({str(c.key)!r}),
             keepalive=2)
