@@ -11,12 +11,12 @@ APT_PACKAGES := mosquitto mosquitto-clients swtpm swtpm-tools tpm2-tools libtss2
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PIP_FLAGS := --disable-pip-version-check --no-input -q
 
-.PHONY: demo test lint typecheck system venv venv-tflite unit runtime-tflite bench clean
+.PHONY: demo test lint typecheck system venv venv-tflite unit runtime-tflite bench clean fuzz fuzz-ci
 
 demo: system venv
 	$(VENV)/bin/edgeward demo
 
-test: system venv venv-tflite lint typecheck unit runtime-tflite
+test: system venv venv-tflite lint typecheck unit runtime-tflite fuzz-ci
 
 # Debian packages: skipped when every one is already installed.
 system:
@@ -34,7 +34,7 @@ $(VENV)/.installed: setup.py pyproject.toml
 	@echo "Setting up $(VENV) (Python packages from PyPI)"
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install $(PIP_FLAGS) -U pip setuptools wheel
-	$(VENV)/bin/pip install $(PIP_FLAGS) -e '.[litert,tpm,agent,dev]'
+	$(VENV)/bin/pip install $(PIP_FLAGS) -e '.[litert,tpm,agent,dev,fuzz]'
 	touch $@
 
 # tflite-runtime 2.14 needs numpy<2, so it gets a venv of its own.
@@ -59,6 +59,18 @@ unit: venv
 runtime-tflite: venv-tflite
 	$(VENV_TFLITE)/bin/pytest -q -p no:cacheprovider tests/models/test_runtime.py \
 		tests/models/test_refmodels.py tests/models/test_tflite_validate.py
+
+# Coverage-guided fuzzing (atheris): fuzz/README.md. `make fuzz` runs every target for
+# FUZZ_SECONDS (two at a time, niced) and keeps going past findings; fuzz-ci runs each for a
+# short budget from the saved corpus and fails on the first crash, hang or finding.
+FUZZ_SECONDS ?= 600
+FUZZ_CI_SECONDS ?= 10
+FUZZ_JOBS ?= 2
+fuzz: venv
+	nice -n 10 $(VENV)/bin/python fuzz/run.py --seconds $(FUZZ_SECONDS) --jobs $(FUZZ_JOBS) --keep-going
+
+fuzz-ci: venv
+	nice -n 10 $(VENV)/bin/python fuzz/run.py --seconds $(FUZZ_CI_SECONDS) --jobs $(FUZZ_JOBS)
 
 # The AWS IoT Device Defender agent's collector is a peer in bench_agent; it gets its own venv.
 bench: system venv $(VENV_BENCH)/.installed

@@ -49,6 +49,7 @@ setup(
         "tflite": ["tflite-runtime==2.14.0", "numpy<2"],
         "tpm": ["tpm2-pytss>=2.3"],
         "agent": ["paho-mqtt>=2.1", "psutil>=5.9"],
+        "fuzz": ["atheris>=2.3"],
         "dev": [
             "pytest>=8",
             "hypothesis>=6.100",
