@@ -3,7 +3,8 @@
 Input: the bytes of a configuration file. It is written to a private temporary folder and read by
 each loader in turn: ``load_agent_config`` (agent/config.py), ``load_attester_config`` and
 ``load_verifier_config`` (attestation/config.py), ``load_service_config``
-(attestation/service/config.py) and the vendor's reference values ``refvalues.from_toml``.
+(attestation/service/config.py), the vendor's reference values ``refvalues.from_toml`` and
+a board definition ``boards.loader.parse_board`` (vendor board folders).
 
 Oracle (see _common.py): a loader returns a config or raises an EdgewardError (ConfigError: it
 names the file, the key and the fix); anything else (TypeError, KeyError, OverflowError,
@@ -25,6 +26,7 @@ def setup() -> OneInput:
     from edgeward.attestation import refvalues
     from edgeward.attestation.config import load_attester_config, load_verifier_config
     from edgeward.attestation.service.config import load_service_config
+    from edgeward.boards.loader import parse_board
     from edgeward.core.errors import EdgewardError
     from edgeward.core.tomlconf import load_toml
 
@@ -33,7 +35,8 @@ def setup() -> OneInput:
                                    dir=shm if shm.is_dir() else None))
     path = folder / "config.toml"
     loaders = (load_agent_config, load_attester_config, load_verifier_config, load_service_config,
-               lambda p: refvalues.from_toml(load_toml(p), issued=1))
+               lambda p: refvalues.from_toml(load_toml(p), issued=1),
+               lambda p: parse_board(p.read_bytes().decode("utf-8", "replace"), source=str(p)))
 
     def one(data: bytes) -> None:
         path.write_bytes(data)

@@ -218,6 +218,7 @@ def frames(events: list[dict]) -> list[bytes]:
 
 def toml_examples() -> list[bytes]:
     out = [p.read_bytes() for p in sorted((REPO / "deploy").glob("*.toml.example"))]
+    out += [p.read_bytes() for p in sorted((REPO / "boards" / "data").glob("*.toml"))[:2]]
     doc = (REPO / "docs" / "ATTESTATION.md").read_text(encoding="utf-8")
     out += [m.group(1).encode() for m in re.finditer(r"```toml\n(.*?)```", doc, re.S)]
     out.append(b'[service]\nworker = "w1"\n\n[mqtt]\nhost = "127.0.0.1"\nport = 1883\n')
