@@ -11,10 +11,14 @@ clean verdict with plain-words reasons, never an exception. The steps, in order:
 3. freshness: the ``eat_nonce`` must be a live, unused challenge issued to that device
    (:mod:`.nonces`), and ``iat`` not in the future nor older than ``max_evidence_age`` (99);
 4. the bootcount may not go backwards (RFC 9711 §4.2.13; 96, a clone or a rolled-back state);
-5. hardware: a TPM key must be endorsed as one (the maker's certificate policy, see
-   :mod:`.enroll`) and its quote is checked for real (:mod:`.tpm_quote`); a software key is
-   accepted only if the policy allows it, and then claims nothing about hardware;
-6. reference values for the board (``hwmodel``): agent version (older than ``min-swversion``
+5. hardware: the enrollment fixes the key kind and the board, and evidence that declares
+   another kind or names another board is contraindicated (hardware 96). A TPM-enrolled device
+   must send a TPM quote, checked for real (:mod:`.tpm_quote`): without a valid one it is never
+   affirming. The attestation key is a restricted TPM key, so the only facts about the hardware
+   are what it can sign for the TPM itself: the quote over the PCRs and the nonce (the evidence's
+   own signature covers whatever the software asked the TPM to hash). A software key gives at
+   most a warning (hardware 32) unless the policy says ``software_keys = "affirming"``;
+6. reference values for the enrolled board: agent version (older than ``min-swversion``
    is 96 contraindicated), agent code digest (``executables``), configuration digest
    (``configuration``), models by name, minimum version and digest (``file-system``), PCRs.
 
@@ -43,7 +47,7 @@ from edgeward.core.limits import DEFAULT_LIMITS, Limits
 class Policy:
     """Appraisal policy; the defaults are the safe ones."""
 
-    allow_software_keys: bool = True
+    software_keys: str = "warning"  # "warning" | "affirming" | "refuse" (docs/THREAT_MODEL.md)
     max_clock_skew: float = 30.0
     max_evidence_age: float = 300.0
     policy_id: str = "edgeward/default"
@@ -56,6 +60,7 @@ class EnrolledDevice:
     endorsement: str  # "x509" | "tofu"
     last_bootcount: int | None = None
     key_kind: str = "software"  # "tpm" only if the maker's certificate says the key is in a TPM
+    board: str | None = None  # fixed at enrollment; None: pinned by the first appraisal
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,7 @@ class Verdict:
     bootcount: int | None
     evidence_sha256: bytes
     claims: EvidenceClaims | None = None
+    board_to_pin: str | None = None  # the board of a device enrolled without one
 
 
 class _Result:
@@ -107,10 +113,10 @@ def appraise(
 
     def done(device: str | None = None, nonce: bytes | None = None,
              consume: bytes | None = None, bootcount: int | None = None,
-             claims: EvidenceClaims | None = None) -> Verdict:
+             claims: EvidenceClaims | None = None, pin: str | None = None) -> Verdict:
         ear = Ear(vector=r.vector, iat=int(now), device=device, nonce=nonce,
                   reasons=tuple(r.reasons), policy_id=policy.policy_id)
-        return Verdict(ear, device, consume, bootcount, digest, claims)
+        return Verdict(ear, device, consume, bootcount, digest, claims, pin)
 
     # 1-2. structure, identity, signature, claims
     try:
@@ -165,16 +171,21 @@ def appraise(
         r.set("instance-identity", C.TRUSTWORTHY_INSTANCE,
               f"device {name} is enrolled{note} and its evidence is fresh")
 
-    # 5. hardware and boot state
+    # 5. hardware and boot state; the board is the enrolled one, never the device's say-so
     _hardware(r, ev, enrolled, policy)
+    board = enrolled.board or ev.hwmodel
+    if ev.hwmodel != board:
+        r.set("hardware", C.CONTRAINDICATED_HARDWARE,
+              f"evidence names board '{ev.hwmodel}' but the device is enrolled as '{board}'")
     # 6. reference values
-    rv = refvalues.get(ev.hwmodel)
+    rv = refvalues.get(board)
     if rv is None:
         r.set("executables", C.UNRECOGNIZED_RUNTIME,
-              f"no signed reference values for board '{ev.hwmodel}'")
+              f"no signed reference values for board '{board}'")
     else:
-        _against_reference(r, ev, rv)
-    return done(name, ev.nonce, consume, bootcount, ev)
+        _against_reference(r, ev, rv, enrolled)
+    return done(name, ev.nonce, consume, bootcount, ev,
+                pin=board if enrolled.board is None else None)
 
 
 _COSE_ALGS = {cose.COSE_ALG_EDDSA: "EdDSA", cose.COSE_ALG_ES256: "ES256"}
@@ -210,22 +221,31 @@ def _sig_structure(protected: bytes, payload: bytes) -> bytes:
 
 
 def _hardware(r: _Result, ev: EvidenceClaims, enrolled: EnrolledDevice, policy: Policy) -> None:
-    if ev.key_kind == "software":
+    if ev.key_kind != enrolled.key_kind:
+        if ev.key_kind == "tpm":
+            why = "evidence claims a TPM key but the device certificate does not endorse one"
+        else:  # a TPM board's key used to sign evidence that skips the quote (downgrade)
+            why = ("evidence declares a software key but the device is enrolled with a TPM "
+                   "attestation key (downgrade)")
+        r.set("hardware", C.CONTRAINDICATED_HARDWARE, why)
+        return
+    if enrolled.key_kind == "software":
         if ev.boot is not None:
             r.set("hardware", C.CONTRAINDICATED_HARDWARE,
                   "a software key cannot vouch for a TPM quote")
-        elif policy.allow_software_keys:
-            r.reasons.append("signed by a software key: hardware is not attested")
-        else:
+        elif policy.software_keys == "refuse":
             r.set("hardware", C.CONTRAINDICATED_HARDWARE,
                   "signed by a software key, which the policy does not accept")
-        return
-    if enrolled.key_kind != "tpm":
-        r.set("hardware", C.CONTRAINDICATED_HARDWARE,
-              "evidence claims a TPM key but the device certificate does not endorse one")
+        elif policy.software_keys == "affirming":
+            r.reasons.append("signed by a software key: hardware is not attested "
+                             "(policy accepts software keys)")
+        else:
+            r.set("hardware", C.UNSAFE_HARDWARE,
+                  "signed by a software key: hardware is not attested (policy: warning)")
         return
     if ev.boot is None:
-        r.set("hardware", C.UNSAFE_HARDWARE, "TPM key but no boot state (PCRs and quote)")
+        r.set("hardware", C.CONTRAINDICATED_HARDWARE,
+              "the device is enrolled with a TPM attestation key but sent no TPM quote")
         return
     try:
         verify_quote(ev.boot.quote, ev.boot.quote_sig, enrolled.key.crypto_key,
@@ -236,7 +256,8 @@ def _hardware(r: _Result, ev: EvidenceClaims, enrolled: EnrolledDevice, policy: 
     r.set("hardware", C.GENUINE_HARDWARE, "TPM quote verified with the endorsed attestation key")
 
 
-def _against_reference(r: _Result, ev: EvidenceClaims, rv: RefValues) -> None:
+def _against_reference(r: _Result, ev: EvidenceClaims, rv: RefValues,
+                       enrolled: EnrolledDevice) -> None:
     meas = ev.measurements
     try:
         version = parse_version(ev.swversion)
@@ -264,7 +285,7 @@ def _against_reference(r: _Result, ev: EvidenceClaims, rv: RefValues) -> None:
         else:
             r.set("configuration", C.UNSAFE_CONFIG,
                   f"agent configuration digest {meas.agent_config.hex()[:16]} is not approved")
-    if rv.require_tpm and ev.boot is None:
+    if rv.require_tpm and (ev.boot is None or enrolled.key_kind != "tpm"):
         r.set("hardware", C.CONTRAINDICATED_HARDWARE,
               f"board '{rv.board}' requires a TPM quote")
     if ev.boot is not None and rv.pcrs is not None:

@@ -191,7 +191,7 @@ class VerifierConfig:
     vendor_keys: Path
     refvalues_dir: Path
     tofu: bool = False
-    allow_software_keys: bool = True
+    software_keys: str = "warning"
     max_clock_skew: float = 30.0
     max_evidence_age: float = 300.0
     nonce_ttl: float = 60.0
@@ -209,7 +209,10 @@ def verifier_from_section(root: Section, source: Path) -> VerifierConfig:
     rv = root.section("refvalues", required=True)
     rv.reject_unknown(("vendor_keys", "dir"))
     pol = root.section("policy")
-    pol.reject_unknown(("allow_software_keys", "max_clock_skew", "max_evidence_age",
+    if pol.has("allow_software_keys"):
+        raise ConfigError(f"{source}: key 'policy.allow_software_keys' is replaced",
+                          hint='use software_keys = "warning" (default), "affirming" or "refuse"')
+    pol.reject_unknown(("software_keys", "max_clock_skew", "max_evidence_age",
                         "nonce_ttl", "nonce_bytes"))
     cas = en.list("maker_cas", [])
     if not all(isinstance(c, str) for c in cas):
@@ -227,7 +230,8 @@ def verifier_from_section(root: Section, source: Path) -> VerifierConfig:
         vendor_keys=rv.path("vendor_keys", base=base),
         refvalues_dir=rv.path("dir", base=base),
         tofu=tofu,
-        allow_software_keys=pol.bool("allow_software_keys", True),
+        software_keys=pol.str("software_keys", "warning",
+                              choices=("warning", "affirming", "refuse")),
         max_clock_skew=pol.float("max_clock_skew", 30.0, min=0, max=3600),
         max_evidence_age=pol.float("max_evidence_age", 300.0, min=1, max=86400),
         nonce_ttl=pol.float("nonce_ttl", 60.0, min=1, max=3600),

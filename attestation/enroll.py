@@ -34,6 +34,11 @@ MAX_CHAIN = 4
 # TPM-resident restricted attestation key (checked at the factory, e.g. by credential
 # activation against the TPM's endorsement key). OID in the UUID arc 2.25 (ITU-T X.667).
 TPM_KEY_POLICY = x509.ObjectIdentifier("2.25.88528677824138185023864636800161431357")
+# Non-critical extension by which the maker fixes the device's board (the EAT hwmodel that
+# selects its reference values): a DER UTF8String of 1..32 bytes. Evidence naming another board
+# is contraindicated, so a device cannot pick a board whose reference values ask for less.
+BOARD_EXTENSION = x509.ObjectIdentifier("2.25.327772217845798804195842825146041411991")
+MAX_BOARD_BYTES = 32
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,7 @@ class Endorsement:
     issuer: str
     fingerprint: bytes  # SHA-256 of the leaf certificate
     key_kind: str = "software"  # "tpm" when the certificate carries TPM_KEY_POLICY
+    board: str | None = None  # from BOARD_EXTENSION, when the maker put it in the certificate
 
 
 def load_certs(data: bytes) -> list[x509.Certificate]:
@@ -130,7 +136,31 @@ def verify_endorsement(
         issuer=_cn(anchor.subject),
         fingerprint=leaf.fingerprint(hashes.SHA256()),
         key_kind="tpm" if _has_tpm_policy(leaf) else "software",
+        board=board_of(leaf),
     )
+
+
+def _board_der(board: str) -> bytes:
+    raw = board.encode()
+    if not 0 < len(raw) <= MAX_BOARD_BYTES:
+        raise ValueError(f"board name must be 1..{MAX_BOARD_BYTES} bytes")
+    return bytes([0x0C, len(raw)]) + raw  # UTF8String, short-form length
+
+
+def board_of(cert: x509.Certificate) -> str | None:
+    """The board the maker fixed in ``cert`` (:data:`BOARD_EXTENSION`), or None."""
+    try:
+        ext = cert.extensions.get_extension_for_oid(BOARD_EXTENSION).value
+    except x509.ExtensionNotFound:
+        return None
+    raw = getattr(ext, "value", b"")
+    if (len(raw) < 2 or raw[0] != 0x0C or raw[1] != len(raw) - 2
+            or not 0 < raw[1] <= MAX_BOARD_BYTES):
+        raise UnknownDeviceError("device certificate's board extension is malformed")
+    try:
+        return bytes(raw[2:]).decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UnknownDeviceError("device certificate's board extension is not UTF-8") from e
 
 
 def _has_tpm_policy(cert: x509.Certificate) -> bool:
@@ -171,11 +201,13 @@ def issue_device_cert(
     now: float,
     days: int = 3650,
     tpm: bool = False,
+    board: str | None = None,
 ) -> x509.Certificate:
     """The maker's endorsement: a leaf certificate for ``device_key`` with CN = ``device``.
 
     ``tpm=True`` adds :data:`TPM_KEY_POLICY`: the maker vouches that the key lives in a TPM, and
-    only then does the verifier accept TPM quotes signed by it.
+    only then does the verifier accept TPM quotes signed by it. ``board`` adds
+    :data:`BOARD_EXTENSION`: the board (EAT hwmodel) whose reference values apply.
     """
     start = dt.datetime.fromtimestamp(now, tz=dt.UTC) - dt.timedelta(minutes=5)
     builder = (
@@ -193,4 +225,7 @@ def issue_device_cert(
         builder = builder.add_extension(
             x509.CertificatePolicies([x509.PolicyInformation(TPM_KEY_POLICY, None)]),
             critical=False)
+    if board is not None:
+        builder = builder.add_extension(
+            x509.UnrecognizedExtension(BOARD_EXTENSION, _board_der(board)), critical=False)
     return builder.sign(ca_key.crypto_key, _hash_for(ca_key.crypto_key))  # type: ignore[arg-type]

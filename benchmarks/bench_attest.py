@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from edgeward.attestation.appraisal import EnrolledDevice, appraise
+from edgeward.attestation.appraisal import EnrolledDevice, Policy, appraise
 from edgeward.attestation.attester import Attester
 from edgeward.attestation.config import VERIFIER_LIMITS, load_attester_config
 from edgeward.attestation.enroll import issue_device_cert, make_ca
@@ -111,7 +111,8 @@ def bench_alg(alg: str, n: int, repeats: int, tmp: Path) -> list[tuple[str, floa
     def core(k: int) -> None:
         for i in range(k):
             v = appraise(tokens[i], devices=lambda kid: dev, sessions=sessions.get,
-                         refvalues={BOARD: rv}, now=now, limits=LIMITS)
+                         refvalues={BOARD: rv}, now=now, limits=LIMITS,
+                         policy=Policy(software_keys="affirming"))
             assert v.ear.affirming, v.ear.reasons
 
     raw_rate = median_rate(raw, n, repeats)
@@ -123,7 +124,8 @@ def bench_alg(alg: str, n: int, repeats: int, tmp: Path) -> list[tuple[str, floa
     ca = make_ca(ca_key, "CA", now=now)
     cert = issue_device_cert(ca_key, ca, signer.public, "lock-0001", now=now)
     ver = Verifier(store=store, ear_key=keys.generate(alg), maker_cas=[ca],
-                   refvalues={BOARD: rv}, limits=LIMITS)
+                   refvalues={BOARD: rv}, limits=LIMITS,
+                   policy=Policy(software_keys="affirming"))
     ver.enroll([cert])
     m = max(n // 4, 50)
     full_nonces = [ver.challenge("lock-0001") for _ in range(m * repeats)]

@@ -138,7 +138,8 @@ def _verifier(path: Path, vendor: Vendor, refvalues: dict[str, Any]) -> Any:
 
     return Verifier(store=Store(path), ear_key=keys.generate("ed25519"),
                     maker_cas=[vendor.ca_cert], refvalues=refvalues,
-                    policy=Policy(policy_id="acme-locks/2026-1"), nonces=NoncePolicy(ttl=60))
+                    policy=Policy(software_keys="affirming", policy_id="acme-locks/2026-1"),
+                    nonces=NoncePolicy(ttl=60))
 
 
 def run_attestation(out: Path, n: int, vendor: Vendor) -> None:
@@ -271,7 +272,9 @@ def _fleet_files(root: Path, vendor: Vendor, broker: Any, ca: Any, dev: str) -> 
         f'key = "{cmd_priv}"\n\n[verifier]\n'
         f'database = "verifier.sqlite"\nkey_file = "ear-key/private.pem"\n'
         f'policy_id = "acme-locks/2026-1"\n\n[enrollment]\nmaker_cas = ["{vendor.ca_path}"]\n\n'
-        f'[refvalues]\nvendor_keys = "{vendor.out / "keys" / "public.pem"}"\ndir = "refvalues"\n')
+        f'[refvalues]\nvendor_keys = "{vendor.out / "keys" / "public.pem"}"\ndir = "refvalues"\n'
+        # the demo's devices have software keys; the default policy makes that a warning
+        '\n[policy]\nsoftware_keys = "affirming"\n')
     return agent, verifier
 
 

@@ -212,7 +212,9 @@ def ca_init(out: Path, name: str, alg: str) -> None:
 @click.option("--out", required=True, type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--tpm", is_flag=True,
               help="Vouch that the key is a TPM attestation key (only after checking it).")
-def ca_issue(ca_dir: Path, pub: Path, device: str, out: Path, tpm: bool) -> None:
+@click.option("--board", help="Fix the device's board (EAT hwmodel) in the certificate.")
+def ca_issue(ca_dir: Path, pub: Path, device: str, out: Path, tpm: bool,
+             board: str | None) -> None:
     """Endorse a device key: issue its certificate (CN = device name)."""
     from cryptography.hazmat.primitives.serialization import Encoding
 
@@ -221,8 +223,10 @@ def ca_issue(ca_dir: Path, pub: Path, device: str, out: Path, tpm: bool) -> None
 
     ca_key = load_signing_key(ca_dir / "private.pem")
     ca_cert = load_certs(_read(ca_dir / "ca.pem", "CA certificate"))[0]
+    if board is not None and not 0 < len(board.encode()) <= 32:
+        raise click.BadParameter("--board must be 1..32 bytes")
     cert = issue_device_cert(ca_key, ca_cert, load_verifying_key(pub), device, now=time.time(),
-                             tpm=tpm)
+                             tpm=tpm, board=board)
     _write(out, cert.public_bytes(Encoding.PEM))
     click.echo(f"wrote {out} for device {device}" + (" (TPM key)" if tpm else ""))
 
@@ -231,7 +235,8 @@ def ca_issue(ca_dir: Path, pub: Path, device: str, out: Path, tpm: bool) -> None
 @click.option("--verifier-config", "config", required=True, type=_cfg_path)
 @click.option("--cert", required=True, type=_cfg_path,
               help="Device certificate (PEM; chain leaf first).")
-def enroll(config: Path, cert: Path) -> None:
+@click.option("--board", help="The device's board, if its certificate does not fix one.")
+def enroll(config: Path, cert: Path, board: str | None) -> None:
     """Enroll a device ahead of time from its maker-CA certificate."""
     from edgeward.attestation.config import load_verifier_config
     from edgeward.attestation.enroll import load_certs
@@ -239,7 +244,7 @@ def enroll(config: Path, cert: Path) -> None:
 
     v = Verifier.from_config(load_verifier_config(config))
     try:
-        e = v.enroll(load_certs(_read(cert, "certificate")))
+        e = v.enroll(load_certs(_read(cert, "certificate")), board=board)
     finally:
         v.close()
     click.echo(f"enrolled {e.device} (key {e.key.key_id.hex()[:16]}, CA '{e.issuer}')")

@@ -18,6 +18,7 @@ load time and logged as errors; their board then has no reference and cannot be 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sqlite3
 import time
@@ -130,7 +131,7 @@ class Verifier:
             ear_key=load_signing_key(cfg.key_file),
             maker_cas=load_cas(cfg.maker_cas),
             refvalues=load_refvalues_dir(cfg.refvalues_dir, trust, cfg.limits),
-            policy=Policy(allow_software_keys=cfg.allow_software_keys,
+            policy=Policy(software_keys=cfg.software_keys,
                           max_clock_skew=cfg.max_clock_skew,
                           max_evidence_age=cfg.max_evidence_age, policy_id=cfg.policy_id),
             nonces=NoncePolicy(ttl=cfg.nonce_ttl, nonce_bytes=cfg.nonce_bytes),
@@ -170,15 +171,23 @@ class Verifier:
         try:
             self.store.put_device(DeviceRecord(e.device, e.key.key_id, e.key.spki_der(),
                                                endorsement, e.issuer, self.clock(), None,
-                                               e.key_kind))
+                                               e.key_kind, e.board))
         except sqlite3.IntegrityError as err:
             raise UnknownDeviceError(
                 f"key {e.key.key_id.hex()[:16]} is already enrolled under another device name"
             ) from err
 
-    def enroll(self, chain: list[x509.Certificate]) -> Endorsement:
-        """Enroll the device a maker-CA certificate chain endorses (leaf first)."""
+    def enroll(self, chain: list[x509.Certificate], *, board: str | None = None) -> Endorsement:
+        """Enroll the device a maker-CA certificate chain endorses (leaf first).
+
+        The board is the certificate's (:data:`.enroll.BOARD_EXTENSION`), else ``board``, else
+        the one its first appraised evidence names (pinned then, and fixed from then on).
+        """
         e = verify_endorsement(chain, self.maker_cas, now=self.clock())
+        if board is not None and e.board is not None and board != e.board:
+            raise UnknownDeviceError(f"the certificate fixes board '{e.board}', not '{board}'")
+        if e.board is None and board is not None:
+            e = dataclasses.replace(e, board=board)
         self._record(e, "x509")
         return e
 
@@ -205,7 +214,7 @@ class Verifier:
         if rec is None:
             return None
         return EnrolledDevice(rec.device, _from_spki(rec.spki), rec.endorsement,
-                              rec.last_bootcount, rec.key_kind)
+                              rec.last_bootcount, rec.key_kind, rec.board)
 
     # --- appraisal ------------------------------------------------------------------------------
 
@@ -234,12 +243,13 @@ class Verifier:
 
     def _commit(self, verdict: Verdict, ear: Ear, now: float) -> AppraisalResult:
         signed = sign_ear(ear, self.ear_key)
+        trusted = ear.vector.instance_identity == C.TRUSTWORTHY_INSTANCE
         try:
             self.store.record_appraisal(
                 device=verdict.device, nonce=verdict.nonce_to_consume, now=now,
                 status=ear.status, evidence_sha256=verdict.evidence_sha256, ear=signed,
-                bootcount=verdict.bootcount if ear.vector.instance_identity
-                == C.TRUSTWORTHY_INSTANCE else None)
+                bootcount=verdict.bootcount if trusted else None,
+                board=verdict.board_to_pin if trusted else None)
         except ReplayError as e:  # another worker consumed the nonce first
             ear = Ear(vector=TrustVector(instance_identity=C.CRYPTO_VALIDATION_FAILED),
                       iat=int(now), device=verdict.device, nonce=ear.nonce,

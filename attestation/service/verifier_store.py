@@ -32,7 +32,8 @@ CREATE TABLE IF NOT EXISTS devices (
     issuer TEXT NOT NULL,               -- CA subject, or 'trust on first use'
     enrolled_at REAL NOT NULL,
     last_bootcount INTEGER,
-    key_kind TEXT NOT NULL DEFAULT 'software'  -- 'tpm' only if the certificate says so
+    key_kind TEXT NOT NULL DEFAULT 'software', -- 'tpm' only if the certificate says so
+    board TEXT                          -- fixed at enrollment (certificate or first evidence)
 );
 CREATE TABLE IF NOT EXISTS sessions (
     nonce BLOB PRIMARY KEY,
@@ -63,6 +64,15 @@ class DeviceRecord:
     enrolled_at: float
     last_bootcount: int | None
     key_kind: str = "software"
+    board: str | None = None
+
+
+# Columns added after the first release: (table, column, definition), added to older databases.
+_ADDED_COLUMNS = (
+    ("devices", "board", "TEXT"),
+)
+_DEVICE_COLUMNS = ("device, key_id, spki, endorsement, issuer, enrolled_at, last_bootcount, "
+                   "key_kind, board")
 
 
 class Store:
@@ -77,6 +87,10 @@ class Store:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(SCHEMA)
+            for table, column, definition in _ADDED_COLUMNS:
+                have = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+                if column not in have:
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
         except sqlite3.Error as e:
             raise DeviceError(f"cannot open the verifier database {self.path}: {e}") from e
         self._lock = threading.RLock()
@@ -109,21 +123,21 @@ class Store:
     def put_device(self, rec: DeviceRecord) -> None:
         with self.transaction() as db:
             db.execute(
-                "INSERT INTO devices VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(device) DO UPDATE SET "
+                f"INSERT INTO devices ({_DEVICE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?) "  # noqa: S608
+                "ON CONFLICT(device) DO UPDATE SET "
                 "key_id=excluded.key_id, spki=excluded.spki, endorsement=excluded.endorsement, "
                 "issuer=excluded.issuer, enrolled_at=excluded.enrolled_at, "
-                "key_kind=excluded.key_kind",
+                "key_kind=excluded.key_kind, board=excluded.board",
                 (rec.device, rec.key_id, rec.spki, rec.endorsement, rec.issuer,
-                 rec.enrolled_at, rec.last_bootcount, rec.key_kind),
+                 rec.enrolled_at, rec.last_bootcount, rec.key_kind, rec.board),
             )
         logger.info("device %s enrolled (%s, key %s)", rec.device, rec.endorsement,
                     rec.key_id.hex()[:16])
 
     _DEVICE_QUERIES = {
-        "key_id": "SELECT device, key_id, spki, endorsement, issuer, enrolled_at, last_bootcount, "
-        "key_kind FROM devices WHERE key_id = ?",
-        "device": "SELECT device, key_id, spki, endorsement, issuer, enrolled_at, last_bootcount, "
-        "key_kind FROM devices WHERE device = ?",
+        # constant column list, not input
+        "key_id": f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE key_id = ?",  # noqa: S608
+        "device": f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE device = ?",  # noqa: S608
     }
 
     def _device(self, column: str, arg: object) -> DeviceRecord | None:
@@ -167,8 +181,10 @@ class Store:
         evidence_sha256: bytes,
         ear: bytes,
         bootcount: int | None,
+        board: str | None = None,
     ) -> None:
-        """Consume the nonce, raise the bootcount and append the result, in one transaction."""
+        """Consume the nonce, raise the bootcount, pin the board of a device enrolled without one,
+        and append the result, in one transaction."""
         with self.transaction() as db:
             if nonce is not None:
                 cur = db.execute(
@@ -183,6 +199,9 @@ class Store:
                     "(last_bootcount IS NULL OR last_bootcount < ?)",
                     (bootcount, device, bootcount),
                 )
+            if device is not None and board is not None:
+                db.execute("UPDATE devices SET board = ? WHERE device = ? AND board IS NULL",
+                           (board, device))
             db.execute(
                 "INSERT INTO results (device, at, status, evidence_sha256, ear) "
                 "VALUES (?,?,?,?,?)",

@@ -8,7 +8,11 @@ and offers a :class:`~edgeward.firmware_shim.signer.Signer` (``kind == "tpm"``):
   hierarchy (TPM 2.0 Part 1 §25.3.1.4 restricted signing keys; template: Part 2 §12.2.4
   TPMT_PUBLIC with ``fixedTPM | fixedParent | sensitiveDataOrigin | userWithAuth | restricted |
   sign`` and a NULL symmetric algorithm). It is made persistent at ``ak_handle`` with
-  TPM2_EvictControl, so it survives restarts and its public key stays the one enrolled;
+  TPM2_EvictControl, so it survives restarts and its public key stays the one enrolled. A key
+  found at that handle is used only if it has those attributes (:func:`check_ak_public`): a
+  restricted key signs quotes and data the TPM hashed itself (with a TPMT_TK_HASHCHECK ticket,
+  which the TPM refuses for data that starts with TPM_GENERATED_VALUE), never a digest handed
+  in from outside, so software on the device cannot forge a quote with it;
 * :meth:`TpmSigner.sign` hashes the message inside the TPM (TPM2_HashSequenceStart /
   SequenceUpdate / SequenceComplete, which returns the TPMT_TK_HASHCHECK ticket a restricted key
   needs, Part 3 §17.5) and signs with TPM2_Sign; it returns ``r || s`` (the COSE ES256 form);
@@ -55,8 +59,8 @@ def _pytss() -> Any:
     return tpm2_pytss
 
 
-def _ak_template(t: Any) -> Any:
-    attrs = (
+def _ak_attrs(t: Any) -> Any:
+    return (
         t.TPMA_OBJECT.FIXEDTPM
         | t.TPMA_OBJECT.FIXEDPARENT
         | t.TPMA_OBJECT.SENSITIVEDATAORIGIN
@@ -64,7 +68,26 @@ def _ak_template(t: Any) -> Any:
         | t.TPMA_OBJECT.RESTRICTED
         | t.TPMA_OBJECT.SIGN_ENCRYPT
     )
-    public = t.TPMT_PUBLIC.parse("ecc256:ecdsa-sha256", objectAttributes=attrs)
+
+
+def check_ak_public(t: Any, area: Any, handle: int) -> None:
+    """Refuse a key at the AK handle that is not a restricted, TPM-bound P-256 signing key."""
+    need = int(_ak_attrs(t))
+    attrs = int(area.objectAttributes)
+    if attrs & need != need or attrs & int(t.TPMA_OBJECT.DECRYPT):
+        raise TpmError(
+            f"the key at handle 0x{handle:x} is not a restricted TPM signing key "
+            f"(attributes 0x{attrs:08x}); it could sign any digest",
+            hint="evict it (tpm2_evictcontrol) and let edgeward create the attestation key, "
+            "then enroll the new key",
+        )
+    if (int(area.type) != int(t.TPM2_ALG.ECC)
+            or int(area.parameters.eccDetail.curveID) != int(t.TPM2_ECC.NIST_P256)):
+        raise TpmError(f"the key at handle 0x{handle:x} is not an ECC P-256 key")
+
+
+def _ak_template(t: Any) -> Any:
+    public = t.TPMT_PUBLIC.parse("ecc256:ecdsa-sha256", objectAttributes=_ak_attrs(t))
     public.parameters.eccDetail.symmetric.algorithm = t.TPM2_ALG.NULL
     return t.TPM2B_PUBLIC(public)
 
@@ -90,10 +113,14 @@ class TpmSigner:
         try:
             self._ak = self._load_or_create_ak(ak_handle)
             pub, _name, _qname = self._esys.read_public(self._ak)
+            check_ak_public(t, pub.publicArea, ak_handle)
             pem = pub.publicArea.to_pem()
         except t.TSS2_Exception as e:
             self.close()
             raise TpmError(f"TPM attestation key setup failed: {e}") from e
+        except TpmError:
+            self.close()
+            raise
         self.public = VerifyingKey.from_pem(bytes(pem))
         self.key_id = self.public.key_id
         logger.info("TPM attestation key %s at handle 0x%x", self.key_id.hex()[:16], ak_handle)

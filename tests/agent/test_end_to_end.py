@@ -103,7 +103,8 @@ path = "models/digits_mlp.tflite"
                      for mm in m.models),
     )
     verifier = Verifier(store=Store(tmp_path / "verifier.sqlite"), ear_key=keys.generate("ed25519"),
-                        maker_cas=[ca_cert], refvalues={board: rv}, policy=Policy(),
+                        maker_cas=[ca_cert], refvalues={board: rv},
+                        policy=Policy(software_keys="affirming"),
                         nonces=NoncePolicy(ttl=60))
     svc = VerifierService(service_cfg(mosquitto, test_ca, tmp_path, "w0"),
                           appraiser=AttestationAppraiser(verifier))

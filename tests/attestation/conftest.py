@@ -118,7 +118,7 @@ class World:
 
 
 def make_world(tmp_path, *, signer=None, key_kind="software", tcti=None, tofu=False,
-               policy=None) -> World:
+               policy=None, cert_board=None) -> World:
     clock = Clock()
     (tmp_path / "models").mkdir()
     write_model(tmp_path / "models")
@@ -131,7 +131,7 @@ def make_world(tmp_path, *, signer=None, key_kind="software", tcti=None, tofu=Fa
     else:
         (tmp_path / "device").mkdir()
     cert = issue_device_cert(ca_key, ca_cert, signer.public, "lock-0001", now=clock(),
-                             tpm=key_kind == "tpm")
+                             tpm=key_kind == "tpm", board=cert_board)
     (tmp_path / "device" / "cert.pem").write_bytes(cert.public_bytes(Encoding.PEM))
     cfg_path = agent_toml(tmp_path, key=key_kind, tcti=tcti)
     cfg = load_attester_config(cfg_path)
@@ -141,7 +141,9 @@ def make_world(tmp_path, *, signer=None, key_kind="software", tcti=None, tofu=Fa
         ear_key=keys.generate("ed25519"),
         maker_cas=[ca_cert],
         refvalues={},
-        policy=policy or Policy(),
+        # The world's software key is accepted as affirming so that each test isolates its own
+        # property; the default policy (a warning) is tested in test_attacks.py.
+        policy=policy or Policy(software_keys="affirming"),
         nonces=NoncePolicy(ttl=60),
         tofu=tofu,
         clock=clock,

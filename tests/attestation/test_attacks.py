@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edgeward.attestation import claims as C
+from edgeward.attestation.appraisal import Policy
 from edgeward.attestation.enroll import issue_device_cert, make_ca
 from edgeward.attestation.evidence import sign_evidence
 from edgeward.core import cbor, keys
@@ -154,7 +155,7 @@ def test_attack_software_key_claims_tpm_quote(world):
 def test_software_key_refused_when_policy_requires_tpm(tmp_path, world_factory):
     from edgeward.attestation.appraisal import Policy
 
-    w = world_factory(tmp_path, policy=Policy(allow_software_keys=False))
+    w = world_factory(tmp_path, policy=Policy(software_keys="refuse"))
     ear = _verify(w, w.fresh_evidence())
     assert ear.vector.hardware == C.CONTRAINDICATED_HARDWARE
 
@@ -266,3 +267,54 @@ def test_attack_p256_software_key_fakes_a_tpm_quote(tmp_path, world_factory):
     ear = _verify(w, sign_evidence(ev, Claiming(), x5chain=w.attester.cert_chain))
     assert ear.vector.hardware == C.CONTRAINDICATED_HARDWARE
     assert any("does not endorse" in r for r in ear.reasons)
+
+
+# --- issue 9, hole 1: the enrollment fixes key kind and board; software keys are a warning -----
+
+
+def test_attack_root_on_a_software_board_is_at_most_a_warning(tmp_path, world_factory):
+    """docs/THREAT_MODEL.md: a software key can sign anything root wants; by default its evidence
+    is a warning, never affirming."""
+    w = world_factory(tmp_path, policy=Policy())
+    result = w.verifier.verify(w.fresh_evidence())
+    assert result.ear.status == C.TIER_WARNING
+    assert result.ear.vector.hardware == C.UNSAFE_HARDWARE
+    assert any("software key" in r for r in result.ear.reasons)
+
+
+def test_attack_device_names_a_board_other_than_its_certificate(tmp_path, world_factory):
+    """The maker's certificate fixes the board; evidence naming a laxer board is refused."""
+    w = world_factory(tmp_path, cert_board="smartlock-pi4")
+    w.install_refvalues(w.refvalues(require_tpm=True))
+    lax = w.refvalues(board="gateway-pi4")
+    w.verifier.refvalues = {**w.verifier.refvalues, "gateway-pi4": lax}
+    nonce = w.verifier.challenge("lock-0001")
+    ear = _verify(w, _resign(w, nonce, hwmodel="gateway-pi4"))
+    assert ear.vector.hardware == C.CONTRAINDICATED_HARDWARE
+    assert any("enrolled as 'smartlock-pi4'" in r for r in ear.reasons)
+    assert w.verifier.store.device("lock-0001").board == "smartlock-pi4"
+
+
+def test_attack_device_changes_its_board_after_first_contact(world):
+    """Without a board in the certificate, the first appraised evidence pins it."""
+    assert world.verifier.verify(world.fresh_evidence()).ear.affirming
+    assert world.verifier.store.device("lock-0001").board == "smartlock-pi4"
+    world.verifier.refvalues = {**world.verifier.refvalues,
+                                "gateway-pi4": world.refvalues(board="gateway-pi4")}
+    nonce = world.verifier.challenge("lock-0001")
+    ear = _verify(world, _resign(world, nonce, hwmodel="gateway-pi4"))
+    assert ear.vector.hardware == C.CONTRAINDICATED_HARDWARE
+
+
+def test_software_keys_policy_default_matches_the_threat_model(tmp_path):
+    from edgeward.attestation.config import load_verifier_config
+    from edgeward.core.errors import ConfigError
+
+    base = '[verifier]\nkey_file = "k.pem"\n[enrollment]\nmaker_cas = ["ca.pem"]\n' \
+           '[refvalues]\nvendor_keys = "v.pem"\ndir = "r"\n'
+    p = tmp_path / "v.toml"
+    p.write_text(base)
+    assert load_verifier_config(p).software_keys == "warning"
+    p.write_text(base + "[policy]\nallow_software_keys = true\n")
+    with pytest.raises(ConfigError, match="software_keys"):
+        load_verifier_config(p)

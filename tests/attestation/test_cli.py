@@ -29,7 +29,7 @@ vendor_keys = "vendor/public.pem"
 dir = "refvalues"
 
 [policy]
-allow_software_keys = true
+software_keys = "affirming"
 nonce_ttl = 60
 """
 
