@@ -54,7 +54,8 @@ def setup() -> OneInput:
             store.put_device(DeviceRecord(_world.DEVICE, k.key_id, k.spki_der(), "x509",
                                           "fuzz", _world.NOW - 100, 3, "software"))
         return Verifier(store=store, ear_key=w.ear_key, maker_cas=[w.ca_cert],
-                        refvalues={rv.board: rv}, policy=Policy(), nonces=NoncePolicy(ttl=60),
+                        refvalues={rv.board: rv}, policy=Policy(software_keys="affirming"),
+                 nonces=NoncePolicy(ttl=60),
                         clock=lambda: _world.NOW)
 
     def one(data: bytes) -> None:

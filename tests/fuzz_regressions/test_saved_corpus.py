@@ -52,7 +52,8 @@ def test_evidence_seed_is_affirming_so_the_fuzzer_starts_deep():
     store = Store(":memory:")
     store.put_session(Session(_world.NONCE, _world.DEVICE, _world.NOW - 1, _world.NOW + 59))
     v = Verifier(store=store, ear_key=w.ear_key, maker_cas=[w.ca_cert], refvalues={rv.board: rv},
-                 policy=Policy(), nonces=NoncePolicy(ttl=60), clock=lambda: _world.NOW)
+                 policy=Policy(software_keys="affirming"),
+                 nonces=NoncePolicy(ttl=60), clock=lambda: _world.NOW)
     try:
         res = v.verify(evidence)
     finally:
