@@ -55,8 +55,7 @@ def setup() -> OneInput:
                                           "fuzz", _world.NOW - 100, 3, "software"))
         return Verifier(store=store, ear_key=w.ear_key, maker_cas=[w.ca_cert],
                         refvalues={rv.board: rv}, policy=Policy(software_keys="affirming"),
-                 nonces=NoncePolicy(ttl=60),
-                        clock=lambda: _world.NOW)
+                        nonces=NoncePolicy(ttl=60), clock=lambda: _world.NOW)
 
     def one(data: bytes) -> None:
         if not data:
