@@ -54,7 +54,9 @@ def _pytss() -> Any:
         import tpm2_pytss
     except ImportError as e:  # pragma: no cover - depends on the install
         raise TpmError(
-            "tpm2-pytss is not installed", hint="pip install 'edgeward[tpm]' (needs libtss2)"
+            "tpm2-pytss (the TPM extra) is not installed",
+            hint="on Debian or Raspberry Pi OS: apt install libtss2-dev pkg-config python3-dev "
+            "build-essential, then pip install 'edgeward[tpm]' (docs/INSTALL-PI.md)",
         ) from e
     return tpm2_pytss
 
