@@ -27,6 +27,7 @@ Every tpm2-pytss exception is translated into :class:`~edgeward.core.errors.TpmE
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -50,6 +51,9 @@ class TpmQuote:
 
 
 def _pytss() -> Any:
+    # The TSS libraries print their own "ERROR:tcti:..." lines to stderr; every failure reaches
+    # the user as one TpmError line instead. TSS2_LOG=all+debug (set by the user) still wins.
+    os.environ.setdefault("TSS2_LOG", "all+none")
     try:
         import tpm2_pytss
     except ImportError as e:  # pragma: no cover - depends on the install

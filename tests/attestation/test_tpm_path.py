@@ -196,3 +196,15 @@ def test_attack_unrestricted_key_planted_at_the_ak_handle(swtpm):
         esys.close()
     with pytest.raises(TpmError, match="not a restricted TPM signing key"):
         TpmSigner(swtpm.tcti)
+def test_tpm_library_errors_are_one_line_not_raw_tss_logs(tmp_path) -> None:
+    """A missing TPM is one edgeward line, not the TSS library's 'ERROR:tcti:' lines."""
+    import subprocess
+    import sys
+
+    code = ("from edgeward.firmware_shim.linux.tpm import TpmSigner\n"
+            "TpmSigner('device:/dev/edgeward-no-such-tpm')\n")
+    env = {k: v for k, v in __import__("os").environ.items() if k != "TSS2_LOG"}
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert p.returncode != 0
+    assert "ERROR:tcti" not in p.stderr
+    assert "cannot open the TPM" in p.stderr
