@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeward.core.errors import DeviceError
+from edgeward.core.persist import private_file
 
 from .envelope import PRIORITIES, PRIORITY_SECURITY, encode_fields
 from .outbox_rules import (
@@ -100,6 +101,7 @@ class Outbox:
         self._clock = clock
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            private_file(self.path)  # and so its -wal and -shm files
             # one owner at a time (the loop thread); it may be created on another thread
             self._db = sqlite3.connect(
                 str(self.path), isolation_level=None, check_same_thread=False

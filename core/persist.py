@@ -56,3 +56,23 @@ def write_atomic(path: Path, data: bytes, *, mode: int = 0o644, overwrite: bool 
         if isinstance(e, FileExistsError) or not isinstance(e, OSError):
             raise
         raise DeviceError(f"cannot write {path}: {e.strerror or e}") from e
+
+
+def private_file(path: Path) -> None:
+    """Make ``path`` a file only its owner can read (0600), creating it empty if missing.
+
+    For SQLite databases: SQLite gives the ``-wal``, ``-shm`` and journal files the mode of the
+    database file, so calling this before ``sqlite3.connect`` keeps all of them private,
+    whatever the umask of the shell that started the program.
+    """
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        try:
+            os.fchmod(fd, 0o600)
+        finally:
+            os.close(fd)
+    except FileNotFoundError as e:
+        raise ConfigError(f"cannot create {path}: folder {path.parent} does not exist") from e
+    except OSError as e:
+        raise DeviceError(f"cannot create {path} with mode 0600: {e.strerror or e}") from e

@@ -20,6 +20,7 @@ from typing import Any
 from edgeward.agent.envelope import Envelope
 from edgeward.core import cbor
 from edgeward.core.errors import DeviceError
+from edgeward.core.persist import private_file
 
 from .gaps import GapReport, Range, analyse, contiguous
 
@@ -55,6 +56,7 @@ class FleetStore:
         self._lock = threading.Lock()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            private_file(self.path)  # and so its -wal and -shm files
             self._db = sqlite3.connect(str(self.path), isolation_level=None, timeout=30,
                                        check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")

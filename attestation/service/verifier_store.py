@@ -20,6 +20,7 @@ from pathlib import Path
 
 from edgeward.attestation.nonces import Session
 from edgeward.core.errors import DeviceError, ReplayError
+from edgeward.core.persist import private_file
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +84,7 @@ class Store:
         try:
             if self.path != ":memory:":
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+                private_file(Path(self.path))  # and so its -wal and -shm files
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
