@@ -21,6 +21,8 @@ import click
 
 from edgeward.core.errors import EXIT_OPERATIONAL, EXIT_USAGE, EdgewardError
 
+EXIT_INTERRUPTED = 130  # 128 + SIGINT: Ctrl-C, as shells report it
+
 # name -> (module, attribute, short help); imported on first use.
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "keys": ("edgeward.agent.cli.keys", "keys", "Generate signing keys."),
@@ -97,15 +99,19 @@ def main(argv: list[str] | None = None) -> Any:
             raise
         click.echo(f"edgeward: {e}", err=True)
         sys.exit(e.exit_code)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as e:
+        # click turns Ctrl-C into Abort: exit 128 + SIGINT, as shells expect
+        if isinstance(e.__context__, KeyboardInterrupt):
+            click.echo("edgeward: interrupted", err=True)
+            sys.exit(EXIT_INTERRUPTED)
         click.echo("edgeward: aborted", err=True)
-        sys.exit(EXIT_OPERATIONAL)
+        sys.exit(EXIT_USAGE)
     except click.ClickException as e:
         e.show()
         sys.exit(EXIT_USAGE)
     except KeyboardInterrupt:
         click.echo("edgeward: interrupted", err=True)
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
     except BrokenPipeError:
         sys.exit(0)
     except Exception as e:  # a bug: one line, no traceback unless --debug
