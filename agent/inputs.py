@@ -1,70 +1,76 @@
 """What the agent does with each input: messages from the broker and events from applications.
 
-A mixin of :class:`edgeward.agent.loop.Agent`, split out of the loop module: the loop decides
-*when* (turns, commits, sending), this module decides *what* (route by topic, check commands
-and end-to-end acks, answer challenges, accept local events, record PUBACKs). Every refusal
-is counted in ``counters`` and logged; nothing here raises to the loop for bad input. No I/O of
-its own: replies go through ``emit``/``event`` into the outbox, and an accepted end-to-end ack
-deletes from it (:meth:`Inputs.apply_e2e_ack`, called by the loop's commit).
+:class:`Inputs` is one of the agent's parts, handed its collaborators by the composition root
+(:mod:`.seams`): it routes by topic, checks commands and end-to-end acks, answers challenges and
+accepts local events. The loop decides *when*; this decides *what*. Every refusal is counted in
+``counters`` and logged; nothing here raises to the loop for bad input. Its only output goes
+through callables: ``emit`` (a message for the outbox), ``on_command`` (an accepted command, run
+by the loop), ``on_backend_ack`` (a verified ack, for the delivery core) and ``notify`` (state
+for Home Assistant). Its only I/O is remembering the last command seq (:mod:`.commands`).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from edgeward.core.errors import EdgewardError, MalformedInputError
+from edgeward.core.limits import Limits
 
-from . import seams
-from .commands import CommandGate, refusal_reason, save_last_seq
-from .config import AgentConfig
+from .commands import Command, CommandGate, refusal_reason, save_last_seq
 from .e2eack import check_ack
-from .envelope import PRIORITY_EVIDENCE, parse_topic, valid_type
-from .events import Acked, Incoming
+from .envelope import PRIORITY_EVIDENCE, PRIORITY_SECURITY, parse_topic, valid_type
+from .events import Incoming
 from .localsock import LocalEvent
-from .outbox import Outbox
-from .outbox_rules import ack_verdict
 from .ratelimit import TokenBucket
-from .transport import MqttTransport
+from .seams import Attester, parse_challenge, parse_result
 
 logger = logging.getLogger(__name__)
 
+Emit = Callable[[str, str, dict[str, Any], int], None]  # kind, type, body, priority
+
 
 class Inputs:
-    cfg: AgentConfig
-    clock: Callable[[], float]
-    counters: dict[str, int]
-    gate: CommandGate
-    transport: MqttTransport
-    attester: seams.Attester | None
-    ha: Any
-    watch: Any
-    _due: dict[str, float]
-    _seq_path: Any
-    _refusals: TokenBucket
-    _challenges: TokenBucket
-    _local_bucket: TokenBucket
-    outbox: Outbox
-    inflight: dict[int, int]
-    _acks: list[int]
-    _refused: list[int]
-    _e2e_seen: int
-    _e2e_upto: int
-    _ack_waiting: bool
-    e2e: bool
+    def __init__(
+        self,
+        *,
+        device: str,
+        limits: Limits,
+        gate: CommandGate,
+        seq_path: Path,
+        clock: Callable[[], float],
+        counters: dict[str, int],
+        emit: Emit,
+        on_command: Callable[[Command, float], None],
+        on_backend_ack: Callable[[int], None],
+        e2e: bool,
+        attester: Attester | None = None,
+        notify: Callable[..., None] | None = None,
+        local_rate: float = 50.0,
+    ) -> None:
+        self.device = device
+        self.limits = limits
+        self.gate = gate
+        self.seq_path = seq_path
+        self.clock = clock
+        self.counters = counters
+        self.emit = emit
+        self.on_command_accepted = on_command
+        self.on_backend_ack = on_backend_ack
+        self.attester = attester
+        self.notify = notify
+        self.kinds = ("cmd", "attest/challenge", "attest/result", *(("ack",) if e2e else ()))
+        self.local_bucket = TokenBucket(local_rate, burst=max(10.0, local_rate))
+        self._refusals = TokenBucket(1.0, burst=5.0)
+        self._challenges = TokenBucket(0.5, burst=2.0)
 
     def count(self, name: str, n: int = 1) -> None:
-        raise NotImplementedError
-
-    def emit(self, kind: str, type_: str, body: dict[str, Any], priority: int) -> None:
-        raise NotImplementedError
+        self.counters[name] = self.counters.get(name, 0) + n
 
     def event(self, type_: str, body: dict[str, Any]) -> None:
-        raise NotImplementedError
-
-    def check_models(self, now: float, *, all_models: bool = False) -> None:
-        raise NotImplementedError
+        self.emit("event", type_, body, PRIORITY_SECURITY)
 
     def on_message(self, msg: Incoming) -> None:
         try:
@@ -73,13 +79,11 @@ class Inputs:
             self.count("wrong_topic")
             logger.warning("ignoring message: %s", e)
             return
-        kinds = ("cmd", "attest/challenge", "attest/result", "ack") if self.e2e else (
-            "cmd", "attest/challenge", "attest/result")
-        if device != self.cfg.device or kind not in kinds:
+        if device != self.device or kind not in self.kinds:
             self.count("wrong_topic")
             logger.warning("ignoring message on %s", msg.topic)
             return
-        if len(msg.payload) > self.cfg.limits.max_cbor_bytes:
+        if len(msg.payload) > self.limits.max_cbor_bytes:
             self.count("oversized")
             logger.warning("ignoring %d-byte message on %s", len(msg.payload), msg.topic)
             return
@@ -104,55 +108,20 @@ class Inputs:
                 self.event("command.refused", {"reason": reason, "detail": str(e)[:200],
                                                "counts": self._refusal_counts()})
             return
-        save_last_seq(self._seq_path, cmd.seq)
+        save_last_seq(self.seq_path, cmd.seq)
         logger.info("command %d accepted: %s %s", cmd.seq, cmd.op, cmd.args)
         self.event("command.accepted", {"seq": cmd.seq, "op": cmd.op})
-        if cmd.op == "attest":
-            self.event("attest.request", {"reason": "command"})
-        elif cmd.op == "reverify":
-            self.check_models(now, all_models=True)
-        elif cmd.op == "set_interval":
-            self.cfg = self.cfg.with_interval(float(cmd.args["seconds"]))
-            self._due["metrics"] = now
+        self.on_command_accepted(cmd, now)
 
     def on_e2e_ack(self, data: bytes) -> None:
-        """A backend ack: checked here (signature, device), applied by the loop's commit."""
+        """A backend ack: checked here (signature, device), applied by the delivery core."""
         try:
-            ack = check_ack(data, self.cfg.device, self.gate.trust, limits=self.cfg.limits)
+            ack = check_ack(data, self.device, self.gate.trust, limits=self.limits)
         except EdgewardError as e:
             self.count("ack_refused")
             logger.warning("ack refused: %s", e)
             return
-        self._e2e_seen = max(self._e2e_seen, ack.upto)
-
-    def on_ack(self, ev: Acked) -> None:
-        seq = self.inflight.pop(ev.mid, None)
-        if seq is None:
-            return
-        if not ev.ok:
-            self.count("broker_rejected")
-            logger.error("broker refused message seq %d (%s); dropping it", seq, ev.reason)
-            self._refused.append(seq)
-            return
-        self._acks.append(seq)
-        self.count("delivered")
-
-    def apply_e2e_ack(self) -> None:
-        """Delete what the backend acknowledged, never beyond what the broker acknowledged.
-
-        An ack beyond :meth:`Outbox.delivered_upto` waits (counted once) until the broker has
-        acknowledged that far: the backend may store a message before its PUBACK reaches us.
-        """
-        verdict = ack_verdict(self._e2e_seen, self._e2e_upto, self.outbox.delivered_upto())
-        if verdict == "apply":
-            n = self.outbox.ack_upto(self._e2e_seen)
-            self._e2e_upto = self._e2e_seen
-            self.count("e2e_acked", n)
-        elif verdict == "beyond" and not self._ack_waiting:
-            self.count("ack_beyond_sent")
-            logger.info("backend acks up to seq %d, beyond what the broker acknowledged (%d); "
-                        "waiting", self._e2e_seen, self.outbox.delivered_upto())
-        self._ack_waiting = verdict == "beyond"
+        self.on_backend_ack(ack.upto)
 
     def _refusal_counts(self) -> dict[str, int]:
         return {k[8:]: v for k, v in self.counters.items() if k.startswith("command_")}
@@ -163,7 +132,7 @@ class Inputs:
             self.count("challenge_rate_limited")
             return
         try:
-            nonce = seams.parse_challenge(data, self.cfg.limits)
+            nonce = parse_challenge(data, self.limits)
         except MalformedInputError as e:
             self.count("malformed")
             logger.warning("malformed challenge: %s", e)
@@ -181,16 +150,16 @@ class Inputs:
                   PRIORITY_EVIDENCE)
 
     def on_result(self, data: bytes) -> None:
-        status = seams.parse_result(data, self.cfg.limits, self.gate.trust)
+        status = parse_result(data, self.limits, self.gate.trust, now=self.clock())
         if status is None:
             self.count("malformed")
             return
         logger.info("attestation result: %s", status)
-        if self.ha is not None:
-            self.ha.update(self.transport, attestation=status)
+        if self.notify is not None:
+            self.notify(attestation=status)
 
     def on_local(self, ev: LocalEvent) -> None:
-        if not self._local_bucket.take(self.clock()):
+        if not self.local_bucket.take(self.clock()):
             self.count("local_rate_limited")
             return
         typ = ev.type if ev.type.startswith("app.") or "." in ev.type else f"app.{ev.type}"
@@ -200,5 +169,5 @@ class Inputs:
             return
         body = {"src_ts": ev.ts, "pid": ev.pid, "uid": ev.uid, "data": ev.body}
         self.event(typ, body)
-        if self.ha is not None and ("anomaly" in typ or "alarm" in typ):
-            self.ha.update(self.transport, anomaly=True)
+        if self.notify is not None and ("anomaly" in typ or "alarm" in typ):
+            self.notify(anomaly=True)

@@ -1,23 +1,21 @@
 """The agent's one loop: every decision happens here, on one thread.
 
-Sources hand small events to :attr:`Agent.queue`: the MQTT transport (connected, disconnected,
-PUBACK, incoming message), the local socket (application events), signal handlers (stop,
-reload). Timers schedule metrics and model re-verification. Each turn of the loop
+Sources hand small events (:mod:`.events`) to the agent's queue: the MQTT transport (connected,
+disconnected, PUBACKs, incoming messages), the local socket (application events), signal
+handlers (stop, reload). Timers schedule metrics and model re-verification. Each turn
 
 1. takes every queued event (waiting at most until the next timer),
 2. runs due timers,
-3. writes all new messages to the outbox in one transaction and records all PUBACKs in another
-   (group commit: one fsync per turn, not per message),
-4. publishes pending messages while fewer than ``window`` are unacknowledged.
+3. carries out the delivery core's actions (:mod:`.delivery`): records PUBACKs and the
+   backend's acks, writes all new messages to the outbox in one transaction (group commit: one
+   fsync per turn, not per message),
+4. publishes what the delivery core says may be sent.
 
-End-to-end acknowledgement (``[outbox] e2e_ack``, on by default; it needs ``[commands] trust``
-to check the backend's signature): a PUBACK only marks a message delivered; the backend's signed
-``ack`` (:mod:`.e2eack`) deletes it. After every new connection, and when the backend has not
-acknowledged a delivered message within ``[outbox] ack_timeout``, every kept message is sent
-again (the backend drops duplicates by seq). Without it a PUBACK deletes the message.
-
-The loop itself does no parsing of its own: envelopes, commands and frames are checked by their
-pure cores; transport, outbox, metrics and the socket are the edges.
+:class:`Agent` takes its parts (outbox, command gate, metrics, model watch, attester, Home
+Assistant, local socket), its transport and its clock as arguments; the composition root
+(:mod:`.compose`) builds them from the configuration, and builds new ones on SIGHUP. The loop
+does no parsing of its own: envelopes, commands and frames are checked by their pure cores, the
+delivery state is the delivery core's, inputs are :mod:`.inputs`'.
 """
 
 from __future__ import annotations
@@ -26,109 +24,110 @@ import logging
 import queue
 import signal
 import threading
-import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
 
-from edgeward.core.errors import ConfigError
+from edgeward.core.errors import EdgewardError
 
-from . import seams
-from .commands import CommandGate, load_last_seq
-from .config import AgentConfig, load_agent_config
-from .envelope import (
-    PRIORITY_METRICS,
-    PRIORITY_SECURITY,
-    topic,
-)
-from .events import (
-    Acked,
-    AcksReady,
-    Connected,
-    Disconnected,
-    Incoming,
-    PayloadTooLargeError,
-    Wake,
-)
-from .fresh import FreshMessages
+from .commands import Command, CommandGate
+from .config import AgentConfig
+from .delivery import EXPIRED, AckUpTo, Action, Delete, Delivery, Discard, MarkDelivered
+from .envelope import PRIORITY_METRICS, PRIORITY_SECURITY, topic
+from .events import Acked, AcksReady, Connected, Disconnected, Incoming, PayloadTooLargeError, Wake
 from .inputs import Inputs
-from .localsock import LocalEvent, LocalSocketServer
+from .localsock import LocalEvent
 from .outbox import NewMessage, Outbox, Stored
-from .ratelimit import TokenBucket
-from .transport import MqttTransport, StatusTopic
+from .seams import Attester
 
 logger = logging.getLogger(__name__)
 
 FLUSH_TIMEOUT = 5.0
-ACK_DELAY = 0.05
-ACK_BATCH = 256
-FRESH_MAX = 4096  # messages kept in memory for sending, beyond which pump() reads the outbox
 
 
-class Agent(Inputs):
-    """The device agent: wiring, the loop, timers and reload (inputs: :mod:`.inputs`)."""
+class Transport(Protocol):
+    """What the loop needs of a transport (:class:`.transport.MqttTransport`, or a fake)."""
 
-    def __init__(self, cfg: AgentConfig, *, clock: Callable[[], float] = time.time) -> None:
+    def start(self) -> None: ...
+    def stop(self, timeout: float = 5.0) -> None: ...
+    def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False,
+                expiry: int | None = None) -> int | None: ...
+    def take_acks(self) -> list[Acked]: ...
+
+
+class Rebuild(Protocol):
+    """The composition root, asked again on SIGHUP (:meth:`.compose.Root.reload`)."""
+
+    def reload(self, old: AgentConfig, sink: Callable[[object], None]) -> tuple[AgentConfig, Any]:
+        ...
+
+
+@dataclass
+class Parts:
+    outbox: Outbox
+    gate: CommandGate
+    seq_path: Path  # the last accepted command seq
+    metrics: Any = None  # .metrics.MetricsCollector
+    watch: Any = None  # edgeward.models.watch.ModelWatch
+    attester: Attester | None = None
+    ha: Any = None  # .ha_discovery.HomeAssistant
+    local: Any = None  # .localsock.LocalSocketServer
+
+
+class Agent:
+    """The device agent: the loop, timers, reload; see the module docstring."""
+
+    def __init__(
+        self,
+        cfg: AgentConfig,
+        parts: Parts,
+        *,
+        transport: Transport,
+        clock: Callable[[], float],
+        events: queue.SimpleQueue[object] | None = None,
+        rebuild: Rebuild | None = None,
+    ) -> None:
         self.cfg = cfg
         self.clock = clock
         # SimpleQueue: a C queue, several times cheaper per event than queue.Queue, and its put()
         # is reentrant, so a signal handler may call it while the loop holds the queue.
-        self.queue: queue.SimpleQueue[object] = queue.SimpleQueue()
-        self.outbox = Outbox(cfg.outbox.path, cfg.device, max_bytes=cfg.outbox.max_bytes,
-                             clock=clock)
+        self.queue: queue.SimpleQueue[object] = queue.SimpleQueue() if events is None else events
+        self.outbox = parts.outbox
+        self.metrics, self.watch = parts.metrics, parts.watch
+        self.ha, self.local = parts.ha, parts.local
+        self.transport = transport
+        self.rebuild = rebuild
         self.counters: dict[str, int] = {}
-        self.inflight: dict[int, int] = {}  # paho mid -> outbox seq
-        self._cursor: dict[int, int] = {}  # priority -> highest seq handed to this transport
-        self._fresh = FreshMessages(FRESH_MAX)  # sent from memory, not read back (fresh.py)
-        self._topics = {k: topic(cfg.device, k) for k in ("report", "event", "attest/evidence")}
-        self.connected = False
-        self._new: list[NewMessage] = []
-        self._acks: list[int] = []  # PUBACKed seqs, recorded in the next commit
-        self._refused: list[int] = []  # seqs the broker refused
-        self._acked_at = 0.0
-        self.e2e = cfg.outbox.e2e_ack and cfg.commands.trust is not None
+        self.e2e = cfg.e2e
         if cfg.outbox.e2e_ack and not self.e2e:
             logger.warning("[outbox] e2e_ack needs [commands] trust to check the backend's acks; "
                            "messages leave the outbox at the broker's PUBACK")
-        self._e2e_seen = 0  # highest verified ack upto received
-        self._e2e_upto = 0  # highest applied
-        self._ack_waiting = False
+        now = clock()
+        self.delivery = Delivery(window=cfg.outbox.window, e2e=self.e2e,
+                                 metrics_expiry=cfg.metrics.expiry,
+                                 ack_timeout=cfg.outbox.ack_timeout,
+                                 delivered_upto=self.outbox.delivered_upto(),
+                                 counters=self.counters, now=now)
+        self.inputs = Inputs(device=cfg.device, limits=cfg.limits, gate=parts.gate,
+                             seq_path=parts.seq_path, clock=clock, counters=self.counters,
+                             emit=self.emit, on_command=self.run_command,
+                             on_backend_ack=self.delivery.on_backend_ack, e2e=self.e2e,
+                             attester=parts.attester, notify=self._notify,
+                             local_rate=cfg.local.rate)
+        self._topics = {k: topic(cfg.device, k) for k in ("report", "event", "attest/evidence")}
+        self._new: list[NewMessage] = []
         self._stop = threading.Event()
         self._reload = False
         self._due: dict[str, float] = {}
-        self._seq_path = cfg.agent.state_dir / "cmd_seq"
-        self.gate = CommandGate(
-            cfg.device, seams.command_trust(cfg), last_seq=load_last_seq(self._seq_path),
-            max_skew=cfg.commands.max_skew, limits=cfg.limits,
-        )
-        self.metrics = seams.metrics_collector(cfg)
-        self.watch = seams.model_watch(cfg)
-        self.attester = seams.attester(cfg)
-        self.ha = seams.ha_discovery(cfg)
-        self._local_bucket = TokenBucket(cfg.local.rate, burst=max(10.0, cfg.local.rate))
-        self._refusals = TokenBucket(1.0, burst=5.0)
-        self._challenges = TokenBucket(0.5, burst=2.0)
-        self.transport = self._make_transport()
-        self.local: LocalSocketServer | None = None
-        if cfg.local.socket is not None:
-            self.local = LocalSocketServer(cfg.local.socket, self.queue.put, mode=cfg.local.mode,
-                                           max_clients=cfg.local.max_clients, limits=cfg.limits)
 
-    # --- wiring ------------------------------------------------------------------------------
+    @property
+    def connected(self) -> bool:
+        return self.delivery.connected
 
-    def _make_transport(self) -> MqttTransport:
-        d = self.cfg.device
-        return MqttTransport(
-            self.cfg.mqtt, self.queue.put,
-            subscriptions=[topic(d, k) for k in ("cmd", "attest/challenge", "attest/result")]
-            + ([topic(d, "ack")] if self.e2e else []),
-            status=StatusTopic(topic(d, "status")),
-            batch_acks=True,
-        )
-
-    def _resync(self) -> None:
-        """Send again from the outbox: clear the cursor and forget the in-memory messages."""
-        self._cursor.clear()
-        self._fresh.stop()
+    @property
+    def attester(self) -> Attester | None:
+        return self.inputs.attester
 
     def count(self, name: str, n: int = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + n
@@ -138,6 +137,10 @@ class Agent(Inputs):
 
     def event(self, type_: str, body: dict[str, Any]) -> None:
         self.emit("event", type_, body, PRIORITY_SECURITY)
+
+    def _notify(self, **state: Any) -> None:
+        if self.ha is not None:
+            self.ha.update(self.transport, **state)
 
     def request_stop(self, *_: Any) -> None:
         self._stop.set()
@@ -155,11 +158,6 @@ class Agent(Inputs):
     def _on_sighup(self, *_: Any) -> None:
         self._reload = True
 
-    def _close_attester(self) -> None:
-        owner = getattr(self.attester, "__self__", None)  # the Attester (TPM session)
-        if owner is not None and hasattr(owner, "close"):
-            owner.close()
-
     # --- run ---------------------------------------------------------------------------------
 
     def run(self, *, install_signals: bool = True) -> int:
@@ -169,8 +167,6 @@ class Agent(Inputs):
             signal.signal(signal.SIGHUP, self._on_sighup)
         now = self.clock()
         self._due = {"metrics": now, "models": now}
-        if self.e2e:
-            self._due["resend"] = now + self.cfg.outbox.ack_timeout
         self.transport.start()
         if self.local is not None:
             self.local.start()
@@ -187,7 +183,7 @@ class Agent(Inputs):
                 self.commit(force=True)
             finally:
                 self.outbox.close()
-                self._close_attester()
+                _close_attester(self.attester)
         logger.info("agent stopped")
         return 0
 
@@ -213,100 +209,82 @@ class Agent(Inputs):
         if self._reload:
             self._reload = False
             self.reload()
+        now = self.clock()
         if not self._stop.is_set():  # no new reports while flushing on the way out
-            self.run_timers(self.clock())
+            self.run_timers(now)
         for ack in self.transport.take_acks():  # PUBACKs below the signalling batch
-            self.on_ack(ack)
-        self.check_resend(self.clock())
+            self.delivery.on_puback(ack.mid, ack.ok, ack.reason)
+        if self.delivery.ack_check_due(now):
+            self.delivery.check_ack_timeout(now, self.outbox.oldest_delivery())
         self.commit(force=self._stop.is_set())
         self.pump()
 
-    def commit(self, *, force: bool = False) -> None:
-        """Write this turn's new messages (one fsync) and record PUBACKs and backend acks.
+    def apply(self, actions: Sequence[Action]) -> None:
+        """Carry out the delivery core's actions on the outbox, in order."""
+        for a in actions:
+            if isinstance(a, MarkDelivered):
+                self.outbox.mark_delivered(a.seqs)
+            elif isinstance(a, Delete):
+                self.outbox.ack(a.seqs)
+            elif isinstance(a, AckUpTo):
+                self.count("e2e_acked", self.outbox.ack_upto(a.upto))
+            elif isinstance(a, Discard):
+                self.outbox.discard(a.seqs, a.reason)
 
-        PUBACKs are gathered for up to :data:`ACK_DELAY` (or :data:`ACK_BATCH` of them): an
-        update lost to a crash only re-sends a message the backend then drops by seq, and one
-        transaction for many PUBACKs is much cheaper than one each. Deletes always go before new
-        messages are stored, so eviction never counts an acknowledged message as dropped.
-        """
-        now = time.monotonic()
-        e2e_new = self._e2e_seen > self._e2e_upto
-        if self._acks and (force or self._new or e2e_new or len(self._acks) >= ACK_BATCH
-                           or now - self._acked_at >= ACK_DELAY):
-            acks, self._acks = self._acks, []
-            self._acked_at = now
-            if self.e2e:
-                self.outbox.mark_delivered(acks)
-            else:
-                self.outbox.ack(acks)
-        if self._refused:
-            refused, self._refused = self._refused, []
-            self.outbox.discard(refused, "refused by broker")
-        if e2e_new:
-            self.apply_e2e_ack()
+    def commit(self, *, force: bool = False) -> None:
+        """Record PUBACKs and backend acks, then store this turn's new messages (one fsync)."""
+        d = self.delivery
+        self.apply(d.record(self.clock(), force=force, storing=bool(self._new)))
         if self._new:
             new, self._new = self._new, []
             evictions = self.outbox.evictions
-            for i in range(0, len(new), self.cfg.outbox.batch):
+            size = self.cfg.outbox.batch
+            for i in range(0, len(new), size):
                 kept: list[Stored] = []
-                self.outbox.put(new[i : i + self.cfg.outbox.batch], keep=kept)
-                self._fresh.add(kept)
+                self.outbox.put(new[i : i + size], keep=kept)
+                d.on_stored(kept)
             if self.outbox.evictions != evictions:  # may have evicted kept messages
-                self._fresh.stop()
-        if self.connected and self.outbox.has_drops:
+                d.on_outbox_changed()
+        if d.connected and self.outbox.has_drops:
             self.outbox.report_drops()
-            self._fresh.stop()  # the report is read from the outbox
+            d.on_outbox_changed()  # the report is read from the outbox
 
     def pump(self) -> None:
-        if not self.connected:
-            return
-        room = self.cfg.outbox.window - len(self.inflight)
+        """Publish what the delivery core allows: from memory, or read from the outbox."""
+        d = self.delivery
+        room = d.room()
         if room <= 0:
             return
+        todo = d.fresh(room)
+        from_memory = todo is not None
+        if todo is None:
+            todo = self.outbox.pending(room, after=d.cursor, skip=d.held())
         now = self.clock()
-        fresh = self._fresh.active
-        if fresh:  # everything unsent is in memory
-            todo = self._fresh.take(room)
-        else:
-            held = set(self.inflight.values()) if self.e2e else ()
-            todo = self.outbox.pending(room, after=self._cursor, skip=held)
-        gone: dict[str, list[int]] = {}
         done = len(todo)
         for i, m in enumerate(todo):
-            expiry = None
-            if m.priority == PRIORITY_METRICS:
-                expiry = int(self.cfg.metrics.expiry - (now - m.ts))
-                if expiry < 1:  # dropped and reported, so the backend's ack can pass it
-                    gone.setdefault("expired", []).append(m.seq)
-                    self._cursor[m.priority] = m.seq
-                    continue
+            expiry = d.expiry(m, now)
+            if expiry == EXPIRED:
+                continue
             t = self._topics.get(m.kind) or topic(self.cfg.device, m.kind)
             try:
                 mid = self.transport.publish(t, m.payload, expiry=expiry)
             except PayloadTooLargeError as e:
-                self.count("too_large")
                 logger.error("dropping seq %d: %s", m.seq, e)
-                gone.setdefault("too large", []).append(m.seq)
-                self._cursor[m.priority] = m.seq
+                d.too_large(m)
                 continue
             if mid is None:
                 done = i
                 break
-            self.inflight[mid] = m.seq
-            self._cursor[m.priority] = m.seq
-        if fresh:
-            self._fresh.sent(done)
-        elif done == len(todo) < room and not self.outbox.skipped:
-            self._fresh.start()  # the outbox has nothing unsent above the cursor
-        for reason, seqs in gone.items():
-            self.outbox.discard(seqs, reason)
+            d.sent(m, mid)
+        self.apply(d.batch_done(room=room, taken=len(todo), done=done, from_memory=from_memory,
+                                skipped=0 if from_memory else self.outbox.skipped))
 
     def _flush(self) -> None:
         """SIGTERM: store what is queued and try to deliver the outbox for a few seconds."""
-        deadline = time.monotonic() + FLUSH_TIMEOUT
+        deadline = self.clock() + FLUSH_TIMEOUT
         self.event("agent.stopping", {"pending": self.outbox.count() + len(self._new)})
         self.commit(force=True)
-        while time.monotonic() < deadline and self.connected and self.outbox.count():
+        while self.clock() < deadline and self.connected and self.outbox.count():
             self.turn(max_wait=0.05)
         left = self.outbox.count()
         if left:
@@ -316,24 +294,32 @@ class Agent(Inputs):
 
     def handle(self, ev: object) -> None:
         if isinstance(ev, LocalEvent):  # the most frequent by far
-            self.on_local(ev)
+            self.inputs.on_local(ev)
         elif isinstance(ev, AcksReady):
             for ack in self.transport.take_acks():
-                self.on_ack(ack)
+                self.delivery.on_puback(ack.mid, ack.ok, ack.reason)
         elif isinstance(ev, Acked):
-            self.on_ack(ev)
+            self.delivery.on_puback(ev.mid, ev.ok, ev.reason)
         elif isinstance(ev, Incoming):
-            self.on_message(ev)
+            self.inputs.on_message(ev)
         elif isinstance(ev, Connected):
-            self.connected = True
             logger.info("connected to broker")
-            if self.e2e:  # a new broker session: send again all the backend has not acked
-                self._resync()
+            self.delivery.on_connect()
             if self.ha is not None:
                 self.ha.announce(self.transport)
         elif isinstance(ev, Disconnected):
-            self.connected = False
+            self.delivery.on_disconnect()
             logger.info("disconnected from broker: %s", ev.reason)
+
+    def run_command(self, cmd: Command, now: float) -> None:
+        """An accepted command (signature, device, freshness and seq checked by the gate)."""
+        if cmd.op == "attest":
+            self.event("attest.request", {"reason": "command"})
+        elif cmd.op == "reverify":
+            self.check_models(now, all_models=True)
+        elif cmd.op == "set_interval":
+            self.cfg = self.cfg.with_interval(float(cmd.args["seconds"]))
+            self._due["metrics"] = now
 
     # --- timers ------------------------------------------------------------------------------
 
@@ -350,18 +336,6 @@ class Agent(Inputs):
             self._due["models"] = now + self.cfg.models.check_interval
             self.check_models(now)
 
-    def check_resend(self, now: float) -> None:
-        """Send again what the backend has not acknowledged within ``[outbox] ack_timeout``."""
-        if now < self._due.get("resend", now + 1):
-            return
-        self._due["resend"] = now + self.cfg.outbox.ack_timeout / 2
-        oldest = self.outbox.oldest_delivery()
-        if oldest is not None and now - oldest >= self.cfg.outbox.ack_timeout:
-            logger.warning("backend has not acknowledged messages delivered %.0fs ago; "
-                           "sending again", now - oldest)
-            self.count("e2e_resend")
-            self._resync()
-
     def check_models(self, now: float, *, all_models: bool = False) -> None:
         if self.watch is None:
             return
@@ -369,37 +343,47 @@ class Agent(Inputs):
         for r in results:
             if r.changed or all_models:
                 self.event("model.verified" if r.ok else "model.rejected", r.body())
-        if results and self.ha is not None:
-            self.ha.update(self.transport, models_ok=all(v for v in self.watch.status().values()))
+        if results:
+            self._notify(models_ok=all(v for v in self.watch.status().values()))
 
     # --- reload ------------------------------------------------------------------------------
 
     def reload(self) -> None:
+        """SIGHUP: the whole file again, and new parts from it (:meth:`.compose.Root.reload`);
+        on a bad file the running configuration stays, and the log and an event say why."""
+        if self.rebuild is None:
+            logger.error("reload asked, but this agent was built without a composition root")
+            return
         try:
-            new = load_agent_config(self.cfg.source)
-        except ConfigError as e:
+            new, fresh = self.rebuild.reload(self.cfg, self.queue.put)
+        except EdgewardError as e:
             logger.error("reload refused, keeping the running configuration: %s", e)
             self.event("agent.reload_failed", {"reason": str(e)[:200]})
             return
-        if new.device != self.cfg.device or new.outbox.path != self.cfg.outbox.path:
-            logger.error("reload cannot change device.name or the outbox path; restart instead")
-            self.event("agent.reload_failed", {"reason": "device.name or outbox.path changed"})
-            return
-        old = self.cfg
         self.cfg = new
-        self.gate.trust = seams.command_trust(new)
-        self.watch = seams.model_watch(new)
-        if new.attester != old.attester:  # [device] keys or [attestation] changed
-            self._close_attester()
-            self.attester = seams.attester(new)
+        gate, inputs, d = self.inputs.gate, self.inputs, self.delivery
+        gate.trust, gate.max_skew, gate.limits = fresh.trust, new.commands.max_skew, new.limits
+        inputs.limits = new.limits
+        inputs.local_bucket.rate, inputs.local_bucket.burst = new.local.rate, max(10.0,
+                                                                                 new.local.rate)
+        d.window, d.metrics_expiry, d.ack_timeout = (new.outbox.window, new.metrics.expiry,
+                                                     new.outbox.ack_timeout)
+        self.watch, self.metrics, self.ha = fresh.watch, fresh.metrics, fresh.ha
+        if fresh.attester_changed:
+            _close_attester(self.attester)
+            inputs.attester = fresh.attester
         self._due["models"] = self.clock()
-        if new.mqtt != old.mqtt:
+        if fresh.transport is not None:
             logger.info("broker settings changed; reconnecting")
             self.transport.stop()
-            self.connected = False
-            self.inflight.clear()
-            self._resync()  # the new client holds nothing: send everything again
-            self.transport = self._make_transport()
+            d.on_new_transport()
+            self.transport = fresh.transport
             self.transport.start()
         self.event("agent.reloaded", {"config": str(new.source)})
         logger.info("configuration reloaded from %s", new.source)
+
+
+def _close_attester(attester: Attester | None) -> None:
+    owner = getattr(attester, "__self__", None)  # the Attester (TPM session)
+    if owner is not None and hasattr(owner, "close"):
+        owner.close()

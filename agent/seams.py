@@ -1,9 +1,10 @@
 """Where the agent meets the other parts of edgeward: keys, model watch, attester, EAR, HA.
 
-Each factory imports its part lazily, so the agent still runs (and says so in its log) when a
-part is not installed or not configured. The attester seam is a plain callable
-``nonce -> evidence bytes`` (an EAT in COSE_Sign1) built from the agent's configuration by
-``edgeward.attestation``.
+Factories for the composition root (:mod:`.compose`), each given only its own section of the
+configuration. Each imports its part lazily, so the agent still runs (and says so in its log)
+when a part is not installed or not configured. The attester seam is a plain callable
+``nonce -> evidence bytes`` (an EAT in COSE_Sign1) built by ``edgeward.attestation`` from the
+``attester`` section of the same parsed AGENT.toml.
 
 Challenge payload (verifier -> device, ``attest/challenge``): CBOR map ``{"nonce": bstr}``
 (8..64 bytes, RFC 9711 §4.1), optionally with more keys that the device ignores.
@@ -12,7 +13,6 @@ Challenge payload (verifier -> device, ``attest/challenge``): CBOR map ``{"nonce
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -20,30 +20,37 @@ from edgeward.core import cbor
 from edgeward.core.errors import EdgewardError, MalformedInputError
 from edgeward.core.limits import Limits
 
-from .config import AgentConfig
+from .config import (
+    AgentConfig,
+    CommandsSettings,
+    HomeAssistantSettings,
+    MetricsSettings,
+    ModelsSettings,
+)
 
 logger = logging.getLogger(__name__)
 
 Attester = Callable[[bytes], bytes]
+EAR_MAX_AGE = 600.0  # seconds an attestation result stays acceptable
 
 
-def command_trust(cfg: AgentConfig) -> Any:
-    if cfg.commands.trust is None:
+def command_trust(commands: CommandsSettings) -> Any:
+    if commands.trust is None:
         logger.warning("no [commands] trust configured: every command will be refused")
         return None
     from edgeward.core.keys import TrustStore
 
-    return TrustStore.from_path(cfg.commands.trust)
+    return TrustStore.from_path(commands.trust)
 
 
-def metrics_collector(cfg: AgentConfig) -> Any:
+def metrics_collector(metrics: MetricsSettings) -> Any:
     from .metrics import MetricsCollector
 
-    return MetricsCollector(cfg.metrics.disk_paths)
+    return MetricsCollector(metrics.disk_paths)
 
 
-def model_watch(cfg: AgentConfig) -> Any:
-    if not cfg.models.model:
+def model_watch(models: ModelsSettings, limits: Limits) -> Any:
+    if not models.model:
         return None
     try:
         from edgeward.core.keys import TrustStore
@@ -51,15 +58,15 @@ def model_watch(cfg: AgentConfig) -> Any:
     except ImportError as e:  # pragma: no cover - models part missing
         logger.error("model re-verification unavailable: %s", e)
         return None
-    assert cfg.models.trust is not None
+    assert models.trust is not None
     state = None
-    if cfg.models.state_dir is not None:
+    if models.state_dir is not None:
         from edgeward.models.rollback import RollbackState
 
-        state = RollbackState(cfg.models.state_dir)
-    w = ModelWatch(TrustStore.from_path(cfg.models.trust), interval=cfg.models.reverify_interval,
-                   state=state, limits=cfg.limits)
-    for m in cfg.models.model:
+        state = RollbackState(models.state_dir)
+    w = ModelWatch(TrustStore.from_path(models.trust), interval=models.reverify_interval,
+                   state=state, limits=limits)
+    for m in models.model:
         w.add(m.path, m.sig)
     return w
 
@@ -93,23 +100,23 @@ def parse_challenge(data: bytes, limits: Limits) -> bytes:
     return nonce
 
 
-def parse_result(data: bytes, limits: Limits, trust: Any = None) -> str | None:
+def parse_result(data: bytes, limits: Limits, trust: Any, *, now: float) -> str | None:
     """The status name of a signed EAR, or None if it cannot be checked."""
     if trust is None:
         return None
     try:
         from edgeward.attestation.ear import check_ear
 
-        ear = check_ear(data, trust, now=time.time(), max_age=600, limits=limits)
+        ear = check_ear(data, trust, now=now, max_age=EAR_MAX_AGE, limits=limits)
     except (ImportError, EdgewardError) as e:
         logger.warning("attestation result not accepted: %s", e)
         return None
     return str(ear.status_name)
 
 
-def ha_discovery(cfg: AgentConfig) -> Any:
-    if not cfg.home_assistant.enabled:
+def ha_discovery(device: str, ha: HomeAssistantSettings) -> Any:
+    if not ha.enabled:
         return None
     from .ha_discovery import HomeAssistant
 
-    return HomeAssistant(cfg.device, cfg.home_assistant.prefix)
+    return HomeAssistant(device, ha.prefix)

@@ -70,15 +70,15 @@ def bench_bare_paho(broker: Mosquitto, ca: TestCA, n: int, window: int, name: in
 
 
 def bench_outbox(broker: Mosquitto, ca: TestCA, n: int, tmp: Path, name: int = 0) -> float:
+    from edgeward.agent.compose import build_agent
     from edgeward.agent.config import load_agent_config
     from edgeward.agent.localsock import LocalEvent
-    from edgeward.agent.loop import Agent
 
     cfg = load_agent_config(write_agent_config(tmp / f"bench{name}.toml", broker, ca,
                                                f"bench-agent{name}", interval=3600,
                                                max_bytes=256 * 2**20,
                                                window=int(os.environ.get("EW_WINDOW", "1024"))))
-    agent = Agent(cfg)
+    agent = build_agent(cfg)
     th = threading.Thread(target=agent.run, kwargs={"install_signals": False}, daemon=True)
     th.start()
     assert agent.transport.wait_connected(10)
@@ -87,7 +87,7 @@ def bench_outbox(broker: Mosquitto, ca: TestCA, n: int, tmp: Path, name: int = 0
         time.sleep(0.01)
     base = agent.counters.get("delivered", 0)
     body = {"pad": "x" * (PAYLOAD - 120)}
-    agent._local_bucket.rate = agent._local_bucket.burst = 1e9  # no rate limit here
+    agent.inputs.local_bucket.rate = agent.inputs.local_bucket.burst = 1e9  # no rate limit here
     t0 = time.perf_counter()
     for _ in range(n):  # the same path an application event takes (local socket -> loop)
         agent.queue.put(LocalEvent("bench.report", 0.0, body, 0, 0))

@@ -279,8 +279,8 @@ def _fleet_files(root: Path, vendor: Vendor, broker: Any, ca: Any, dev: str) -> 
 
 
 def _run_fleet_steps(root: Path, n: int, vendor: Vendor) -> None:
+    from edgeward.agent.compose import build_agent
     from edgeward.agent.config import load_agent_config
-    from edgeward.agent.loop import Agent
     from edgeward.attestation.config import load_attester_config
     from edgeward.attestation.ear import check_ear
     from edgeward.attestation.service.appraise import AttestationAppraiser
@@ -317,7 +317,7 @@ def _run_fleet_steps(root: Path, n: int, vendor: Vendor) -> None:
             raise DemoFailed("the verifier service did not connect to the broker")
         ok(f"verifier service {cfg.worker} connected as edgeward-verifier; reference values "
             f"{BOARD}.ewref (vendor-signed), {vendor.ca_path.relative_to(vendor.out)} trusted")
-        agent = Agent(load_agent_config(agent_path))
+        agent = build_agent(load_agent_config(agent_path))
         ath = _start(stack, "agent", lambda: agent.run(install_signals=False), agent.request_stop)
         store = svc.store
         wait("the agent's birth", lambda: store.status(dev) == "online")

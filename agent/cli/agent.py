@@ -20,8 +20,7 @@ def run(config_path: Path) -> int:
 
     SIGTERM flushes the outbox (a few seconds) and exits 0; SIGHUP reloads the configuration.
     """
+    from edgeward.agent.compose import build_agent
     from edgeward.agent.config import load_agent_config
-    from edgeward.agent.loop import Agent
 
-    cfg = load_agent_config(config_path)
-    return Agent(cfg).run()
+    return build_agent(load_agent_config(config_path)).run()

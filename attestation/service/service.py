@@ -67,6 +67,7 @@ class VerifierService:
         appraiser: Appraiser | None = None,
         command_key: Any = None,
         clock: Callable[[], float] = time.time,
+        transport: Any = None,
     ) -> None:
         self.cfg = cfg
         self.clock = clock
@@ -85,7 +86,8 @@ class VerifierService:
             logger.warning("no [commands] key: no end-to-end acks; devices must set "
                            "[outbox] e2e_ack = false or they keep every message")
         prefix = f"$share/{cfg.shared_group}/" if cfg.shared_group else ""
-        self.transport = MqttTransport(
+        # a transport handed in (pair tests: a link with no broker) or one built here
+        self.transport = transport or MqttTransport(
             cfg.mqtt, self.queue.put,
             subscriptions=[f"{prefix}edgeward/v1/+/{k}" for k in UP_KINDS],
         )

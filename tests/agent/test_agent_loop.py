@@ -15,6 +15,7 @@ from agent_helpers import Collector, write_agent_config
 from fixtures_mqtt import Mosquitto, TestCA
 
 from edgeward.agent.commands import make_command
+from edgeward.agent.compose import build_agent
 from edgeward.agent.config import load_agent_config
 from edgeward.agent.envelope import topic
 from edgeward.agent.loop import Agent
@@ -23,7 +24,7 @@ from edgeward.core.keys import generate, write_keypair
 
 
 def start_agent(cfg_path: Path) -> tuple[Agent, threading.Thread]:
-    agent = Agent(load_agent_config(cfg_path))
+    agent = build_agent(load_agent_config(cfg_path))
     th = threading.Thread(target=agent.run, kwargs={"install_signals": False}, daemon=True)
     th.start()
     return agent, th

@@ -178,11 +178,11 @@ def test_local_socket_refuses_to_replace_a_regular_file(tmp_path: Path) -> None:
 
 
 def _offline_agent(tmp_path: Path):  # type: ignore[no-untyped-def]
-    from edgeward.agent.loop import Agent
+    from edgeward.agent.compose import build_agent
 
     cfg = load_agent_config(_write(tmp_path, '[device]\nname = "lock-1"\n[mqtt]\ntls = false\n'
                                    '[limits]\nmax_cbor_bytes = 4096\n'))
-    return Agent(cfg)
+    return build_agent(cfg)
 
 
 def test_agent_counts_bad_input_and_never_crashes(tmp_path: Path) -> None:
@@ -214,7 +214,7 @@ def test_agent_answers_a_challenge_with_evidence_through_the_outbox(tmp_path: Pa
     from edgeward.agent.events import Incoming
 
     agent = _offline_agent(tmp_path)
-    agent.attester = lambda nonce: b"EAT:" + nonce
+    agent.inputs.attester = lambda nonce: b"EAT:" + nonce
     nonce = b"n" * 32
     agent.handle(Incoming("edgeward/v1/lock-1/attest/challenge", cbor2.dumps({"nonce": nonce}),
                           False))

@@ -36,8 +36,8 @@ def test_tampered_model_is_reported_and_attestation_turns_contraindicated(
 ) -> None:
     from cryptography.hazmat.primitives.serialization import Encoding
 
+    from edgeward.agent.compose import build_agent
     from edgeward.agent.config import load_agent_config
-    from edgeward.agent.loop import Agent
     from edgeward.attestation.appraisal import Policy
     from edgeward.attestation.config import load_attester_config
     from edgeward.attestation.enroll import issue_device_cert, make_ca
@@ -110,7 +110,7 @@ path = "models/digits_mlp.tflite"
                           appraiser=AttestationAppraiser(verifier))
     sth = start(svc)
 
-    agent = Agent(load_agent_config(cfg_path))
+    agent = build_agent(load_agent_config(cfg_path))
     assert agent.attester is not None and agent.watch is not None
     ath = threading.Thread(target=agent.run, kwargs={"install_signals": False}, daemon=True)
     ath.start()

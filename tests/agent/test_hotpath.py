@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -90,17 +91,19 @@ class FakeTransport:
 
 
 def _scenario(tmp_path: Path, *, fresh: bool) -> tuple[list[tuple[str, int, str]], int]:
+    from edgeward.agent.compose import Root
     from edgeward.agent.config import load_agent_config
     from edgeward.agent.loop import Agent
 
     cfg_path = tmp_path / "agent.toml"
     cfg_path.write_text('[device]\nname = "lock-1"\n[mqtt]\ntls = false\n')
-    agent = Agent(load_agent_config(cfg_path))
+    cfg = load_agent_config(cfg_path)
     fake = FakeTransport()
-    agent.transport = fake  # type: ignore[assignment]
+    agent = Agent(cfg, Root().parts(cfg, lambda ev: None), transport=fake, clock=time.time)
+    d = agent.delivery
     if not fresh:
-        agent._fresh.add = lambda stored: agent._fresh.stop()  # type: ignore[method-assign]
-    agent.connected = True
+        d._fresh.add = lambda stored: d._fresh.stop()  # type: ignore[method-assign]
+    d.on_connect()
     reads = [0]
     pending = agent.outbox.pending
 
@@ -120,18 +123,18 @@ def _scenario(tmp_path: Path, *, fresh: bool) -> tuple[list[tuple[str, int, str]
     agent.pump()  # nothing stored: from here on, stored messages may be sent from memory
     emit((0, 1), (2, 1), (0, 1), (1, 1), (2, 1))
     window = agent.cfg.outbox.window
-    agent.inflight.update({10**6 + i: 0 for i in range(window - 2)})  # room for two
+    d.inflight.update({10**6 + i: 0 for i in range(window - 2)})  # room for two
     emit((0, 1), (2, 1), (0, 1), (2, 1))
     for i in range(window - 2):
-        del agent.inflight[10**6 + i]
+        del d.inflight[10**6 + i]
     fake.refuse_next = True
     emit((2, 1))
     emit((0, 1))
-    for mid in list(agent.inflight)[:4]:
+    for mid in list(d.inflight)[:4]:
         agent.handle(Acked(mid, True, ""))
     emit((2, 5000), (0, 1), (2, 1))  # too large: dropped, and the drop report is read back
     emit()
-    agent._resync()  # as after a reload: everything kept is sent again
+    d.resync()  # as after a reload: everything kept is sent again
     emit((1, 1))
     assert agent.outbox.count() > 0 and len(fake.sent) > 15
     agent.outbox.close()
