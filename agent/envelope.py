@@ -19,7 +19,8 @@ from typing import Any
 
 import cbor2
 
-from edgeward.core.cbor import dumps, loads
+from edgeward.core.cbor import TSTR, UINT, dumps, loads
+from edgeward.core.cbor import head as cbor_head
 from edgeward.core.errors import ConfigError, MalformedInputError
 from edgeward.core.limits import DEFAULT_LIMITS, Limits
 
@@ -144,24 +145,13 @@ _tails: dict[tuple[str, str], bytes] = {}
 _local = threading.local()
 
 
-def _uint(n: int) -> bytes:
-    if n < 24:
-        return bytes((n,))
-    if n < 0x100:
-        return b"\x18" + n.to_bytes(1, "big")
-    if n < 0x10000:
-        return b"\x19" + n.to_bytes(2, "big")
-    if n < 0x100000000:
-        return b"\x1a" + n.to_bytes(4, "big")
-    return b"\x1b" + n.to_bytes(8, "big")
-
-
 def _head(v: int, ts: float) -> bytes:
     cache = bool(ts) and ts == ts  # not for 0.0 == -0.0 nor NaN != NaN: they encode differently
     key = (v, ts.__class__, ts)
     head = _heads.get(key) if cache else None
     if head is None:
-        head = b"\xa6\x61v" + _uint(v) + b"\x62ts" + cbor2.dumps(ts, canonical=True) + b"\x63seq"
+        head = b"".join((b"\xa6\x61v", cbor_head(UINT, v), b"\x62ts",
+                         cbor2.dumps(ts, canonical=True), b"\x63seq"))
         if cache:
             if len(_heads) >= 16:
                 _heads.clear()
@@ -173,8 +163,8 @@ def _tail(type_: str, device: str) -> bytes:
     tail = _tails.get((type_, device))
     if tail is None:
         t = type_.encode()  # ASCII, at most 65 bytes (checked by _TYPE_RE)
-        n = bytes((0x60 + len(t),)) if len(t) < 24 else b"\x78" + bytes((len(t),))
-        tail = b"\x64type" + n + t + b"\x66device" + cbor2.dumps(device, canonical=True)
+        tail = b"".join((b"\x64type", cbor_head(TSTR, len(t)), t, b"\x66device",
+                         cbor2.dumps(device, canonical=True)))
         if len(_tails) >= 256:
             _tails.clear()
         _tails[(type_, device)] = tail
@@ -199,7 +189,7 @@ def _encode_fast(v: int, seq: int, ts: float, device: str, type_: str,
     except BaseException:
         _local.pair = None  # a fresh encoder next time, whatever state this one was left in
         raise
-    return b"".join((_head(v, ts), _uint(seq), b"\x64body", buf.getvalue(),
+    return b"".join((_head(v, ts), cbor_head(UINT, seq), b"\x64body", buf.getvalue(),
                      _tail(type_, device)))
 
 

@@ -38,7 +38,7 @@ from edgeward.attestation.nonces import NoncePolicy, Session
 from edgeward.attestation.refvalues import RefValues, parse_version
 from edgeward.attestation.tpm_quote import verify_quote
 from edgeward.core import cbor, cose
-from edgeward.core.errors import FreshnessError, IntegrityError, SignatureError
+from edgeward.core.errors import FreshnessError, IntegrityError
 from edgeward.core.keys import VerifyingKey
 from edgeward.core.limits import DEFAULT_LIMITS, Limits
 
@@ -131,7 +131,7 @@ def appraise(
               f"evidence is signed by key {kid}, which is not enrolled")
         return done()
     try:
-        _verify_signature(msg, enrolled.key)
+        cose.verify_decoded(msg, enrolled.key)  # decoded once above, to find the key
         ev = claims_from_cbor(cbor.loads(msg.payload, limits=limits), limits=limits)
     except IntegrityError as e:
         r.set("instance-identity", C.CRYPTO_VALIDATION_FAILED,
@@ -186,38 +186,6 @@ def appraise(
         _against_reference(r, ev, rv, enrolled)
     return done(name, ev.nonce, consume, bootcount, ev,
                 pin=board if enrolled.board is None else None)
-
-
-_COSE_ALGS = {cose.COSE_ALG_EDDSA: "EdDSA", cose.COSE_ALG_ES256: "ES256"}
-
-
-def _verify_signature(msg: cose.Sign1Message, key: VerifyingKey) -> None:
-    """RFC 9052 §4.4 over the already-decoded message (one decode per appraisal).
-
-    Same checks as :func:`edgeward.core.cose.verify1`: the header's alg must be the enrolled
-    key's algorithm, then the signature over the Sig_structure must verify.
-    """
-    if _COSE_ALGS.get(msg.alg) != key.alg:
-        raise SignatureError(f"evidence alg {msg.alg} is not the enrolled key's {key.alg}")
-    key.verify(_sig_structure(msg.protected_bytes, msg.payload), msg.signature)
-
-
-def _bstr_head(n: int) -> bytes:
-    if n < 24:
-        return bytes([0x40 | n])
-    if n < 0x100:
-        return bytes([0x58, n])
-    if n < 0x10000:
-        return b"\x59" + n.to_bytes(2, "big")
-    if n < 0x100000000:
-        return b"\x5a" + n.to_bytes(4, "big")
-    return b"\x5b" + n.to_bytes(8, "big")
-
-
-def _sig_structure(protected: bytes, payload: bytes) -> bytes:
-    """``["Signature1", protected, h'', payload]`` in deterministic CBOR (RFC 9052 §4.4)."""
-    return b"".join((b"\x84\x6aSignature1", _bstr_head(len(protected)), protected, b"\x40",
-                     _bstr_head(len(payload)), payload))
 
 
 def _hardware(r: _Result, ev: EvidenceClaims, enrolled: EnrolledDevice, policy: Policy) -> None:

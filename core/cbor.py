@@ -44,10 +44,11 @@ from edgeward.core.limits import DEFAULT_LIMITS, Limits
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["dumps", "loads"]
+__all__ = ["BSTR", "TSTR", "UINT", "dumps", "head", "loads"]
 
 # Major types (RFC 8949 §3.1).
 _UINT, _NINT, _BSTR, _TSTR, _ARRAY, _MAP, _TAG, _SIMPLE = range(8)
+UINT, BSTR, TSTR = _UINT, _BSTR, _TSTR  # for callers of :func:`head`
 
 _ARG_BYTES = {24: 1, 25: 2, 26: 4, 27: 8}
 _NO_TAGS: frozenset[int] = frozenset()
@@ -210,17 +211,29 @@ def loads(
 # --- deterministic encoding (RFC 8949 §4.2.1) ------------------------------------------------
 
 
-def _head(major: int, arg: int) -> bytes:
-    if arg < 24:
-        return bytes([(major << 5) | arg])
-    if arg < 0x100:
-        return bytes([(major << 5) | 24, arg])
-    if arg < 0x10000:
-        return bytes([(major << 5) | 25]) + arg.to_bytes(2, "big")
-    if arg < 0x100000000:
-        return bytes([(major << 5) | 26]) + arg.to_bytes(4, "big")
-    if arg < 0x10000000000000000:
-        return bytes([(major << 5) | 27]) + arg.to_bytes(8, "big")
+# One byte each, so that a one-byte head is a lookup, not an allocation.
+_BYTE = tuple(bytes((b,)) for b in range(256))
+
+
+def head(major: int, arg: int) -> bytes:
+    """The head of a data item: ``major`` type and ``arg`` in preferred form (RFC 8949 §3, §4.2.1).
+
+    The one CBOR head encoder. :func:`dumps` writes every head with it, and so do the fast paths
+    that assemble fixed structures from pieces (the agent's envelope, COSE's ``Sig_structure``),
+    so they stay byte for byte what :func:`dumps` gives. ``arg`` is 0..2**64-1; anything else
+    is a ``ValueError``.
+    """
+    mt = major << 5
+    if 0 <= arg < 24:
+        return _BYTE[mt | arg]
+    if 0 <= arg < 0x100:
+        return _BYTE[mt | 24] + _BYTE[arg]
+    if 0 <= arg < 0x10000:
+        return _BYTE[mt | 25] + arg.to_bytes(2, "big")
+    if 0 <= arg < 0x100000000:
+        return _BYTE[mt | 26] + arg.to_bytes(4, "big")
+    if 0 <= arg < 0x10000000000000000:
+        return _BYTE[mt | 27] + arg.to_bytes(8, "big")
     raise ValueError("integer does not fit in a CBOR head (use a bignum tag explicitly)")
 
 
@@ -248,19 +261,19 @@ def _encode(obj: Any, out: list[bytes], depth: int) -> None:
     elif obj is None:
         out.append(b"\xf6")
     elif isinstance(obj, int):
-        out.append(_head(_UINT, obj) if obj >= 0 else _head(_NINT, -1 - obj))
+        out.append(head(_UINT, obj) if obj >= 0 else head(_NINT, -1 - obj))
     elif isinstance(obj, bytes | bytearray | memoryview):
         raw = bytes(obj)
-        out.append(_head(_BSTR, len(raw)))
+        out.append(head(_BSTR, len(raw)))
         out.append(raw)
     elif isinstance(obj, str):
         raw = obj.encode("utf-8")
-        out.append(_head(_TSTR, len(raw)))
+        out.append(head(_TSTR, len(raw)))
         out.append(raw)
     elif isinstance(obj, float):
         out.append(_float(obj))
     elif isinstance(obj, list | tuple):
-        out.append(_head(_ARRAY, len(obj)))
+        out.append(head(_ARRAY, len(obj)))
         for item in obj:
             _encode(item, out, depth + 1)
     elif isinstance(obj, Mapping):
@@ -273,12 +286,12 @@ def _encode(obj: Any, out: list[bytes], depth: int) -> None:
         for i in range(1, len(pairs)):
             if pairs[i][0] == pairs[i - 1][0]:
                 raise ValueError("map has two keys with the same encoding")
-        out.append(_head(_MAP, len(pairs)))
+        out.append(head(_MAP, len(pairs)))
         for kbytes, value in pairs:
             out.append(kbytes)
             _encode(value, out, depth + 1)
     elif isinstance(obj, cbor2.CBORTag):
-        out.append(_head(_TAG, obj.tag))
+        out.append(head(_TAG, obj.tag))
         _encode(obj.value, out, depth + 1)
     else:
         raise TypeError(f"cannot encode {type(obj).__name__} as CBOR")

@@ -31,6 +31,7 @@ from typing import Any
 import cbor2
 
 from edgeward.core import cbor
+from edgeward.core.cbor import BSTR, head
 from edgeward.core.errors import MalformedInputError, SignatureError, UntrustedKeyError
 from edgeward.core.keys import ALG_EDDSA, ALG_ES256, SigningKey, TrustStore, VerifyingKey
 from edgeward.core.limits import DEFAULT_LIMITS, Limits
@@ -47,8 +48,10 @@ __all__ = [
     "HDR_KID",
     "Sign1Message",
     "decode_sign1",
+    "sig_structure",
     "sign1",
     "verify1",
+    "verify_decoded",
 ]
 
 COSE_SIGN1_TAG = 18
@@ -65,9 +68,19 @@ _SIGN1_TAGS = frozenset({COSE_SIGN1_TAG})
 _MAX_KID = 256
 
 
-def _sig_structure(protected_bytes: bytes, external_aad: bytes, payload: bytes) -> bytes:
-    """The ``Sig_structure`` for COSE_Sign1 (RFC 9052 §4.4)."""
-    return cbor.dumps(["Signature1", protected_bytes, bytes(external_aad), payload])
+_SIG1_CONTEXT = b"\x84\x6aSignature1"  # array(4), then the text "Signature1"
+
+
+def sig_structure(protected_bytes: bytes, external_aad: bytes, payload: bytes) -> bytes:
+    """The ``Sig_structure`` for COSE_Sign1 (RFC 9052 §4.4), in the deterministic encoding.
+
+    ``["Signature1", body_protected, external_aad, payload]``, byte for byte what
+    ``cbor.dumps`` gives for that array (tests/models/test_cose.py), assembled from
+    :func:`edgeward.core.cbor.head` because it is on the verifier's hot path (one per appraisal).
+    """
+    aad = bytes(external_aad)
+    return b"".join((_SIG1_CONTEXT, head(BSTR, len(protected_bytes)), protected_bytes,
+                     head(BSTR, len(aad)), aad, head(BSTR, len(payload)), payload))
 
 
 def sign1(
@@ -104,7 +117,7 @@ def sign1(
     if set(unprot) & set(protected):
         raise ValueError("a header label may not be both protected and unprotected")
     protected_bytes = cbor.dumps(protected)
-    signature = key.sign(_sig_structure(protected_bytes, external_aad, payload))
+    signature = key.sign(sig_structure(protected_bytes, external_aad, payload))
     body = [protected_bytes, unprot, payload, signature]
     return cbor.dumps(cbor2.CBORTag(COSE_SIGN1_TAG, body) if tagged else body)
 
@@ -230,10 +243,21 @@ def verify1(
             f"signed by key {prefix}, which is not in the trust store",
             hint="add the signer's public key to the trust store if you trust it",
         )
-    if _COSE_TO_ALG[msg.alg] != key.alg:
+    verify_decoded(msg, key, external_aad=external_aad)
+    logger.debug("COSE_Sign1 verified with key %s", key.key_id.hex()[:16])
+    return msg
+
+
+def verify_decoded(msg: Sign1Message, key: VerifyingKey, *, external_aad: bytes = b"") -> None:
+    """Verify an already-decoded message with the key its caller chose (RFC 9052 §4.4).
+
+    The step :func:`verify1` ends with, for a caller that has decoded the message once to pick
+    the key itself (the verifier's appraisal): the header's ``alg`` must be the key's algorithm
+    (no algorithm substitution), then the signature over the Sig_structure must verify. Either
+    failure is a :class:`SignatureError`.
+    """
+    if _COSE_TO_ALG.get(msg.alg) != key.alg:
         raise SignatureError(
             f"COSE_Sign1 header says alg {msg.alg} but key {key.key_id.hex()[:16]} is {key.alg}"
         )
-    key.verify(_sig_structure(msg.protected_bytes, external_aad, msg.payload), msg.signature)
-    logger.debug("COSE_Sign1 verified with key %s", key.key_id.hex()[:16])
-    return msg
+    key.verify(sig_structure(msg.protected_bytes, external_aad, msg.payload), msg.signature)

@@ -119,13 +119,15 @@ def test_config_change_is_flagged(world):
     assert not result.ear.affirming
 
 
-def test_sig_structure_matches_models_cose():
-    from edgeward.attestation.appraisal import _sig_structure
-    from edgeward.core import cbor
+def test_sig_structure_is_the_deterministic_encoding():
+    """The fast Sig_structure (one per appraisal) is byte for byte the reference encoder's."""
+    from edgeward.core import cbor, cose
 
-    for n in (0, 23, 24, 255, 256, 70000):
+    for n in (0, 23, 24, 255, 256, 65535, 65536, 70000):
         p = b"p" * n
-        assert _sig_structure(b"\xa1\x01\x27", p) == cbor.dumps(["Signature1", b"\xa1\x01\x27", b"", p])
+        for aad in (b"", b"a" * 24):
+            want = cbor.dumps(["Signature1", b"\xa1\x01\x27", aad, p])
+            assert cose.sig_structure(b"\xa1\x01\x27", aad, p) == want
 
 
 def test_agent_code_digest_covers_names_and_contents(tmp_path):

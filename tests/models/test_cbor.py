@@ -334,3 +334,22 @@ def test_fuzz_dumps_is_deterministic_and_agrees_with_cbor2(value: object) -> Non
     enc = cbor.dumps(value)
     decoded = cbor2.loads(enc)
     assert cbor.dumps(decoded) == enc
+
+
+@pytest.mark.parametrize("arg", [0, 23, 24, 255, 256, 65_535, 65_536, 2**32 - 1, 2**32, 2**64 - 1])
+@pytest.mark.parametrize("major", [cbor.UINT, cbor.BSTR, cbor.TSTR, 4, 5, 6])
+def test_head_is_the_preferred_head(major: int, arg: int) -> None:
+    """The one head encoder the fast paths (envelope, Sig_structure) use: shortest form, §4.2.1."""
+    got = cbor.head(major, arg)
+    if major == cbor.UINT:
+        assert got == cbor2.dumps(arg)
+    assert got[0] >> 5 == major
+    extra = 0 if arg < 24 else 1 if arg < 256 else 2 if arg < 65_536 else 4 if arg < 2**32 else 8
+    assert len(got) == 1 + extra
+    assert int.from_bytes(got[1:], "big") == arg if extra else got[0] & 0x1F == arg
+
+
+@pytest.mark.parametrize("arg", [-1, 2**64])
+def test_head_refuses_arguments_out_of_range(arg: int) -> None:
+    with pytest.raises(ValueError):
+        cbor.head(cbor.UINT, arg)

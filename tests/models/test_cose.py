@@ -127,7 +127,7 @@ def test_cose_wg_vector_external_aad() -> None:
     aad = bytes.fromhex("11aa22bb33cc44dd55006699")
     msg = cose.verify1(data, keys.TrustStore([_key11()]), external_aad=aad)
     assert msg.payload == b"This is the content." and msg.kid == b"11"
-    assert cose._sig_structure(msg.protected_bytes, aad, msg.payload) == bytes.fromhex(_PASS02_TBS)
+    assert cose.sig_structure(msg.protected_bytes, aad, msg.payload) == bytes.fromhex(_PASS02_TBS)
     with pytest.raises(SignatureError):
         cose.verify1(data, _key11())  # AAD missing
 
@@ -194,7 +194,7 @@ def test_alg_swap_es256_header_with_ed25519_key() -> None:
     """Attack: algorithm substitution: header says ES256, the kid names an Ed25519 key."""
     ed = keys.generate("ed25519")
     protected = cbor.dumps({1: -7, 4: ed.key_id})
-    tbs = cose._sig_structure(protected, b"", b"x")
+    tbs = cose.sig_structure(protected, b"", b"x")
     forged = cbor.dumps(cbor2.CBORTag(18, [protected, {}, b"x", ed.sign(tbs)]))
     with pytest.raises(SignatureError, match="alg -7"):
         cose.verify1(forged, keys.TrustStore([ed.public]))
@@ -241,7 +241,7 @@ def test_unprotected_kid_only_is_still_bound_by_the_signature(key: keys.SigningK
     """Attack: with kid only unprotected, rewriting it selects another key, which fails."""
     other = keys.generate("ed25519" if key.alg == "EdDSA" else "p256")
     protected = cbor.dumps({1: -8 if key.alg == "EdDSA" else -7})
-    sig = key.sign(cose._sig_structure(protected, b"", b"x"))
+    sig = key.sign(cose.sig_structure(protected, b"", b"x"))
     good = cbor.dumps([protected, {4: key.key_id}, b"x", sig])
     store = keys.TrustStore([key.public, other.public])
     assert cose.verify1(good, store).kid == key.key_id
@@ -322,7 +322,7 @@ def test_crit_header_refused() -> None:
 def test_trust_store_needs_a_kid() -> None:
     k = keys.generate()
     protected = cbor.dumps({1: -8})
-    data = cbor.dumps([protected, {}, b"x", k.sign(cose._sig_structure(protected, b"", b"x"))])
+    data = cbor.dumps([protected, {}, b"x", k.sign(cose.sig_structure(protected, b"", b"x"))])
     with pytest.raises(UntrustedKeyError, match="no kid"):
         cose.verify1(data, keys.TrustStore([k.public]))
     assert cose.verify1(data, k.public).kid is None  # a single pinned key may omit kid
