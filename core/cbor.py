@@ -211,8 +211,10 @@ def loads(
 # --- deterministic encoding (RFC 8949 §4.2.1) ------------------------------------------------
 
 
-# One byte each, so that a one-byte head is a lookup, not an allocation.
+# One byte each, so that a one-byte head is a look-up, not an allocation; and for each major
+# type the initial bytes of its 1-, 2-, 4- and 8-byte arguments (additional information 24..27).
 _BYTE = tuple(bytes((b,)) for b in range(256))
+_LONG = tuple(tuple(_BYTE[(major << 5) | info] for info in (24, 25, 26, 27)) for major in range(8))
 
 
 def head(major: int, arg: int) -> bytes:
@@ -223,17 +225,19 @@ def head(major: int, arg: int) -> bytes:
     so they stay byte for byte what :func:`dumps` gives. ``arg`` is 0..2**64-1; anything else
     is a ``ValueError``.
     """
-    mt = major << 5
-    if 0 <= arg < 24:
-        return _BYTE[mt | arg]
-    if 0 <= arg < 0x100:
-        return _BYTE[mt | 24] + _BYTE[arg]
-    if 0 <= arg < 0x10000:
-        return _BYTE[mt | 25] + arg.to_bytes(2, "big")
-    if 0 <= arg < 0x100000000:
-        return _BYTE[mt | 26] + arg.to_bytes(4, "big")
-    if 0 <= arg < 0x10000000000000000:
-        return _BYTE[mt | 27] + arg.to_bytes(8, "big")
+    if arg < 24:
+        if arg < 0:
+            raise ValueError("a CBOR head's argument cannot be negative")
+        return _BYTE[(major << 5) | arg]
+    initial = _LONG[major]
+    if arg < 0x100:
+        return initial[0] + _BYTE[arg]
+    if arg < 0x10000:
+        return initial[1] + arg.to_bytes(2, "big")
+    if arg < 0x100000000:
+        return initial[2] + arg.to_bytes(4, "big")
+    if arg < 0x10000000000000000:
+        return initial[3] + arg.to_bytes(8, "big")
     raise ValueError("integer does not fit in a CBOR head (use a bignum tag explicitly)")
 
 
