@@ -11,7 +11,7 @@ APT_PACKAGES := mosquitto mosquitto-clients swtpm swtpm-tools tpm2-tools libtss2
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PIP_FLAGS := --disable-pip-version-check --no-input -q
 
-.PHONY: demo test lint typecheck system venv venv-tflite unit runtime-tflite bench clean fuzz fuzz-ci
+.PHONY: sbom demo test lint typecheck system venv venv-tflite unit runtime-tflite bench clean fuzz fuzz-ci
 
 demo: system venv
 	$(VENV)/bin/edgeward demo
@@ -30,7 +30,7 @@ system:
 	fi
 
 venv: $(VENV)/.installed
-$(VENV)/.installed: setup.py pyproject.toml
+$(VENV)/.installed: setup.py pyproject.toml requirements/device.txt
 	@echo "Setting up $(VENV) (Python packages from PyPI)"
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install $(PIP_FLAGS) -U pip setuptools wheel
@@ -71,6 +71,13 @@ fuzz: venv
 
 fuzz-ci: venv
 	nice -n 10 $(VENV)/bin/python fuzz/run.py --seconds $(FUZZ_CI_SECONDS) --jobs $(FUZZ_JOBS)
+
+# The device's software bill of materials (CycloneDX) from its pinned dependencies; its SHA-256
+# can go into a release's reference values (`sbom = "..."`). tests/test_sbom.py checks it in CI.
+sbom: venv
+	$(VENV)/bin/cyclonedx-py requirements requirements/device.txt --output-reproducible \
+		--of JSON -o docs/sbom/edgeward-device.cdx.json
+	@sha256sum docs/sbom/edgeward-device.cdx.json
 
 # The AWS IoT Device Defender agent's collector is a peer in bench_agent; it gets its own venv.
 bench: system venv $(VENV_BENCH)/.installed

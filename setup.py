@@ -62,6 +62,7 @@ setup(
             "scikit-learn>=1.4",
             "pycose>=1.1",
             "cwt>=2.8",
+            "cyclonedx-bom>=7",
         ],
     },
     entry_points={"console_scripts": ["edgeward = edgeward.agent.cli:main"]},

@@ -241,7 +241,9 @@ def _against_reference(r: _Result, ev: EvidenceClaims, rv: RefValues,
               f"agent {ev.swversion} is not a release in the reference values")
     else:
         if meas.agent_code in release.agent_code:
-            r.set("executables", C.APPROVED_RUNTIME, f"agent {ev.swversion} code is approved")
+            sbom = f" (its SBOM: sha256 {release.sbom.hex()})" if release.sbom else ""
+            r.set("executables", C.APPROVED_RUNTIME,
+                  f"agent {ev.swversion} code is approved{sbom}")
         else:
             r.set("executables", C.UNRECOGNIZED_RUNTIME,
                   f"agent code digest {meas.agent_code.hex()[:16]} is not the approved "

@@ -5,7 +5,8 @@ the verifier trusts, content type :data:`CONTENT_TYPE`. Payload (CBOR, see docs/
 
     { "type": "edgeward-refvalues", "v": 1, "board": tstr, "issued": uint,
       "min-swversion": tstr,                       ; older agents are contraindicated
-      "releases": [* {"swversion": tstr, "agent-code": [* bstr], "agent-config": [* bstr]}],
+      "releases": [* {"swversion": tstr, "agent-code": [* bstr], "agent-config": [* bstr],
+                      ? "sbom": bstr }],            ; SHA-256 of the release's CycloneDX SBOM
       "models": [* {"name": tstr, "min-version": uint, "digests": [* bstr]}],
       ? "pcrs": {* uint => bstr},                  ; expected SHA-256 PCR values
       ? "require-tpm": bool }
@@ -47,6 +48,9 @@ class Release:
     swversion: str
     agent_code: frozenset[bytes]
     agent_config: frozenset[bytes]
+    # SHA-256 of the release's CycloneDX SBOM (``make sbom``): which components a device whose
+    # code matches this release runs. Named in the EAR's reasons; not a measurement.
+    sbom: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -87,7 +91,8 @@ class RefValues:
             "min-swversion": self.min_swversion,
             "releases": [
                 {"swversion": r.swversion, "agent-code": sorted(r.agent_code),
-                 "agent-config": sorted(r.agent_config)}
+                 "agent-config": sorted(r.agent_config),
+                 **({"sbom": r.sbom} if r.sbom is not None else {})}
                 for r in self.releases
             ],
             "models": [
@@ -140,10 +145,14 @@ def from_cbor(m: Any) -> RefValues:
     for i, r in enumerate(rels):
         if not isinstance(r, dict):
             raise MalformedInputError(f"reference values: releases[{i}] is not a map")
+        sbom = r.get("sbom")
+        if sbom is not None and not (isinstance(sbom, bytes) and len(sbom) == 32):
+            raise MalformedInputError(f"reference values: releases[{i}].sbom is not a SHA-256")
         releases.append(Release(
             _version(r.get("swversion"), f"releases[{i}].swversion"),
             _digests(r.get("agent-code", []), f"releases[{i}].agent-code"),
             _digests(r.get("agent-config", []), f"releases[{i}].agent-config"),
+            sbom,
         ))
     models = []
     for i, x in enumerate(mods):
@@ -207,10 +216,14 @@ def from_toml(sec: Section, *, issued: int) -> RefValues:
     sec.reject_unknown(["board", "min_swversion", "require_tpm", "pcrs", "releases", "models"])
     releases = []
     for r in sec.sections("releases"):
-        r.reject_unknown(["swversion", "agent_code", "agent_config"])
-        releases.append({"swversion": r.str("swversion"),
-                         "agent-code": _hex_digests(r, "agent_code"),
-                         "agent-config": _hex_digests(r, "agent_config")})
+        r.reject_unknown(["swversion", "agent_code", "agent_config", "sbom"])
+        rel: dict[str, Any] = {"swversion": r.str("swversion"),
+                               "agent-code": _hex_digests(r, "agent_code"),
+                               "agent-config": _hex_digests(r, "agent_config")}
+        if r.has("sbom"):
+            rel["sbom"] = _hex_digests(Section({"v": [r.str("sbom")]}, source=sec.source,
+                                               prefix=f"{r.prefix}sbom."), "v")[0]
+        releases.append(rel)
     models = []
     for x in sec.sections("models"):
         x.reject_unknown(["name", "min_version", "digests"])
