@@ -37,6 +37,11 @@ setup(
         "edgeward.deploy": ["mosquitto.conf", "acl", "*.service", "*.example"],
     },
     include_package_data=True,
+    # installed under <prefix>/share/doc/edgeward: the systemd unit's Documentation= points there
+    data_files=[("share/doc/edgeward", ["README.md", "SECURITY.md", "docs/AGENT.md",
+                                        "docs/ATTESTATION.md", "docs/GUARD.md",
+                                        "docs/INSTALL-PI.md", "docs/THREAT_MODEL.md",
+                                        "docs/protocol.cddl"])],
     install_requires=[
         "cryptography>=42",
         "cbor2>=5.6",

@@ -35,3 +35,20 @@ def test_wheel_ships_deploy_files_and_board_definitions(tmp_path: Path) -> None:
     assert any(n.startswith("edgeward/boards/") and n.endswith(".toml") for n in names)
     assert "edgeward/core/py.typed" in names
     assert not any(n.startswith("edgeward/tests/") for n in names)
+
+
+def test_systemd_unit_points_at_what_the_install_puts_there(tmp_path: Path) -> None:
+    """Documentation= and ExecStart= name files an install into the /opt/edgeward venv makes."""
+    unit = deploy_file("edgeward-agent.service").read_text()
+    doc = next(ln.split("=", 1)[1] for ln in unit.splitlines() if ln.startswith("Documentation="))
+    exe = next(ln.split("=", 1)[1] for ln in unit.splitlines() if ln.startswith("ExecStart="))
+    assert doc.startswith("file:///opt/edgeward/") and exe.startswith("/opt/edgeward/bin/edgeward ")
+    venv = tmp_path / "venv"  # install the wheel into a prefix and look where the files land
+    src = tmp_path / "src"
+    shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(
+        ".git", ".venv*", "build", "*.egg-info", "__pycache__", ".*_cache", "tests", "benchmarks"))
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation",
+                    "-q", "--prefix", str(venv), str(src)], check=True, capture_output=True)
+    assert (venv / doc.removeprefix("file:///opt/edgeward/")).is_file()
+    assert (venv / "bin" / "edgeward").is_file()
+    assert "/opt/edgeward" in (REPO / "docs" / "INSTALL-PI.md").read_text()
