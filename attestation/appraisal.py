@@ -269,6 +269,12 @@ def _against_reference(r: _Result, ev: EvidenceClaims, rv: RefValues,
 
 
 def _models(r: _Result, ev: EvidenceClaims, rv: RefValues) -> None:
+    if not ev.measurements.models and rv.models:
+        # The device measures every configured model; none at all hides what it runs.
+        r.set("file-system", C.UNRECOGNIZED_FILES,
+              f"evidence lists no models, but the reference values for board '{rv.board}' "
+              f"list {len(rv.models)}")
+        return
     ok = True
     for m in ev.measurements.models:
         ref = rv.model(m.name)

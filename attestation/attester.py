@@ -27,7 +27,7 @@ from typing import Any
 from edgeward.attestation import claims as C
 from edgeward.attestation.config import AttesterConfig
 from edgeward.attestation.evidence import BootState, EvidenceClaims, sign_evidence
-from edgeward.attestation.measure import measure
+from edgeward.attestation.measure import load_model_trust, measure
 from edgeward.attestation.nonces import MAX_NONCE_BYTES
 from edgeward.attestation.tpm_quote import qualifying_data
 from edgeward.core.errors import ConfigError, DeviceError
@@ -157,7 +157,8 @@ class Attester:
             bootcount=BootCounter(cfg.state_dir).current(),
             key_kind=self.signer.kind,
             measurements=measure(cfg.source, cfg.models, agent_root=cfg.agent_root,
-                                 model_sigs=cfg.model_sigs),
+                                 model_sigs=cfg.model_sigs,
+                                 trust=load_model_trust(cfg.model_trust)),
             uptime=_uptime(),
             oemid=cfg.oemid,
             hwversion=cfg.hwversion,

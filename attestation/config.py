@@ -81,6 +81,7 @@ class AttesterConfig:
     oemid: bytes | None = None
     ueid: bytes | None = None
     dbgstat: int | None = None
+    model_trust: Path | None = None  # [models] trust: verifies the manifests it measures
 
 
 def attester_from_section(
@@ -147,6 +148,7 @@ def attester_from_section(
         oemid=_hex(dev, "oemid", min_len=3, max_len=16),
         ueid=_hex(dev, "ueid", min_len=7, max_len=33),
         dbgstat=DBGSTAT[dbg] if dbg is not None else None,
+        model_trust=root.section("models").path("trust", None, base=base),
     )
 
 

@@ -12,11 +12,12 @@
 * Agent configuration: SHA-256 over the canonical JSON (sorted keys, no spaces) of the parsed
   AGENT.toml without its ``[device]`` table, which holds per-device identity (name, keys,
   certificate, TCTI). Two devices of one fleet with the same policy have the same digest.
-* Models: each model's signed manifest (``MODEL.ewsig``) is decoded (not verified: that is the
-  model loader's job; the verifier appraises the digests) for its name and version, and the
-  files it lists are hashed from disk, so a swapped model shows up as a digest that is not in
-  the reference values. A model without a readable manifest is reported under its file name
-  with version 0 and no manifest digest.
+* Models: each configured model file is hashed itself, from disk. Its signed manifest
+  (``MODEL.ewsig``) gives the name and version only after it verifies against the device's
+  model trust store (``[models] trust``); a forged or self-signed manifest cannot rename what is
+  measured nor point the measurement at other files (a swapped model shows up as a digest that
+  is not in the reference values). A model whose manifest is missing, unreadable or does not
+  verify is reported under its file name with version 0 and no manifest digest.
 
 Reading files is the only I/O; nothing is written.
 """
@@ -31,10 +32,10 @@ import tomllib
 from pathlib import Path
 
 from edgeward.attestation.evidence import Measurements, ModelMeasurement
-from edgeward.core import cose
 from edgeward.core.errors import ConfigError, DeviceError, IntegrityError
+from edgeward.core.keys import TrustStore, VerifyingKey
 from edgeward.core.limits import DEFAULT_LIMITS, Limits
-from edgeward.models.manifest import decode_manifest
+from edgeward.models.manifest import open_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -125,21 +126,36 @@ def config_digest(path: Path) -> bytes:
 
 
 def measure_model(
-    model: Path, *, sig_path: Path | None = None, limits: Limits = DEFAULT_LIMITS
+    model: Path,
+    *,
+    sig_path: Path | None = None,
+    trust: TrustStore | VerifyingKey | None = None,
+    limits: Limits = DEFAULT_LIMITS,
 ) -> ModelMeasurement:
-    """Name and version from the model's manifest, digests of the files on disk."""
+    """The configured file's digest; name and version from its manifest if that verifies."""
+    digest = sha256_file(model)
+    unsigned = ModelMeasurement(model.name, 0, None, ((model.name, digest),))
     sig_path = sig_path or Path(str(model) + ".ewsig")
+    if trust is None:
+        logger.warning("no model trust store: model %s is measured as unsigned", model)
+        return unsigned
     try:
         with open(sig_path, "rb") as f:
             sig = f.read(MAX_MANIFEST_BYTES + 1)
         if len(sig) > MAX_MANIFEST_BYTES:
             raise IntegrityError(f"{sig_path} is too large")
-        manifest = decode_manifest(cose.decode_sign1(sig, limits=limits).payload, limits=limits)
+        manifest = open_manifest(sig, trust, limits=limits)
     except (OSError, IntegrityError) as e:
-        logger.warning("model %s has no readable manifest (%s); measured as unsigned", model, e)
-        return ModelMeasurement(model.name, 0, None, ((model.name, sha256_file(model)),))
-    files = tuple((f.path, sha256_file(model.parent / f.path)) for f in manifest.files)
-    return ModelMeasurement(manifest.name, manifest.version, hashlib.sha256(sig).digest(), files)
+        logger.warning("model %s has no manifest that verifies (%s); measured as unsigned",
+                       model, e)
+        return unsigned
+    return ModelMeasurement(manifest.name, manifest.version, hashlib.sha256(sig).digest(),
+                            ((model.name, digest),))
+
+
+def load_model_trust(path: Path | None) -> TrustStore | None:
+    """The device's model trust store (file or folder of public keys), or None."""
+    return TrustStore.from_path(path) if path is not None else None
 
 
 def measure(
@@ -148,11 +164,13 @@ def measure(
     *,
     agent_root: Path | None = None,
     model_sigs: tuple[tuple[Path, Path], ...] = (),
+    trust: TrustStore | VerifyingKey | None = None,
     limits: Limits = DEFAULT_LIMITS,
 ) -> Measurements:
     sigs = dict(model_sigs)
     return Measurements(
         agent_code=agent_code_digest(agent_root),
         agent_config=config_digest(config_path),
-        models=tuple(measure_model(m, sig_path=sigs.get(m), limits=limits) for m in models),
+        models=tuple(measure_model(m, sig_path=sigs.get(m), trust=trust, limits=limits)
+                     for m in models),
     )

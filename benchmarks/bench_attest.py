@@ -32,7 +32,7 @@ from edgeward.attestation.appraisal import EnrolledDevice, Policy, appraise
 from edgeward.attestation.attester import Attester
 from edgeward.attestation.config import VERIFIER_LIMITS, load_attester_config
 from edgeward.attestation.enroll import issue_device_cert, make_ca
-from edgeward.attestation.measure import measure
+from edgeward.attestation.measure import load_model_trust, measure
 from edgeward.attestation.nonces import Session
 from edgeward.attestation.refvalues import ModelRef, RefValues, Release
 from edgeward.attestation.service.verifier import Verifier
@@ -69,7 +69,8 @@ def setup(root: Path, signer, kind: str = "software", tcti: str | None = None):
     (root / "agent.toml").write_text("\n".join(lines) + "\n")
     cfg = load_attester_config(root / "agent.toml")
     att = Attester(cfg, signer, [])
-    meas = measure(cfg.source, cfg.models, agent_root=cfg.agent_root)
+    meas = measure(cfg.source, cfg.models, agent_root=cfg.agent_root,
+                   trust=load_model_trust(cfg.model_trust))
     rv = RefValues(BOARD, 1, "0.1.0",
                    (Release("0.1.0", frozenset({meas.agent_code}),
                             frozenset({meas.agent_config})),),

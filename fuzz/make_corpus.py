@@ -85,7 +85,7 @@ def evidence_world() -> dict[str, bytes]:
     """Real evidence from the attester (software key), its claims and the verifier's EAR."""
     from edgeward.attestation.attester import Attester
     from edgeward.attestation.config import load_attester_config
-    from edgeward.attestation.measure import measure
+    from edgeward.attestation.measure import load_model_trust, measure
     from edgeward.attestation.refvalues import ModelRef, RefValues, Release, sign_refvalues
     from edgeward.core import cose
     from edgeward.core.keys import write_keypair
@@ -118,7 +118,8 @@ def evidence_world() -> dict[str, bytes]:
         cfg = load_attester_config(root / "agent.toml")
         att = Attester(cfg, SoftwareSigner(w.device), [w.cert_der], lambda: _world.NOW)
         evidence = att.evidence(_world.NONCE)
-        mm = measure(cfg.source, cfg.models, agent_root=cfg.agent_root)
+        mm = measure(cfg.source, cfg.models, agent_root=cfg.agent_root,
+                     trust=load_model_trust(cfg.model_trust))
     rv = RefValues(
         board=_world.BOARD, issued=1, min_swversion="0.1.0",
         releases=(Release("0.1.0", frozenset({mm.agent_code}), frozenset({mm.agent_config})),),

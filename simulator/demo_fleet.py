@@ -101,9 +101,10 @@ class Vendor:
     def refvalues(self, cfg: Any, *, board: str, pcrs: dict[int, bytes] | None = None) -> Any:
         """Measure the golden device and return the board's reference values, signed and opened."""
         from edgeward.attestation import refvalues as R
-        from edgeward.attestation.measure import measure
+        from edgeward.attestation.measure import load_model_trust, measure
 
-        m = measure(cfg.source, cfg.models, agent_root=cfg.agent_root, model_sigs=cfg.model_sigs)
+        m = measure(cfg.source, cfg.models, agent_root=cfg.agent_root, model_sigs=cfg.model_sigs,
+                    trust=load_model_trust(cfg.model_trust))
         rv = R.RefValues(
             board=board, issued=int(time.time()), min_swversion="0.1.0",
             releases=(R.Release("0.1.0", frozenset({m.agent_code}), frozenset({m.agent_config})),),

@@ -257,10 +257,12 @@ def measure(config: Path, as_json: bool) -> None:
     """Print this device's measurements as a reference-values TOML skeleton (or JSON)."""
     from edgeward.attestation.attester import VERSION
     from edgeward.attestation.config import load_attester_config
+    from edgeward.attestation.measure import load_model_trust
     from edgeward.attestation.measure import measure as do_measure
 
     cfg = load_attester_config(config)
-    m = do_measure(cfg.source, cfg.models, agent_root=cfg.agent_root, model_sigs=cfg.model_sigs)
+    m = do_measure(cfg.source, cfg.models, agent_root=cfg.agent_root, model_sigs=cfg.model_sigs,
+                   trust=load_model_trust(cfg.model_trust))
     if as_json:
         echo_json({"board": cfg.board, "swversion": VERSION, **m.to_cbor()})
         return

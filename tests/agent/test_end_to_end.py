@@ -41,7 +41,7 @@ def test_tampered_model_is_reported_and_attestation_turns_contraindicated(
     from edgeward.attestation.appraisal import Policy
     from edgeward.attestation.config import load_attester_config
     from edgeward.attestation.enroll import issue_device_cert, make_ca
-    from edgeward.attestation.measure import measure
+    from edgeward.attestation.measure import load_model_trust, measure
     from edgeward.attestation.nonces import NoncePolicy
     from edgeward.attestation.refvalues import ModelRef, RefValues, Release
     from edgeward.attestation.service.appraise import AttestationAppraiser
@@ -95,7 +95,8 @@ path = "models/digits_mlp.tflite"
 
     # --- the verifier: maker CA, reference values measured from the good device --------------
     acfg = load_attester_config(cfg_path)
-    m = measure(acfg.source, acfg.models, agent_root=acfg.agent_root)
+    m = measure(acfg.source, acfg.models, agent_root=acfg.agent_root,
+                trust=load_model_trust(acfg.model_trust))
     rv = RefValues(
         board=board, issued=1, min_swversion="0.1.0",
         releases=(Release("0.1.0", frozenset({m.agent_code}), frozenset({m.agent_config})),),

@@ -29,7 +29,7 @@ from edgeward.attestation.appraisal import Policy  # noqa: E402
 from edgeward.attestation.attester import Attester  # noqa: E402
 from edgeward.attestation.config import load_attester_config  # noqa: E402
 from edgeward.attestation.enroll import issue_device_cert, make_ca  # noqa: E402
-from edgeward.attestation.measure import measure  # noqa: E402
+from edgeward.attestation.measure import load_model_trust, measure  # noqa: E402
 from edgeward.attestation.nonces import NoncePolicy  # noqa: E402
 from edgeward.attestation.refvalues import (  # noqa: E402
     ModelRef,
@@ -79,6 +79,7 @@ def agent_toml(folder, *, device="lock-0001", key="software", tcti=None, extra="
              f'key = "{key}"', 'key_file = "device/private.pem"', 'cert_file = "device/cert.pem"']
     if tcti:
         lines.append(f'tpm_tcti = "{tcti}"')
+    lines += ["", "[models]", 'trust = "model-signer/public.pem"']
     lines += ["", "[attestation]", 'state_dir = "state"', 'models = ["models/lockface.tflite"]',
               "pcrs = [0, 1, 2, 3, 4, 5, 6, 7]", 'dbgstat = "disabled"', 'agent_root = "code"', extra]
     p = folder / "agent.toml"
@@ -99,7 +100,8 @@ class World:
 
     def refvalues(self, **changes) -> RefValues:
         cfg = self.attester.config
-        m = measure(cfg.source, cfg.models, agent_root=cfg.agent_root)
+        m = measure(cfg.source, cfg.models, agent_root=cfg.agent_root,
+                    trust=load_model_trust(cfg.model_trust))
         rv = RefValues(
             board=BOARD, issued=1, min_swversion="0.1.0",
             releases=(Release("0.1.0", frozenset({m.agent_code}),
@@ -121,7 +123,9 @@ def make_world(tmp_path, *, signer=None, key_kind="software", tcti=None, tofu=Fa
                policy=None, cert_board=None) -> World:
     clock = Clock()
     (tmp_path / "models").mkdir()
-    write_model(tmp_path / "models")
+    model_signer = keys.generate("ed25519")
+    keys.write_keypair(tmp_path / "model-signer", model_signer)
+    write_model(tmp_path / "models", key=model_signer)
     vendor = keys.generate("ed25519")
     ca_key = keys.generate("p256")
     ca_cert = make_ca(ca_key, "Acme Locks Device CA", now=clock())

@@ -318,3 +318,50 @@ def test_software_keys_policy_default_matches_the_threat_model(tmp_path):
     p.write_text(base + "[policy]\nallow_software_keys = true\n")
     with pytest.raises(ConfigError, match="software_keys"):
         load_verifier_config(p)
+
+
+# --- issue 9, hole 2: a forged manifest must not hide a swapped model ---------------------------
+
+
+def test_attack_forged_manifest_hides_a_swapped_model(world):
+    """Replace the model, keep the genuine bytes as cache.bin, and write a self-signed manifest
+    that lists cache.bin: the measurement is of the configured file, so the swap shows."""
+    from edgeward.attestation.evidence import claims_from_cbor
+    from edgeward.attestation.measure import sha256_file
+    from edgeward.core import cose
+    from edgeward.models.manifest import Manifest, file_entry, sign_manifest
+
+    model = world.attester.config.models[0]
+    genuine = model.read_bytes()
+    (model.parent / "cache.bin").write_bytes(genuine)
+    model.write_bytes(b"TFL3-backdoored-model" * 8)
+    own = keys.generate("ed25519")
+    forged = Manifest(name="lockface", version=3, files=(file_entry("cache.bin", genuine),),
+                      tflite={"ops": [], "inputs": [], "outputs": []}, created=1,
+                      key_id=own.key_id)
+    model.with_name(model.name + ".ewsig").write_bytes(sign_manifest(forged, own))
+    token = world.fresh_evidence()
+    ear = _verify(world, token)
+    assert ear.vector.file_system in (C.UNRECOGNIZED_FILES, C.CONTRAINDICATED_FILES)
+    claims = claims_from_cbor(cbor.loads(cose.decode_sign1(token).payload))
+    (measured,) = claims.measurements.models
+    assert measured.files == ((model.name, sha256_file(model)),)
+    assert measured.manifest is None  # the self-signed manifest did not verify
+
+
+def test_genuine_manifest_names_the_measured_model(world):
+    from edgeward.attestation.measure import load_model_trust, measure_model
+
+    cfg = world.attester.config
+    m = measure_model(cfg.models[0], trust=load_model_trust(cfg.model_trust))
+    assert (m.name, m.version) == ("lockface", 3) and m.manifest is not None
+    assert measure_model(cfg.models[0]).name == "lockface.tflite"  # no trust store: unsigned
+
+
+def test_attack_evidence_hides_its_models(world):
+    """Root re-signs evidence that lists no models at all, while the board has models."""
+    nonce = world.verifier.challenge("lock-0001")
+    meas = dataclasses.replace(world.attester.claims(nonce).measurements, models=())
+    ear = _verify(world, _resign(world, nonce, measurements=meas))
+    assert ear.vector.file_system == C.UNRECOGNIZED_FILES
+    assert any("lists no models" in r for r in ear.reasons)
