@@ -117,7 +117,7 @@ class Vendor:
 
 
 def _agent_toml(folder: Path, name: str, *, board: str, key: str, tcti: str | None = None,
-                extra: str = "") -> Path:
+                extra: str = "", model_trust: Path | None = None) -> Path:
     dev = [f'name = "{name}"', f'board = "{board}"', 'hwversion = "rev-b"', f'key = "{key}"',
            'cert_file = "device/cert.pem"']
     dev.append(f'tpm_tcti = "{tcti}"' if tcti else 'key_file = "device/private.pem"')
@@ -125,6 +125,9 @@ def _agent_toml(folder: Path, name: str, *, board: str, key: str, tcti: str | No
     text = ("[device]\n" + "\n".join(dev) + "\n\n[attestation]\n"
             'state_dir = "state"\ndbgstat = "disabled-permanently"\n'
             + (f"models = [{models}]\n" if not extra else "") + extra)
+    if model_trust is not None:  # the manifests the measurement names must verify
+        text += f'\n[models]\ntrust = "{model_trust}"\n'
+
     path = folder / "agent.toml"
     path.write_text(text)
     return path
@@ -154,7 +157,8 @@ def run_attestation(out: Path, n: int, vendor: Vendor) -> None:
     dkey = keys.generate("ed25519")
     keys.write_keypair(folder / "device", dkey)
     vendor.device(folder, "lock-0001", dkey.public)
-    cfg = load_attester_config(_agent_toml(folder, "lock-0001", board=BOARD, key="software"))
+    cfg = load_attester_config(_agent_toml(folder, "lock-0001", board=BOARD, key="software",
+                                                model_trust=vendor.out / "keys" / "public.pem"))
     signed_rv, rv = vendor.refvalues(cfg, board=BOARD)
     ok(f"maker CA '{vendor.ca_cert.subject.rfc4514_string()}' endorsed lock-0001's Ed25519 "
         f"key; vendor-signed reference values for {BOARD} ({len(signed_rv)} bytes): agent "
@@ -217,7 +221,8 @@ def run_tpm(out: Path, n: int, vendor: Vendor) -> None:
         signer.extend_pcr(7, hashlib.sha256(b"secure boot: enabled").digest())
         vendor.device(folder, "gw-0001", signer.public, tpm=True)
         cfg = load_attester_config(
-            _agent_toml(folder, "gw-0001", board=TPM_BOARD, key="tpm", tcti=tpm.tcti))
+            _agent_toml(folder, "gw-0001", board=TPM_BOARD, key="tpm", tcti=tpm.tcti,
+                        model_trust=vendor.out / "keys" / "public.pem"))
         ok(f"swtpm on 127.0.0.1:{tpm.port}; attestation key (restricted P-256) made in the "
             "TPM, endorsed by the maker CA as TPM-resident; firmware measured into PCR 7")
         _, rv = vendor.refvalues(cfg, board=TPM_BOARD, pcrs=signer.read_pcrs(cfg.pcrs))
