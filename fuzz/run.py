@@ -43,6 +43,7 @@ _CRASH = re.compile(r"^(==\d+== ERROR: libFuzzer: \S+.*|=== Uncaught Python exce
 _ARTIFACT = re.compile(r"Test unit written to (\S+)")
 _LITERT = re.compile(r"^== LITERT ran (\d+) ", re.M)
 _FINDING = re.compile(r"^== FINDING \S+: (\S+)", re.M)
+_KNOWN = re.compile(r"^== KNOWN \S+: (\S+)", re.M)
 
 
 @dataclass
@@ -55,6 +56,7 @@ class Result:
     corpus: int = 0
     crashes: list[str] = field(default_factory=list)  # "kind: artifact"
     findings: list[str] = field(default_factory=list)  # signatures (keep-going)
+    known: list[str] = field(default_factory=list)  # in fuzz/known_findings.txt: not a failure
     restarts: int = 0
     note: str = ""
 
@@ -112,6 +114,7 @@ def run_target(target: str, seconds: int, keep_going: bool, work: Path) -> Resul
         if ran:
             res.note = f"at least {ran[-1]} validator-passing models ran in LiteRT"
         res.findings += [f for f in _FINDING.findall(text) if f not in res.findings]
+        res.known += [f for f in _KNOWN.findall(text) if f not in res.known]
         crash = _CRASH.search(text)
         if crash or (not done and not stats):
             kind = crash.group(1) if crash else "did not start (see log)"
@@ -137,6 +140,8 @@ def table(results: list[Result], seconds: int) -> str:
                      f"{r.ft} | {r.corpus} | {'; '.join(r.crashes) or 'none'} | "
                      f"{'; '.join(r.findings) or 'none'} |")
     notes = [f"- {r.target}: {r.note}" for r in results if r.note]
+    notes += [f"- {r.target}: known finding (fuzz/known_findings.txt, not counted as a failure): "
+              f"{k}" for r in results for k in r.known]
     return "\n".join(lines + (["", *notes] if notes else [])) + "\n"
 
 
