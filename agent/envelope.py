@@ -39,8 +39,9 @@ KINDS: dict[str, str] = {
     "ack": "down",  # the backend's signed end-to-end acknowledgement (agent/e2eack.py)
 }
 
-_DEVICE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_TYPE_RE = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
+# \Z, not $: "$" also matches before a final newline, so "lock-0001\n" would pass.
+_DEVICE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
+_TYPE_RE = re.compile(r"^[a-z][a-z0-9_.-]{0,63}\Z")
 
 # Priorities used by the outbox's eviction rule: lower is evicted first.
 PRIORITY_METRICS = 0
