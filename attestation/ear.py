@@ -79,6 +79,24 @@ class TrustVector:
 
 
 @dataclass(frozen=True)
+class SubmodResult:
+    """The appraisal of one submodule (a lock's microcontroller, :mod:`.submods`): its own
+    vector and reasons, an entry of its own in the EAR's ``submods`` next to the agent's."""
+
+    name: str
+    vector: TrustVector
+    reasons: tuple[str, ...] = ()
+
+    @property
+    def status(self) -> int:
+        return self.vector.status()
+
+    def to_cbor(self, policy_id: str) -> dict[int, Any]:
+        return {C.EAR_STATUS: self.status, C.EAR_TRUST_VECTOR: self.vector.to_cbor(),
+                C.EAR_POLICY_ID: policy_id, C.EW_REASONS: list(self.reasons)}
+
+
+@dataclass(frozen=True)
 class Ear:
     """One attestation result for one device (draft-ietf-rats-ear §3)."""
 
@@ -90,10 +108,16 @@ class Ear:
     policy_id: str = "edgeward/default"
     verifier_build: str = VERIFIER_BUILD
     status: int = field(default=-1)
+    # Submodules appraised with the device (a lock's microcontroller); ``status`` is the worst
+    # over the agent's vector and theirs, so a tampered lock makes the whole result fail.
+    submods: tuple[SubmodResult, ...] = ()
 
     def __post_init__(self) -> None:
         if self.status == -1:
             object.__setattr__(self, "status", self.vector.status())
+        if self.submods:
+            object.__setattr__(self, "status",
+                               max(self.status, *(s.status for s in self.submods)))
 
     @property
     def affirming(self) -> bool:
@@ -105,7 +129,7 @@ class Ear:
 
     def to_claims(self) -> dict[int, Any]:
         sub: dict[int, Any] = {
-            C.EAR_STATUS: self.status,
+            C.EAR_STATUS: self.vector.status() if self.submods else self.status,
             C.EAR_TRUST_VECTOR: self.vector.to_cbor(),
             C.EAR_POLICY_ID: self.policy_id,
             C.EW_REASONS: list(self.reasons),
@@ -114,7 +138,8 @@ class Ear:
             C.EAT_PROFILE: C.EAR_PROFILE,
             C.IAT: self.iat,
             C.EAR_VERIFIER_ID: {0: self.verifier_build, 1: DEVELOPER},
-            C.SUBMODS: {SUBMOD: sub},
+            C.SUBMODS: {SUBMOD: sub, **{s.name: s.to_cbor(self.policy_id)
+                                        for s in self.submods}},
         }
         if self.nonce is not None:
             out[C.EAT_NONCE] = self.nonce
@@ -154,6 +179,17 @@ class Ear:
             raise bad("device is not a string")
         if not isinstance(vid, dict) or not isinstance(policy, str):
             raise bad("verifier-id or policy id is malformed")
+        others = []
+        for name, entry in subs.items():
+            if name == SUBMOD:
+                continue
+            if not isinstance(name, str) or not isinstance(entry, dict):
+                raise bad("submods entry is not a named map")
+            why = entry.get(C.EW_REASONS, [])
+            if not isinstance(why, list) or not all(isinstance(r, str) for r in why):
+                raise bad(f"reasons of submodule '{name}' are not a list of strings")
+            others.append(SubmodResult(name, TrustVector.from_cbor(
+                entry.get(C.EAR_TRUST_VECTOR, {})), tuple(why)))
         return cls(
             vector=TrustVector.from_cbor(sub.get(C.EAR_TRUST_VECTOR, {})),
             iat=iat,
@@ -163,6 +199,7 @@ class Ear:
             policy_id=policy,
             verifier_build=str(vid.get(0, "")),
             status=int(status),
+            submods=tuple(others),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -175,11 +212,16 @@ class Ear:
             "ear.verifier-id": {"build": self.verifier_build, "developer": DEVELOPER},
             "submods": {
                 SUBMOD: {
-                    "ear.status": self.status_name,
+                    "ear.status": C.TIER_NAMES.get(self.vector.status(), "?") if self.submods
+                    else self.status_name,
                     "ear.trustworthiness-vector": dict(self.vector.items()),
                     "ear.appraisal-policy-id": self.policy_id,
                     "reasons": list(self.reasons),
-                }
+                },
+                **{s.name: {"ear.status": C.TIER_NAMES.get(s.status, "?"),
+                            "ear.trustworthiness-vector": dict(s.vector.items()),
+                            "ear.appraisal-policy-id": self.policy_id,
+                            "reasons": list(s.reasons)} for s in self.submods},
             },
         }
 

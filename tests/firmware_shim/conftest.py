@@ -6,6 +6,10 @@ import importlib.util
 import sys
 from pathlib import Path
 
+# tests/firmware_shim (mcu_helpers) for --import-mode=importlib
+if str(Path(__file__).resolve().parent) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+
 _PATH = Path(__file__).resolve().parents[1] / "fixtures_tpm.py"
 _NAME = "edgeward_tests_fixtures_tpm"
 if _NAME not in sys.modules:

@@ -1,0 +1,173 @@
+"""The gateway's end of the serial link to a lock's microcontroller.
+
+Frames (the twin of ``firmware_shim/mcu/frame.py``, which runs on the microcontroller)::
+
+    sync 0xE5 0x57 | type u8 | seq u8 | length u16 | hcheck u8 | payload | crc u16  (big-endian)
+
+``hcheck`` is the low byte of the CRC of type, seq and length (a false sync in line noise is
+refused at once instead of stalling the decoder for a kilobyte), ``crc`` is CRC-16/CCITT-FALSE
+(poly 0x1021, init 0xFFFF) over everything after the sync, and a payload is at most
+:data:`MAX_PAYLOAD` bytes. :class:`FrameDecoder` is pure (bytes in, frames out): it hunts for
+the sync bytes and drops frames with a bad check or an oversized length.
+
+:class:`McuLink` asks the microcontroller for evidence: it sends a challenge with a fresh
+sequence number and waits for the answer carrying that number; a stale answer (an earlier
+sequence number, say from a request that timed out) or a corrupt frame is dropped. With no
+valid answer within ``timeout`` it sends again, up to ``retries`` times, then raises
+:class:`SubAttesterUnreachable`. Every wait is bounded by the injected clock, so a dead,
+slow or babbling microcontroller costs at most ``retries * timeout`` seconds, never a hang.
+
+The port is anything with ``read(n)`` (returning what arrived within its own short timeout)
+and ``write(data)``: pyserial's ``Serial`` on a board (:func:`open_serial`), a fake in tests.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from edgeward.core.errors import DeviceError, MalformedInputError
+
+logger = logging.getLogger(__name__)
+
+SYNC = b"\xe5\x57"
+MAX_PAYLOAD = 1024
+T_CHALLENGE = 0x01
+T_EVIDENCE = 0x81
+T_ERROR = 0xFE
+
+
+class SubAttesterUnreachable(DeviceError):
+    """The microcontroller gave no valid answer in time, after every retry."""
+
+
+class SubAttesterError(DeviceError):
+    """The microcontroller answered with an error frame."""
+
+
+class Port(Protocol):
+    def read(self, size: int = 1) -> bytes: ...
+
+    def write(self, data: bytes) -> int | None: ...
+
+
+def crc16(data: bytes, crc: int = 0xFFFF) -> int:
+    """CRC-16/CCITT-FALSE (check value for b"123456789": 0x29B1)."""
+    for b in data:
+        crc ^= b << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021) & 0xFFFF if crc & 0x8000 else (crc << 1) & 0xFFFF
+    return crc
+
+
+def encode_frame(ftype: int, seq: int, payload: bytes) -> bytes:
+    if len(payload) > MAX_PAYLOAD:
+        raise MalformedInputError(f"frame payload of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
+    head = bytes([ftype, seq & 0xFF]) + len(payload).to_bytes(2, "big")
+    body = head + bytes([crc16(head) & 0xFF]) + payload
+    return SYNC + body + crc16(body).to_bytes(2, "big")
+
+
+@dataclass(frozen=True)
+class Frame:
+    type: int
+    seq: int
+    payload: bytes
+
+
+class FrameDecoder:
+    """Bytes in, :class:`Frame` objects out; ``dropped`` counts corrupt or oversized frames."""
+
+    def __init__(self) -> None:
+        self.buf = b""
+        self.dropped = 0
+
+    def feed(self, data: bytes) -> list[Frame]:
+        self.buf += data
+        out: list[Frame] = []
+        while True:
+            i = self.buf.find(SYNC)
+            if i < 0:
+                self.buf = self.buf[-1:] if self.buf.endswith(SYNC[:1]) else b""
+                return out
+            self.buf = self.buf[i:]
+            if len(self.buf) < 7:
+                return out
+            n = int.from_bytes(self.buf[4:6], "big")
+            if n > MAX_PAYLOAD or crc16(self.buf[2:6]) & 0xFF != self.buf[6]:
+                self.dropped += 1
+                self.buf = self.buf[1:]
+                continue
+            if len(self.buf) < 9 + n:
+                return out
+            body = self.buf[2 : 7 + n]
+            if crc16(body) != int.from_bytes(self.buf[7 + n : 9 + n], "big"):
+                self.dropped += 1
+                self.buf = self.buf[1:]
+                continue
+            self.buf = self.buf[9 + n :]
+            out.append(Frame(body[0], body[1], bytes(body[5:])))
+
+
+class McuLink:
+    """Request/response over a :class:`Port` with sequence numbers, timeouts and retries."""
+
+    def __init__(self, port: Port, *, timeout: float = 1.0, retries: int = 3,
+                 clock: Callable[[], float] = time.monotonic, first_seq: int = 0) -> None:
+        if timeout <= 0 or not 1 <= retries <= 10:
+            raise ValueError("timeout must be positive and retries 1..10")
+        self.port = port
+        self.timeout = timeout
+        self.retries = retries
+        self.clock = clock
+        self.seq = first_seq & 0xFF
+        self.decoder = FrameDecoder()
+        self.stale = 0
+
+    def request(self, ftype: int, payload: bytes) -> Frame:
+        self.seq = (self.seq + 1) & 0xFF
+        frame = encode_frame(ftype, self.seq, payload)
+        for attempt in range(1, self.retries + 1):
+            self.decoder.buf = b""  # a half frame left by the last try can never complete it
+            self.port.write(frame)
+            deadline = self.clock() + self.timeout
+            while self.clock() < deadline:
+                for f in self.decoder.feed(self.port.read(256)):
+                    if f.seq == self.seq:
+                        return f
+                    self.stale += 1
+                    logger.debug("dropped a stale answer (seq %d, want %d)", f.seq, self.seq)
+            logger.info("microcontroller silent for %.1f s (try %d of %d)",
+                        self.timeout, attempt, self.retries)
+        raise SubAttesterUnreachable(
+            f"sub-attester unreachable: no valid answer after {self.retries} tries of "
+            f"{self.timeout:g} s ({self.decoder.dropped} corrupt frames)",
+            hint="check the lock's serial cable and power")
+
+    def challenge(self, nonce: bytes) -> bytes:
+        """The microcontroller's COSE_Mac0 token answering ``nonce``."""
+        f = self.request(T_CHALLENGE, nonce)
+        if f.type == T_ERROR:
+            raise SubAttesterError("sub-attester refused the challenge: "
+                                   + f.payload[:200].decode("utf-8", "replace"))
+        if f.type != T_EVIDENCE:
+            raise SubAttesterError(f"sub-attester answered with frame type 0x{f.type:02x}")
+        return f.payload
+
+
+def open_serial(device: str, baud: int = 115200, *, read_timeout: float = 0.05) -> Any:
+    """A pyserial port (the edge): a missing device or pyserial is a clear DeviceError."""
+    try:
+        import serial
+    except ImportError as e:
+        raise DeviceError("pyserial is not installed",
+                          hint="pip install 'edgeward[agent]'") from e
+    try:
+        return serial.Serial(device, baudrate=baud, timeout=read_timeout)
+    except (serial.SerialException, OSError, ValueError) as e:
+        raise DeviceError(f"cannot open the lock's serial port {device}: {e}",
+                          hint="check the device path and that the agent may use it "
+                          "(dialout group)") from e
