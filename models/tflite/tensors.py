@@ -39,6 +39,7 @@ class TensorChecks:
     """Reads and checks one tensor; the validator supplies the state below."""
 
     limits: Limits
+    mv: memoryview
     buffers: list[tuple[int, int]]
     findings: list[str]
     variables: set[int]
@@ -80,6 +81,8 @@ class TensorChecks:
         sparse = t.table(f.SPARSITY, f"{where} sparsity") is not None
         if data_bytes and not sparse:
             self._check_data_size(where, dtype, elements, data_bytes)
+            if dtype == "STRING":
+                self._check_strings(where, elements, data_offset, data_bytes)
         elif data_bytes and sparse:
             self.findings.append(f"{where} is sparse; its data size was not checked")
         if int(t.scalar(f.IS_VARIABLE, _UB, 0, where)):
@@ -106,8 +109,11 @@ class TensorChecks:
         return tuple(int(d) for d in t.numbers(slot, "i", where, self.limits.max_tensor_rank))
 
     def _check_data_size(self, where: str, dtype: str, elements: int, data_bytes: int) -> None:
-        if dtype in ("STRING", "RESOURCE", "VARIANT"):
-            return
+        if dtype in ("RESOURCE", "VARIANT"):
+            # Handles the runtime creates itself; data from the file would be read as pointers.
+            raise MalformedModelError(f"{where} is {dtype} but holds constant data")
+        if dtype == "STRING":
+            return  # variable length: the offset table is checked by _check_strings
         if dtype == "INT4":
             ok = data_bytes in ((elements + 1) // 2, elements)
             expected = (elements + 1) // 2
@@ -118,6 +124,44 @@ class TensorChecks:
             raise MalformedModelError(
                 f"{where} is {dtype} with {elements} elements ({expected} bytes) but its "
                 f"buffer holds {data_bytes} bytes"
+            )
+
+    def _check_strings(self, where: str, elements: int, start: int, size: int) -> None:
+        """A constant STRING tensor's offset table (TFLite ``string_util.h``).
+
+        Layout: int32 count N, N + 1 int32 offsets from the start of the buffer, then the bytes;
+        string i is ``[offset[i], offset[i+1])``. LiteRT trusts the table: an offset outside the
+        buffer makes kernels such as FILL and TILE copy process memory into their output or
+        crash (SIGSEGV). So: N equals the tensor's element count, the first offset is the end
+        of the table, offsets never decrease, and the last one is the buffer's end.
+        """
+        if size < 8:
+            raise MalformedModelError(f"{where} is STRING but its buffer holds {size} bytes")
+        count = _I32.unpack_from(self.mv, start)[0]
+        if count != elements:
+            raise MalformedModelError(
+                f"{where} is STRING with {elements} elements but its buffer says {count} strings"
+            )
+        table = 4 * (count + 2)
+        if table > size:
+            raise MalformedModelError(
+                f"{where} is STRING with {count} strings; its offset table ({table} bytes) "
+                f"overruns the {size}-byte buffer"
+            )
+        last = table
+        for k, (off,) in enumerate(_I32.iter_unpack(self.mv[start + 4 : start + table])):
+            if k == 0 and off != table:
+                raise MalformedModelError(
+                    f"{where} string offset 0 is {off}, not the table's end {table}"
+                )
+            if off < last or off > size:
+                raise MalformedModelError(
+                    f"{where} string offset {k} is {off}, outside {last}..{size}"
+                )
+            last = off
+        if last != size:
+            raise MalformedModelError(
+                f"{where} string data ends at {last} but the buffer holds {size} bytes"
             )
 
     def _quantization(

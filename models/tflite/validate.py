@@ -10,6 +10,8 @@ would otherwise trust:
   indices;
 * tensor types, ranks, dimensions (``-1`` only where ``shape_signature`` says the dimension is
   dynamic), element counts, and that a constant tensor's data is exactly dtype size x elements;
+* constant STRING tensors' offset tables (LiteRT copies strings by these offsets, unchecked);
+  RESOURCE and VARIANT tensors hold no constant data (:mod:`edgeward.models.tflite.tensors`);
 * ``Buffer.offset``/``size`` and ``Operator.large_custom_options_*``: data outside the
   flatbuffer is refused (it escapes the bytes that were hashed and validated);
 * ``OperatorCode``: the code is ``max(deprecated_builtin_code, builtin_code)`` as schema.fbs
