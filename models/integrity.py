@@ -3,7 +3,8 @@
 The order of checks is the point of this module (DESIGN.md, part 1):
 
 1. the signature file is read (bounded) and its signature checked against the trust store
-   before anything parses the model;
+   before anything parses the model; the signed model name must be the expected one, when the
+   caller names it (the agent's configuration does for every model);
 2. the model file is read once; its size and SHA-256 are compared with the signed entry;
 3. anti-rollback: the signed version must not be lower than one already accepted;
 4. the flatbuffer is validated structurally and its summary compared with the signed summary;
@@ -161,6 +162,28 @@ def _entry_for(path: Path, files: Any) -> Any:
     )
 
 
+def _check_name(path: Path, manifest: Manifest | None, expected: str | None) -> None:
+    """The signed model name must be the one this path is configured to hold.
+
+    The file name alone binds nothing: a vendor's other model, signed under another name but
+    installed under this file name, would otherwise pass, and anti-rollback (keyed by the
+    signed name) would compare it with nothing.
+    """
+    if expected is None:
+        return
+    if manifest is None:
+        raise ConfigError(
+            f"model {path.name}: an expected name ({expected!r}) needs a signature that names "
+            "the model, which OpenSSF model-signing bundles do not",
+            hint="sign the model with `edgeward model sign --name`",
+        )
+    if manifest.name != expected:
+        raise IntegrityError(
+            f"model {path.name} is signed as {manifest.name!r}, not the expected {expected!r}",
+            hint="another model was installed under this file name; install the right one",
+        )
+
+
 def _check_digest(path: Path, data: bytes | memoryview | int, size: int, entry: Any) -> bytes:
     """Compare the bytes (or an open file's, given its descriptor) with the signed entry.
 
@@ -245,6 +268,7 @@ def _open_signature(
     sig_path: Path | None,
     state: RollbackState | None,
     limits: Limits,
+    name: str | None = None,
 ) -> tuple[Manifest | None, Any, bytes, str]:
     sig_path = Path(sig_path) if sig_path else default_sig_path(model_path)
     _require_file(model_path, what="model")
@@ -257,10 +281,12 @@ def _open_signature(
                 hint="sign the model with `edgeward model sign` or drop --state",
             )
         statement = open_ossf_bundle(sig, trust, limits=limits)
+        _check_name(model_path, None, name)
         return None, _entry_for(model_path, statement.files), statement.key_id, (
             "openssf-model-signing"
         )
     manifest = open_manifest(sig, trust, limits=limits)
+    _check_name(model_path, manifest, name)
     return manifest, _entry_for(model_path, manifest.files), manifest.key_id, "edgeward-manifest"
 
 
@@ -293,17 +319,20 @@ def verify_model(
     sig_path: Path | None = None,
     state: RollbackState | None = None,
     limits: Limits = DEFAULT_LIMITS,
+    name: str | None = None,
 ) -> VerifiedModel:
     """Verify ``model_path`` against its signature and return the verified bytes to load.
 
-    Order: the signature (nothing parses the model before it passes), one read of the model,
-    size and SHA-256 against the signed entry, anti-rollback, structural validation and the
+    Order: the signature (nothing parses the model before it passes) and the signed model name
+    (when ``name`` is given, it must match: the file name alone binds nothing), one read of the
+    model, size and SHA-256 against the signed entry, anti-rollback, structural validation and the
     signed summary. Raises the :class:`IntegrityError` family for a negative verdict (exit 2),
     :class:`ConfigError` for a missing or wrong path (exit 1), :class:`DeviceError` for I/O
     failures (exit 3).
     """
     model_path = Path(model_path)
-    manifest, entry, key_id, scheme = _open_signature(model_path, trust, sig_path, state, limits)
+    manifest, entry, key_id, scheme = _open_signature(model_path, trust, sig_path, state, limits,
+                                                      name)
     content = read_bounded(model_path, limits.max_model_bytes, what="model")
     digest, summary = _check_bytes(model_path, content, manifest, entry, state, limits)
     logger.info("verified %s (%s, sha256 %s, key %s)", model_path.name, scheme,
@@ -319,6 +348,7 @@ def check_model(
     sig_path: Path | None = None,
     state: RollbackState | None = None,
     limits: Limits = DEFAULT_LIMITS,
+    name: str | None = None,
 ) -> ModelCheck:
     """The same checks as :func:`verify_model` on a read-only mapping, keeping no copy.
 
@@ -327,7 +357,8 @@ def check_model(
     ones checked.
     """
     model_path = Path(model_path)
-    manifest, entry, key_id, scheme = _open_signature(model_path, trust, sig_path, state, limits)
+    manifest, entry, key_id, scheme = _open_signature(model_path, trust, sig_path, state, limits,
+                                                      name)
     with _mapped(model_path, limits.max_model_bytes) as (fd, view):
         size = view.nbytes
         # Hashing reads the file with pread into a small buffer on every core; the structural

@@ -69,6 +69,7 @@ class WatchEvent:
 class _Watched:
     path: Path
     sig_path: Path
+    name: str | None = None  # the signed model name this path must hold
     stat_key: tuple[StatKey, StatKey] | None = None
     last_check: float | None = None
     last_ok: bool | None = None
@@ -86,9 +87,10 @@ class ModelWatch:
     verifier: Callable[..., ModelCheck] = check_model
     _models: dict[Path, _Watched] = field(default_factory=dict)
 
-    def add(self, model: Path, sig: Path | None = None) -> None:
+    def add(self, model: Path, sig: Path | None = None, name: str | None = None) -> None:
+        """Watch ``model``; with ``name``, its signature must name that model."""
         model = Path(model)
-        self._models[model] = _Watched(model, Path(sig) if sig else default_sig_path(model))
+        self._models[model] = _Watched(model, Path(sig) if sig else default_sig_path(model), name)
 
     def status(self) -> dict[str, bool | None]:
         """The last verdict per model file name (None: not checked yet)."""
@@ -122,8 +124,9 @@ class ModelWatch:
         w.stat_key = key
         w.last_check = now
         try:
+            kw = {"name": w.name} if w.name is not None else {}
             vm = self.verifier(w.path, self.trust, sig_path=w.sig_path, state=self.state,
-                               limits=self.limits)
+                               limits=self.limits, **kw)
         except EdgewardError as e:
             changed = w.last_ok is not False
             w.last_ok, w.sha256 = False, None

@@ -119,14 +119,17 @@ def sign(model_path: Path, key_path: Path, name: str, version: int, allow_custom
               help="A trusted public key (.pem) or a folder of them.")
 @click.option("--sig", "sig_path", type=PATH,
               help="edgeward manifest or OpenSSF model-signing bundle [default: MODEL.ewsig].")
+@click.option("--name", "name", help="The model name the signature must give (the file name "
+              "alone binds nothing).")
 @click.option("--state", "state_dir", type=PATH,
               help="Anti-rollback state folder: refuse versions lower than accepted ones.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable verdict on stdout.")
-def verify(model_path: Path, trust_path: Path, sig_path: Path | None, state_dir: Path | None,
-           as_json: bool) -> int:
+def verify(model_path: Path, trust_path: Path, sig_path: Path | None, name: str | None,
+           state_dir: Path | None, as_json: bool) -> int:
     """Verify MODEL against its signature. Exit 0 verified, 2 rejected.
 
-    Checks, in order: the signature against the trust store, the file's size and SHA-256,
+    Checks, in order: the signature against the trust store, the signed name (with --name),
+    the file's size and SHA-256,
     anti-rollback (with --state), and the flatbuffer's structure against the signed summary.
     """
     from edgeward.core.keys import TrustStore
@@ -136,7 +139,7 @@ def verify(model_path: Path, trust_path: Path, sig_path: Path | None, state_dir:
     trust = TrustStore.from_path(trust_path)
     state = RollbackState(state_dir) if state_dir else None
     try:
-        vm = check_model(model_path, trust, sig_path=sig_path, state=state)
+        vm = check_model(model_path, trust, sig_path=sig_path, state=state, name=name)
     except IntegrityError as e:
         if as_json:
             echo_json({"verified": False, "path": model_path, "reason": str(e),
