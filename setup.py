@@ -34,7 +34,8 @@ setup(
     package_data={
         **{f"edgeward.{p}": ["py.typed", "*.toml", "data/*"] for p in PARTS},
         # deploy/: the broker configuration and ACL, the systemd unit, example configurations
-        "edgeward.deploy": ["mosquitto.conf", "acl", "*.service", "*.example"],
+        "edgeward.deploy": ["mosquitto.conf", "acl", "dynamic-security.json", "broker-register",
+                            "*.service", "*.example"],
     },
     include_package_data=True,
     # installed under <prefix>/share/doc/edgeward: the systemd unit's Documentation= points there

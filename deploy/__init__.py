@@ -1,6 +1,6 @@
 """The deployment files, shipped as package data so an installed edgeward finds them too.
 
-``mosquitto.conf`` and ``acl`` (the broker), ``edgeward-agent.service`` (systemd),
+``mosquitto.conf``, ``dynamic-security.json``, ``acl`` and ``broker-register`` (the broker), ``edgeward-agent.service`` (systemd),
 ``agent.toml.example`` and ``verifier.toml.example``. :func:`deploy_file` gives the path of one,
 wherever edgeward is installed (a source checkout, a wheel, an editable install).
 """
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-FILES = ("mosquitto.conf", "acl", "edgeward-agent.service", "agent.toml.example",
-         "verifier.toml.example")
+FILES = ("mosquitto.conf", "acl", "dynamic-security.json", "broker-register",
+         "edgeward-agent.service", "agent.toml.example", "verifier.toml.example")
 
 
 def deploy_file(name: str) -> Path:

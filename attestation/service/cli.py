@@ -22,8 +22,8 @@ def verifier() -> None:
 def run(config_path: Path) -> int:
     """Run one worker until SIGTERM: challenges, appraisal, results, fleet store, gap detection.
 
-    Start several workers with the same configuration (distinct [service] worker names, or the
-    default host-pid); the broker shares the load through $share subscriptions.
+    Start several workers, each with a certificate of its own (CN edgeward-verifier-<worker>, the
+    client id); the broker shares the load through $share subscriptions.
     """
     from edgeward.attestation.service.appraise import AttestationAppraiser
     from edgeward.attestation.service.config import load_service_config

@@ -26,11 +26,13 @@ paho callbacks hand events to :attr:`queue`; everything else runs on the worker'
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Protocol
 
 from edgeward.agent.commands import make_command
@@ -39,7 +41,7 @@ from edgeward.agent.envelope import Envelope, decode, parse_topic, topic
 from edgeward.agent.events import Connected, Incoming
 from edgeward.agent.transport import MqttTransport
 from edgeward.core import cbor
-from edgeward.core.errors import EdgewardError, MalformedInputError
+from edgeward.core.errors import ConfigError, EdgewardError, MalformedInputError
 
 from .config import ServiceConfig
 from .fleet_store import FleetStore
@@ -49,6 +51,38 @@ logger = logging.getLogger(__name__)
 UP_KINDS = ("status", "report", "event", "attest/evidence")
 # events after which the device is challenged at once (its state may have changed)
 RECHALLENGE_ON = frozenset({"attest.request", "model.rejected"})
+
+
+WORKER_PREFIX = "edgeward-verifier"
+
+
+def worker_client_id(cert: Path | None, configured: str) -> str:
+    """The worker's MQTT client id: its certificate's name, which the broker enforces.
+
+    deploy/mosquitto.conf makes every client's id its certificate CN, so a worker's session
+    (and the share of the shared subscription queued for it while it restarts) is found again
+    after any restart. A worker certificate must be named ``edgeward-verifier`` or
+    ``edgeward-verifier-<worker>``: names the fleet CA never gives a device, so no device can
+    take a worker's id.
+    """
+    if cert is None:
+        return configured
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    try:
+        names = x509.load_pem_x509_certificate(Path(cert).read_bytes()).subject \
+            .get_attributes_for_oid(NameOID.COMMON_NAME)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"cannot read the worker certificate {cert}: {e}") from e
+    cn = str(names[0].value) if names else ""
+    if cn != WORKER_PREFIX and not cn.startswith(WORKER_PREFIX + "-"):
+        raise ConfigError(
+            f"worker certificate {cert} is named {cn!r}, not {WORKER_PREFIX}-<worker>",
+            hint="issue each worker a certificate with CN edgeward-verifier-<worker> and "
+                 "register it with deploy/broker-register worker",
+        )
+    return cn
 
 
 class Appraiser(Protocol):
@@ -86,9 +120,12 @@ class VerifierService:
             logger.warning("no [commands] key: no end-to-end acks; devices must set "
                            "[outbox] e2e_ack = false or they keep every message")
         prefix = f"$share/{cfg.shared_group}/" if cfg.shared_group else ""
-        # a transport handed in (pair tests: a link with no broker) or one built here
+        # a transport handed in (pair tests: a link with no broker) or one built here; its
+        # client id is the worker certificate's name, as the broker makes it
         self.transport = transport or MqttTransport(
-            cfg.mqtt, self.queue.put,
+            dataclasses.replace(cfg.mqtt, client_id=worker_client_id(cfg.mqtt.cert,
+                                                                     cfg.mqtt.client_id)),
+            self.queue.put,
             subscriptions=[f"{prefix}edgeward/v1/+/{k}" for k in UP_KINDS],
         )
 

@@ -63,7 +63,7 @@ class Collector:
     """Plays the backend: subscribes as edgeward-verifier and keeps envelopes by (device, seq)."""
 
     def __init__(self, broker: Mosquitto, ca: TestCA, *, persistent: bool = False) -> None:
-        c = ca.issue("edgeward-verifier")
+        c = ca.issue("edgeward-verifier-collector")  # the broker's client id is the cert's CN
         self.q: queue.Queue[object] = queue.Queue()
         s = MqttSettings(host=broker.host, port=broker.port, client_id="collector", ca=ca.ca,
                          cert=c.cert, key=c.key, backoff_base=0.05, backoff_cap=0.3,
@@ -127,8 +127,8 @@ class Collector:
 
 
 def service_cfg(broker: Mosquitto, ca: TestCA, tmp: Path, worker: str, **kw: object) -> ServiceConfig:
-    c = ca.issue("edgeward-verifier")
-    mq = MqttSettings(host=broker.host, port=broker.port, client_id=f"verifier-{worker}",
+    c = ca.issue(f"edgeward-verifier-{worker}")  # one certificate per worker: CN = client id
+    mq = MqttSettings(host=broker.host, port=broker.port, client_id=f"edgeward-verifier-{worker}",
                       ca=ca.ca, cert=c.cert, key=c.key, backoff_base=0.05, backoff_cap=0.3,
                       clean_start=False, session_expiry=600, manual_ack=True)
     return ServiceConfig(source=tmp / "v.toml", worker=worker, store=tmp / "fleet.sqlite",

@@ -111,7 +111,8 @@ def test_acl_device_cannot_write_or_read_other_prefix(mosquitto: Mosquitto, test
     v.start()
     aq: queue.Queue[object] = queue.Queue()
     a = MqttTransport(settings(mosquitto, test_ca, "dev-a"), aq.put,
-                      subscriptions=["edgeward/v1/dev-b/cmd", "edgeward/v1/+/cmd", "#"])
+                      subscriptions=["edgeward/v1/dev-b/cmd", "edgeward/v1/+/cmd", "#",
+                                     "edgeward/v1/dev-a/cmd"])
     a.start()
     assert v.wait_connected(5) and a.wait_connected(5)
     time.sleep(0.3)
