@@ -1,8 +1,9 @@
 """The deployment files, shipped as package data so an installed edgeward finds them too.
 
-``mosquitto.conf``, ``dynamic-security.json``, ``acl`` and ``broker-register`` (the broker), ``edgeward-agent.service`` (systemd),
-``agent.toml.example`` and ``verifier.toml.example``. :func:`deploy_file` gives the path of one,
-wherever edgeward is installed (a source checkout, a wheel, an editable install).
+``mosquitto.conf``, ``dynamic-security.json``, ``acl`` and ``broker-register`` (the broker),
+``edgeward-agent.service`` (systemd), ``agent.toml.example`` and ``verifier.toml.example``.
+:func:`deploy_file` gives the path of one, wherever edgeward is installed (a source checkout,
+a wheel, an editable install).
 """
 
 from __future__ import annotations
