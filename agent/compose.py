@@ -80,7 +80,9 @@ class Root:
         if cfg.local.socket is None:
             return None
         return LocalSocketServer(cfg.local.socket, sink, mode=cfg.local.mode,
-                                 max_clients=cfg.local.max_clients, limits=cfg.limits)
+                                 max_clients=cfg.local.max_clients, limits=cfg.limits,
+                                 allow=cfg.local.allow, rate=cfg.local.rate,
+                                 idle_timeout=cfg.local.idle_timeout)
 
     def parts(self, cfg: AgentConfig, sink: Sink) -> Parts:
         return Parts(

@@ -119,6 +119,9 @@ class LocalSettings:
     mode: int = setting(0o660, min=0, max=0o777)
     max_clients: int = setting(8, min=1, max=256)
     rate: float = setting(50.0, min=0.1)  # events per second accepted (token bucket)
+    # the event names applications may send; they reach the backend as app.<name>
+    allow: tuple[str, ...] = setting(("anomaly", "alarm", "tamper"))
+    idle_timeout: float = setting(60.0, min=0.1)  # a connection silent this long is closed
 
 
 @dataclass(frozen=True)

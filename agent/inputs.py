@@ -159,11 +159,10 @@ class Inputs:
             self.notify(attestation=status)
 
     def on_local(self, ev: LocalEvent) -> None:
-        if not self.local_bucket.take(self.clock()):
-            self.count("local_rate_limited")
-            return
-        typ = ev.type if ev.type.startswith("app.") or "." in ev.type else f"app.{ev.type}"
-        if not valid_type(typ):
+        # The socket server admits allow-listed names as app.<name> and rate-limits them (its
+        # replies tell the sender); an application never sends an agent event type.
+        typ = ev.type
+        if not typ.startswith("app.") or not valid_type(typ):
             self.count("local_malformed")
             logger.warning("local event refused: type %r is not valid", typ[:80])
             return

@@ -5,6 +5,11 @@ agent over a Unix stream socket. Each frame is a 4-byte big-endian length follow
 bytes of CBOR, a map ``{"type": str, "ts": float, "body": map}``. Frames are bounded
 (:data:`MAX_FRAME`) and decoded with the bounded CBOR reader.
 
+The agent answers every frame, in order, with a reply frame: ``{"type": "ack"}`` when the event
+was taken, ``{"type": "refused", "body": {"reason": str}}`` when it was not (a type the agent
+does not take from applications, over the rate limit, malformed). A client therefore learns
+whether each event got through (:func:`reply_of`).
+
 Pure: bytes in, events out. The socket ends live in ``edgeward.agent`` (server) and
 ``edgeward.models.guard`` (client).
 """
@@ -29,6 +34,30 @@ def encode_frame(event: dict[str, Any]) -> bytes:
     if len(payload) > MAX_FRAME:
         raise ValueError(f"event of {len(payload)} bytes is larger than {MAX_FRAME}")
     return _HEADER.pack(len(payload)) + payload
+
+
+ACK = "ack"
+REFUSED = "refused"
+
+
+def ack_frame() -> bytes:
+    """The agent's reply to an event it took."""
+    return encode_frame({"type": ACK})
+
+
+def refused_frame(reason: str) -> bytes:
+    """The agent's reply to an event it did not take, and why (one line, bounded)."""
+    return encode_frame({"type": REFUSED, "body": {"reason": reason[:200]}})
+
+
+def reply_of(event: dict[str, Any]) -> tuple[bool, str]:
+    """``(taken, reason)`` of a reply frame; a frame that is neither is a protocol error."""
+    if event.get("type") == ACK:
+        return True, ""
+    if event.get("type") == REFUSED:
+        reason = event.get("body", {}).get("reason")
+        return False, reason if isinstance(reason, str) else "refused"
+    raise MalformedInputError(f"reply frame has type {str(event.get('type'))[:40]!r}")
 
 
 def _check_event(obj: Any) -> dict[str, Any]:
@@ -60,10 +89,20 @@ class FrameDecoder:
         self.rejected: list[str] = []
 
     def feed(self, data: bytes) -> list[dict[str, Any]]:
+        events = []
+        for ev, error in self.feed_each(data):
+            if ev is None:
+                self.rejected.append(error)
+            else:
+                events.append(ev)
+        return events
+
+    def feed_each(self, data: bytes) -> list[tuple[dict[str, Any] | None, str]]:
+        """Every complete frame so far, in order: ``(event, "")`` or ``(None, reason)``."""
         from edgeward.core.cbor import loads
 
         self._buf += data
-        events: list[dict[str, Any]] = []
+        out: list[tuple[dict[str, Any] | None, str]] = []
         while len(self._buf) >= _HEADER.size:
             (n,) = _HEADER.unpack_from(self._buf)
             if n == 0 or n > self._max:
@@ -73,10 +112,10 @@ class FrameDecoder:
             payload = bytes(self._buf[_HEADER.size : _HEADER.size + n])
             del self._buf[: _HEADER.size + n]
             try:
-                events.append(_check_event(loads(payload, limits=self._limits)))
+                out.append((_check_event(loads(payload, limits=self._limits)), ""))
             except MalformedInputError as e:
-                self.rejected.append(str(e))
-        return events
+                out.append((None, str(e)))
+        return out
 
     @property
     def pending(self) -> int:

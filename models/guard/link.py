@@ -7,9 +7,18 @@ connect. When the buffer is full, the oldest ``info`` event is dropped first, th
 ``warning``, and a ``critical`` event only for a newer critical one; drops are counted and
 reported to the agent in the next event that gets through (``body.dropped``).
 
+The agent answers every frame (:func:`edgeward.core.frames.reply_of`). An event leaves the
+buffer only when the agent says it took it. An event the agent refuses (a type applications may
+not send, malformed) is dropped, counted in :attr:`refused` and logged as an error with the
+agent's reason (:attr:`last_refusal`): retrying it cannot help. A refusal for the rate limit
+keeps the event buffered for the next flush. No reply within ``timeout_s`` (the agent is stuck,
+or closed the connection as idle) counts as not delivered: the event stays buffered and is sent
+again on a new connection (at least once; the agent may see a duplicate).
+
 Connect attempts are spaced by ``retry_s`` (on the injected clock) so a missing agent costs one
-failed ``connect()`` per interval, not one per inference; writes use a short timeout so a stuck
-agent cannot stall inference for long. This module is the guard's only socket I/O.
+failed ``connect()`` per interval, not one per inference; writes and replies use a short
+timeout so a stuck agent cannot stall inference for long. This module is the guard's only
+socket I/O.
 """
 
 from __future__ import annotations
@@ -21,7 +30,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from edgeward.core.frames import encode_frame
+from edgeward.core.errors import MalformedInputError
+from edgeward.core.frames import FrameDecoder, encode_frame, reply_of
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +63,10 @@ class AgentLink:
         self.dropped = 0  # total, since start
         self._unreported_drops = 0
         self.sent = 0
+        self.refused = 0  # events the agent did not take (dropped; see last_refusal)
+        self.last_refusal: str | None = None
+        self.unconfirmed = 0  # sends the agent did not answer (the event stays buffered)
+        self._replies = FrameDecoder()
 
     @property
     def pending(self) -> int:
@@ -71,10 +85,12 @@ class AgentLink:
         return self.flush()
 
     def flush(self) -> bool:
+        """Deliver what is buffered; True when nothing is left (taken or refused)."""
         if not self._buf:
             return True
         if self._sock is None and not self._connect():
             return False
+        reconnected = False
         while self._buf:
             event = self._buf[0]
             if self._unreported_drops:
@@ -92,14 +108,50 @@ class AgentLink:
             try:
                 assert self._sock is not None
                 self._sock.sendall(frame)
-            except OSError as e:
-                logger.info("agent link lost (%s); %d events buffered", e, len(self._buf))
+                taken, reason, retry = self._reply()
+            except (OSError, MalformedInputError) as e:
                 self._close()
+                # The agent closes idle connections: one new connection, at once, then give up.
+                if not reconnected and isinstance(e, BrokenPipeError | ConnectionResetError):
+                    reconnected = True
+                    self._next_try = float("-inf")
+                    if self._connect():
+                        continue
+                self.unconfirmed += 1
+                logger.warning("agent did not confirm a guard event (%s); %d buffered", e,
+                               len(self._buf))
+                return False
+            if not taken and retry:
+                logger.warning("agent deferred a guard event: %s", reason)
                 return False
             self._buf.popleft()
             self._unreported_drops = 0
-            self.sent += 1
+            if taken:
+                self.sent += 1
+            else:
+                self.refused += 1
+                self.last_refusal = reason
+                logger.error("agent refused a guard event (type %r): %s",
+                             str(event.get("type"))[:40], reason)
         return True
+
+    def _reply(self) -> tuple[bool, str, bool]:
+        """The agent's answer to the frame just sent: (taken, reason, worth retrying)."""
+        assert self._sock is not None
+        while True:
+            got = self._replies.feed_each(b"")
+            if not got:
+                data = self._sock.recv(4096)
+                if not data:
+                    raise ConnectionResetError("the agent closed the connection")
+                got = self._replies.feed_each(data)
+            if got:
+                break
+        ev, error = got[0]
+        if ev is None or len(got) > 1:
+            raise MalformedInputError(error or "more than one reply to one event")
+        taken, reason = reply_of(ev)
+        return taken, reason, reason.startswith("rate limit")
 
     def close(self) -> None:
         self._close()
@@ -118,6 +170,7 @@ class AgentLink:
             logger.debug("agent socket %s unavailable: %s", self.path, e)
             return False
         self._sock = s
+        self._replies = FrameDecoder()
         logger.info("connected to agent at %s", self.path)
         return True
 

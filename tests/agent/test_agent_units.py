@@ -152,16 +152,17 @@ def test_local_socket_oversized_frame_closes_only_that_client(tmp_path: Path) ->
         bad.sendall(struct.pack(">I", 0xFFFFFFFF) + b"x" * 100)
         good = socket.socket(socket.AF_UNIX)
         good.connect(str(tmp_path / "s.sock"))
-        good.sendall(encode_frame({"type": "guard.anomaly", "body": {"s": 1}}))
+        good.sendall(encode_frame({"type": "anomaly", "body": {"s": 1}}))
         assert _wait(lambda: len(got) == 1 and srv.stats.closed_oversized == 1)
         assert bad.recv(10) == b""  # closed by the agent
         ev = got[0]
-        assert isinstance(ev, LocalEvent) and ev.type == "guard.anomaly" and ev.body == {"s": 1}
+        assert isinstance(ev, LocalEvent) and ev.type == "app.anomaly" and ev.body == {"s": 1}
         third = socket.socket(socket.AF_UNIX)
         third.connect(str(tmp_path / "s.sock"))
         fourth = socket.socket(socket.AF_UNIX)
         fourth.connect(str(tmp_path / "s.sock"))
-        assert _wait(lambda: srv.stats.refused_clients == 1)
+        # the newcomer takes the place of the longest idle connection (not refused)
+        assert _wait(lambda: srv.stats.evicted_idle == 1)
         for s in (bad, good, third, fourth):
             s.close()
     finally:

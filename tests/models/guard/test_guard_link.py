@@ -1,4 +1,7 @@
-"""The agent link against a real Unix socket server reading frames with FrameDecoder."""
+"""The agent link against a real Unix socket server reading frames with FrameDecoder.
+
+The stand-in answers every frame as the agent does (``ack``), so the link counts it as taken.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from edgeward.core.frames import FrameDecoder
+from edgeward.core.frames import FrameDecoder, ack_frame
 from edgeward.models.guard.link import AgentLink
 
 
@@ -46,7 +49,12 @@ class Server:
                         break
                     if not data:
                         break
-                    self.events += dec.feed(data)
+                    got = dec.feed(data)
+                    self.events += got
+                    try:
+                        conn.sendall(ack_frame() * len(got))
+                    except OSError:
+                        break
 
     def wait_for(self, n: int, timeout: float = 3.0, *, severity: str | None = None
                  ) -> list[dict[str, Any]]:
