@@ -86,9 +86,10 @@ class MetricsSettings:
 
 @dataclass(frozen=True)
 class ModelEntry:
-    """``[[models.model]]``."""
+    """``[[models.model]]``: the file, and the signed model name it must hold."""
 
     path: Path = setting()
+    name: str = setting()  # the file name alone binds nothing: another model could sit there
     sig: Path | None = setting(None)
 
 
@@ -97,7 +98,8 @@ class ModelsSettings:
     """``[models]``: the models re-verified while the agent runs."""
 
     trust: Path | None = setting(None)
-    state_dir: Path | None = setting(None)
+    # anti-rollback state, always on; default: [agent] state_dir / "models"
+    state_dir: Path = setting(Path("state/models"))
     check_interval: float = setting(5.0, min=0.05)
     reverify_interval: float = setting(3600.0, min=1.0)
     model: tuple[ModelEntry, ...] = ()
@@ -217,6 +219,7 @@ def agent_config_from(root: Section, path: Path, *, need_mqtt: bool = True) -> A
     mod = root.section("models")
     entries = tuple(read_section(ModelEntry, m, base=base) for m in mod.sections("model"))
     models = read_section(ModelsSettings, mod, base=base, given={"model": entries},
+                          defaults={"state_dir": agent.state_dir / "models"},
                           extra_keys=("model",))
     if models.model and models.trust is None:
         raise ConfigError(f"{path}: key 'models.trust' is missing",

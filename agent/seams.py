@@ -59,15 +59,15 @@ def model_watch(models: ModelsSettings, limits: Limits) -> Any:
         logger.error("model re-verification unavailable: %s", e)
         return None
     assert models.trust is not None
-    state = None
-    if models.state_dir is not None:
-        from edgeward.models.rollback import RollbackState
+    from edgeward.models.rollback import RollbackState
 
-        state = RollbackState(models.state_dir)
+    # anti-rollback always (a state folder under the agent's state by default), and each path
+    # must hold the model named in the configuration
+    state = RollbackState(models.state_dir)
     w = ModelWatch(TrustStore.from_path(models.trust), interval=models.reverify_interval,
                    state=state, limits=limits)
     for m in models.model:
-        w.add(m.path, m.sig)
+        w.add(m.path, m.sig, name=m.name)
     return w
 
 

@@ -264,7 +264,8 @@ def _fleet_files(root: Path, vendor: Vendor, broker: Any, ca: Any, dev: str) -> 
     shutil.copy(ear_pub, trust / "ear.pem")
     mqtt = (f'host = "127.0.0.1"\nport = {broker.port}\nca = "{ca.ca}"\nkeepalive = 5\n'
             "backoff_base = 0.1\nbackoff_cap = 1.0\n")
-    models = "".join(f'\n[[models.model]]\npath = "models/{m}.tflite"\n' for m in MODELS)
+    models = "".join(f'\n[[models.model]]\npath = "models/{m}.tflite"\nname = "{m}"\n'
+                     for m in MODELS)
     agent = _agent_toml(folder, dev, board=BOARD, key="software", extra=(
         f'\n[agent]\nstate_dir = "state"\n\n[mqtt]\n{mqtt}cert = "{tls.cert}"\n'
         f'key = "{tls.key}"\n\n[metrics]\ninterval = 0.5\n\n[commands]\ntrust = "{trust}"\n'

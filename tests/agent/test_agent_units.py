@@ -114,7 +114,8 @@ def test_config_defaults_and_relative_paths(tmp_path: Path) -> None:
         ("[bogus]\n", "'bogus' is not a known setting"),
         ("[outbox]\nmax_bytes = 10\n", "outbox.max_bytes"),
         ("[metrics]\ninterval = 'fast'\n", "metrics.interval"),
-        ("[[models.model]]\npath = 'm.tflite'\n", "models.trust"),
+        ("[[models.model]]\npath = 'm.tflite'\nname = 'm'\n", "models.trust"),
+        ("[models]\ntrust = 't'\n[[models.model]]\npath = 'm.tflite'\n", "models.model[0].name"),
         ("[mqtt2]\n", "mqtt2"),
     ],
 )

@@ -72,7 +72,7 @@ def test_unknown_device_key_is_refused_even_without_attestation(tmp_path: Path) 
 def test_the_attester_is_built_from_the_same_parse_with_the_agent_defaults(tmp_path: Path) -> None:
     text = (MIN.replace('name = "lock-1"\n', 'name = "lock-1"\nboard = "b"\nkey = "tpm"\n')
             + '[agent]\nstate_dir = "st"\n[models]\ntrust = "t.pem"\n'
-            '[[models.model]]\npath = "m/a.tflite"\nsig = "m/a.sig"\n')
+            '[[models.model]]\npath = "m/a.tflite"\nname = "a"\nsig = "m/a.sig"\n')
     cfg = load_agent_config(_write(tmp_path, text))
     att = cfg.attester
     assert att is not None and att.device == "lock-1" and att.board == "b"

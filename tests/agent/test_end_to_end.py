@@ -84,6 +84,7 @@ check_interval = 0.2
 
 [[models.model]]
 path = "models/digits_mlp.tflite"
+name = "digits_mlp"
 """
     cfg_path = write_agent_config(tmp_path / "agent.toml", mosquitto, test_ca, dev,
                                   interval=30, extra=extra)

@@ -81,7 +81,7 @@ def test_verifier_config_requires_a_maker_ca_unless_tofu(tmp_path):
 def test_attester_falls_back_to_the_agent_tables(tmp_path):
     p = tmp_path / "agent.toml"
     p.write_text('[device]\nname = "l"\nboard = "b"\nkey = "tpm"\n[agent]\nstate_dir = "st"\n'
-                 '[models]\ntrust = "t.pem"\n[[models.model]]\npath = "m/a.tflite"\n'
+                 '[models]\ntrust = "t.pem"\n[[models.model]]\npath = "m/a.tflite"\nname = "a"\n'
                  'sig = "m/a.sig"\n')
     cfg = load_attester_config(p)
     assert cfg.models == (tmp_path / "m/a.tflite",)
