@@ -1,0 +1,126 @@
+"""What LiteRT trusts from the file, operator by operator: hostile constant operands.
+
+Review for issue 9 (hole 4): besides STRING offset tables (test_tflite_string_attacks.py), the
+operands a file can make hostile are constant indices, sizes, axes and subgraph indices. The
+validator does not check their values; these models show that LiteRT's kernels do (a clean
+error at prepare or invoke, or clamping), so a validator-passing model with such values cannot
+make LiteRT read or write out of bounds. They run in LiteRT only in a child process: a crash
+there fails this test, not the run. If a runtime upgrade drops one of these checks, this test
+names the operator to add to the validator.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+from tflite.BuiltinOptions import BuiltinOptions as BO
+
+from edgeward.core.errors import MalformedModelError
+from edgeward.models.tflite import schema as s
+from edgeward.models.tflite import validate
+from edgeward.models.tflite.builder import ModelDef, OpCodeDef, OperatorDef, TensorDef, build
+
+T = tuple[str, str, tuple[int, ...], bytes | None]
+
+
+def i32(*v: int) -> bytes:
+    return np.array(v, dtype=np.int32).tobytes()
+
+
+def f32(n: int) -> bytes:
+    return np.arange(n, dtype=np.float32).tobytes()
+
+
+def model(op: str, tensors: list[T], inputs: tuple[int, ...], outputs: tuple[int, ...],
+          tag: int = 0, opts: tuple = ()) -> bytes:  # type: ignore[type-arg]
+    m = ModelDef()
+    for name, dtype, shape, data in tensors:
+        m.tensors.append(TensorDef(name, dtype, shape, m.add_buffer(data) if data else 0))
+    m.opcodes.append(OpCodeDef(s.BUILTIN_CODES[op]))
+    m.operators.append(OperatorDef(0, inputs, outputs, tag, opts))
+    m.inputs = [i for i, t in enumerate(tensors) if t[3] is None and i not in outputs]
+    m.outputs = list(outputs)
+    return build(m)
+
+
+HOSTILE = {
+    "GATHER index 10^6": model("GATHER", [("p", "FLOAT32", (4,), f32(4)),
+                               ("i", "INT32", (2,), i32(1, 10**6)),
+                               ("o", "FLOAT32", (2,), None)], (0, 1), (2,)),
+    "GATHER_ND index 10^6": model("GATHER_ND", [("p", "FLOAT32", (4,), f32(4)),
+                                  ("i", "INT32", (2, 1), i32(1, 10**6)),
+                                  ("o", "FLOAT32", (2,), None)], (0, 1), (2,)),
+    "EMBEDDING_LOOKUP id 10^5": model("EMBEDDING_LOOKUP", [("i", "INT32", (2,), i32(0, 10**5)),
+                                      ("v", "FLOAT32", (4, 2), f32(8)),
+                                      ("o", "FLOAT32", (2, 2), None)], (0, 1), (2,)),
+    "SCATTER_ND index 10^5": model("SCATTER_ND", [("i", "INT32", (2, 1), i32(0, 10**5)),
+                                   ("u", "FLOAT32", (2,), f32(2)),
+                                   ("sh", "INT32", (1,), i32(4)),
+                                   ("o", "FLOAT32", (4,), None)], (0, 1, 2), (3,)),
+    "SPARSE_TO_DENSE index 10^5": model("SPARSE_TO_DENSE", [("i", "INT32", (2,), i32(0, 10**5)),
+                                        ("sh", "INT32", (1,), i32(4)),
+                                        ("v", "FLOAT32", (2,), f32(2)),
+                                        ("d", "FLOAT32", (), f32(1)),
+                                        ("o", "FLOAT32", (4,), None)], (0, 1, 2, 3), (4,)),
+    "SEGMENT_SUM unsorted ids": model("SEGMENT_SUM", [("d", "FLOAT32", (3,), f32(3)),
+                                      ("s", "INT32", (3,), i32(0, 5, 1)),
+                                      ("o", "FLOAT32", (6,), None)], (0, 1), (2,)),
+    "UNSORTED_SEGMENT_SUM id 10^5": model("UNSORTED_SEGMENT_SUM", [
+        ("d", "FLOAT32", (3,), f32(3)), ("s", "INT32", (3,), i32(0, 10**5, 1)),
+        ("n", "INT32", (), i32(2)), ("o", "FLOAT32", (2,), None)], (0, 1, 2), (3,)),
+    "ONE_HOT depth -5": model("ONE_HOT", [("i", "INT32", (2,), i32(0, 1)),
+                              ("dp", "INT32", (), i32(-5)), ("on", "FLOAT32", (), f32(1)),
+                              ("off", "FLOAT32", (), f32(1)),
+                              ("o", "FLOAT32", (2, 4), None)], (0, 1, 2, 3), (4,)),
+    "REVERSE_V2 axis 9": model("REVERSE_V2", [("x", "FLOAT32", (2, 2), f32(4)),
+                               ("a", "INT32", (1,), i32(9)),
+                               ("o", "FLOAT32", (2, 2), None)], (0, 1), (2,)),
+    "SLICE size past the end": model("SLICE", [("x", "FLOAT32", (4,), f32(4)),
+                                     ("b", "INT32", (1,), i32(3)),
+                                     ("sz", "INT32", (1,), i32(100)),
+                                     ("o", "FLOAT32", (100,), None)], (0, 1, 2), (3,)),
+    "DYNAMIC_UPDATE_SLICE index 10^5": model("DYNAMIC_UPDATE_SLICE", [
+        ("x", "FLOAT32", (4,), f32(4)), ("u", "FLOAT32", (2,), f32(2)),
+        ("i", "INT32", (1,), i32(10**5)), ("o", "FLOAT32", (4,), None)], (0, 1, 2), (3,)),
+    "WHILE subgraphs 7 and 9 of 1": model("WHILE", [("x", "FLOAT32", (2,), None),
+                                          ("y", "FLOAT32", (2,), None)], (0,), (1,),
+                                          BO.WhileOptions, ((0, "i", 7), (1, "i", 9))),
+    "CALL_ONCE subgraph 7 of 1": model("CALL_ONCE", [("x", "FLOAT32", (2,), None)], (), (),
+                                       BO.CallOnceOptions, ((0, "i", 7),)),
+}
+
+CHILD = r"""
+import json, sys
+from ai_edge_litert.interpreter import Interpreter
+out = {}
+for name, h in json.load(sys.stdin).items():
+    try:
+        it = Interpreter(model_content=bytes.fromhex(h)); it.allocate_tensors(); it.invoke()
+        outs = it.get_output_details()
+        out[name] = ["ran", [int(it.get_tensor(d["index"]).size) for d in outs]]
+    except Exception as e:
+        out[name] = ["error", str(e).splitlines()[0][:200]]
+print(json.dumps(out))
+"""
+
+
+def test_hostile_constant_operands_are_refused_or_checked_by_litert_kernels() -> None:
+    passing = {}
+    for name, buf in HOSTILE.items():
+        try:
+            validate(buf)
+        except MalformedModelError:
+            continue
+        passing[name] = buf.hex()
+    r = subprocess.run([sys.executable, "-c", CHILD], input=json.dumps(passing),
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, f"LiteRT died (rc {r.returncode}) on one of {sorted(passing)}"
+    verdicts = json.loads(r.stdout.strip().splitlines()[-1])
+    ran = {k: v for k, v in verdicts.items() if v[0] == "ran"}
+    # the two that run clamp to the input: no element comes from outside it
+    assert set(ran) <= {"SLICE size past the end", "DYNAMIC_UPDATE_SLICE index 10^5"}, ran
+    assert ran.get("SLICE size past the end", ["ran", [1]])[1] == [1]
+    assert ran.get("DYNAMIC_UPDATE_SLICE index 10^5", ["ran", [4]])[1] == [4]
