@@ -59,6 +59,18 @@ def ca_issue(ca_dir: Path, role: str, name: str, hosts: tuple[str, ...], out_dir
 
     if hosts and role != "broker":
         raise ConfigError("--host is for --role broker only")
+    # The broker makes the certificate's name the client id (deploy/mosquitto.conf): a device
+    # must never hold a worker's or the broker admin's name, and a worker must hold one.
+    service = name == "edgeward-verifier" or name.startswith(("edgeward-verifier-",
+                                                               "edgeward-broker-admin"))
+    if role == "device" and service:
+        raise ConfigError(f"{name!r} is a service name; a device may not have it")
+    if role == "worker" and not (name == "edgeward-verifier"
+                                 or name.startswith("edgeward-verifier-")):
+        raise ConfigError(f"a worker's name starts with edgeward-verifier- (got {name!r})",
+                          hint="e.g. --name edgeward-verifier-w1")
     cert = FleetCA.load(ca_dir, days=days).issue(name, server=role == "broker", hosts=hosts,
                                                  out=out_dir)
     click.echo(f"wrote {cert.cert} and {cert.key} (0600) for {role} {name}")
+    if role in ("device", "worker"):
+        click.echo(f"register it with the broker: deploy/broker-register {role} {name}")

@@ -328,3 +328,20 @@ def test_broker_register_makes_a_worker_and_refuses_service_names_for_devices(
                        ("device", "lock/+")):
         bad = _register(mosquitto, test_ca, kind, name)
         assert bad.returncode == 1 and bad.stderr.count("\n") == 1, (name, bad.stderr)
+
+
+def test_fleet_ca_issue_refuses_a_device_certificate_with_a_worker_name(tmp_path: Path) -> None:
+    """The client id is the certificate's name: the operator's CA tool keeps the names apart."""
+    def issue(role: str, name: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([EDGEWARD, "fleet", "ca", "issue", "--ca", tmp_path / "ca",
+                               "--role", role, "--name", name], capture_output=True, text=True)
+
+    subprocess.run([EDGEWARD, "fleet", "ca", "init", "--out", tmp_path / "ca"], check=True,
+                   capture_output=True)
+    for role, name in (("device", "edgeward-verifier-w1"), ("device", "edgeward-verifier"),
+                       ("device", "edgeward-broker-admin"), ("worker", "lock-1")):
+        r = issue(role, name)
+        assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, (role, name, r)
+    ok = issue("worker", "edgeward-verifier-w1")
+    assert ok.returncode == 0 and "deploy/broker-register worker edgeward-verifier-w1" in ok.stdout
+    assert issue("device", "lock-1").returncode == 0
