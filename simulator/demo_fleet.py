@@ -7,10 +7,11 @@ replayed evidence and a model tampered on disk, which must not be affirmed. With
 the same with the evidence key in a TPM, a quote over the PCRs and the hardware claim.
 
 The fleet: a real Mosquitto on loopback with TLS client certificates and the shipped
-``deploy/mosquitto.conf`` and ``deploy/acl``, the verifier service and the device agent, each
-from its own TOML file. The agent comes online, reports without gaps and is attested
-affirming; a model replaced on disk is reported (``model.rejected``) and the next attestation
-is contraindicated. Everything is stopped at the end, and the fleet store is summarised.
+``deploy/mosquitto.conf``, ``deploy/dynamic-security.json`` and ``deploy/acl``, the verifier
+service and the device agent, each from its own TOML file. The agent comes online, reports
+without gaps and is attested affirming; a model replaced on disk is reported
+(``model.rejected``) and the next attestation is contraindicated. Everything is stopped at the
+end, and the fleet store is summarised.
 Everything runs on 127.0.0.1, on free ports, under ``out``; processes are always stopped.
 """
 
@@ -255,7 +256,7 @@ def _fleet_files(root: Path, vendor: Vendor, broker: Any, ca: Any, dev: str) -> 
     dkey = keys.generate("ed25519")
     keys.write_keypair(folder / "device", dkey)
     vendor.device(folder, dev, dkey.public)
-    tls, vtls = ca.issue(dev), ca.issue("edgeward-verifier")
+    tls, vtls = ca.issue(dev), ca.issue("edgeward-verifier-w1")
     cmd_priv, cmd_pub = keys.write_keypair(root / "command-key", keys.generate("ed25519"))
     _, ear_pub = keys.write_keypair(root / "ear-key", keys.generate("ed25519"))
     trust = folder / "backend-keys"  # the command key, and the EAR key to check results with
@@ -312,7 +313,8 @@ def _run_fleet_steps(root: Path, n: int, vendor: Vendor) -> None:
             raise DemoFailed(f"mosquitto did not start: {e}") from e
         stack.callback(broker.stop)
         ok(f"mosquitto on 127.0.0.1:{broker.port}: TLS only, client certificates from a "
-            "throwaway fleet CA, CN = user name, shipped deploy/mosquitto.conf and deploy/acl")
+            "throwaway fleet CA, CN = user name = client id, shipped deploy/mosquitto.conf, "
+            "dynamic-security plugin with deploy/acl")
         cfg = load_service_config(verifier_path)
         appraiser = AttestationAppraiser.from_config_path(verifier_path)
         stack.callback(appraiser.close)
@@ -322,7 +324,7 @@ def _run_fleet_steps(root: Path, n: int, vendor: Vendor) -> None:
         _start(stack, "verifier service", svc.run, svc.request_stop)
         if not svc.transport.wait_connected(10):
             raise DemoFailed("the verifier service did not connect to the broker")
-        ok(f"verifier service {cfg.worker} connected as edgeward-verifier; reference values "
+        ok(f"verifier service {cfg.worker} connected as edgeward-verifier-w1; reference values "
             f"{BOARD}.ewref (vendor-signed), {vendor.ca_path.relative_to(vendor.out)} trusted")
         agent = build_agent(load_agent_config(agent_path))
         ath = _start(stack, "agent", lambda: agent.run(install_signals=False), agent.request_stop)
