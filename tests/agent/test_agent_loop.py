@@ -66,12 +66,13 @@ def test_local_events_and_signed_commands(mosquitto: Mosquitto, test_ca: TestCA,
         assert col.wait_for(lambda: sock.exists())
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
             s.connect(str(sock))
-            s.sendall(encode_frame({"type": "guard.anomaly", "ts": 1.0, "body": {"score": 9}}))
+            # application events: allow-listed names, sent on as app.<name> ([local] allow)
+            s.sendall(encode_frame({"type": "anomaly", "ts": 1.0, "body": {"score": 9}}))
             s.sendall(b"\x00\x00\x00\x03\xff\xff\xff")  # malformed CBOR, counted and skipped
-            s.sendall(encode_frame({"type": "guard.ok", "ts": 2.0, "body": {}}))
+            s.sendall(encode_frame({"type": "alarm", "ts": 2.0, "body": {}}))
             time.sleep(0.3)
-        assert col.wait_for(lambda: col.envelopes("dev-a", "guard.ok"))
-        ev = col.envelopes("dev-a", "guard.anomaly")[0]
+        assert col.wait_for(lambda: col.envelopes("dev-a", "app.alarm"))
+        ev = col.envelopes("dev-a", "app.anomaly")[0]
         assert ev.body["data"] == {"score": 9} and ev.body["pid"] == os.getpid()
         assert agent.local is not None and agent.local.stats.malformed == 1
 
