@@ -200,6 +200,7 @@ class VerifierConfig:
     nonce_bytes: int = 32
     policy_id: str = "edgeward/default"
     limits: Limits = VERIFIER_LIMITS
+    locks_file: Path | None = None  # lock microcontrollers behind gateways (docs/LOCK.md)
 
 
 def verifier_from_section(root: Section, source: Path) -> VerifierConfig:
@@ -224,6 +225,8 @@ def verifier_from_section(root: Section, source: Path) -> VerifierConfig:
         raise ConfigError(f"{source}: no device-maker CA in 'enrollment.maker_cas'",
                           hint="add the maker's CA certificate, or set tofu = true (unsafe)")
     limits = verifier_limits(root.section("limits"))
+    locks = root.section("locks")
+    locks.reject_unknown(("file",))
     return VerifierConfig(
         source=source,
         database=v.path("database", "verifier.sqlite", base=base),
@@ -240,6 +243,7 @@ def verifier_from_section(root: Section, source: Path) -> VerifierConfig:
         nonce_bytes=pol.int("nonce_bytes", 32, min=16, max=64),
         policy_id=v.str("policy_id", "edgeward/default"),
         limits=limits,
+        locks_file=locks.path("file", None, base=base),
     )
 
 

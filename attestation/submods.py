@@ -27,7 +27,19 @@ exception. Per entry:
    tampered lock firmware) and every script an approved digest of that script name
    (``file-system`` 2, else 96). A symmetric key says nothing about hardware: no claim.
 
-This module does no I/O; :func:`gateway_submods` calls the serial link it is handed.
+The vendor registers each microcontroller in a TOML file the verifier's configuration names
+(``[locks] file``), read by :func:`load_lock_registry`::
+
+    [[lock]]
+    gateway = "gw-0001"                 # the gateway's device name
+    name = "lock-mcu"                   # its submods entry
+    kid = "6c6f636b2d30303031"          # hex of the key id provisioned with the key
+    key_file = "keys/lock-0001.key"     # 64 hex digits, mode 0600
+    firmware = ["<sha256 hex>", ...]    # approved firmware partition digests
+    scripts = { "main.py" = ["<sha256 hex>"] }
+
+Apart from reading those files, this module does no I/O; :func:`gateway_submods` calls the
+serial link it is handed.
 """
 
 from __future__ import annotations
@@ -36,6 +48,7 @@ import hashlib
 import hmac
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import cbor2
@@ -43,8 +56,9 @@ import cbor2
 from edgeward.attestation import claims as C
 from edgeward.attestation.ear import SubmodResult, TrustVector
 from edgeward.core import cbor
-from edgeward.core.errors import DeviceError, IntegrityError, MalformedInputError
+from edgeward.core.errors import ConfigError, DeviceError, IntegrityError, MalformedInputError
 from edgeward.core.limits import DEFAULT_LIMITS, Limits
+from edgeward.core.tomlconf import Section, load_toml
 
 COSE_MAC0_TAG = 17
 ALG_HMAC_256_256 = 5
@@ -255,3 +269,77 @@ def gateway_submods(links: Mapping[str, Link], nonce: bytes) -> dict[str, Any]:
         except DeviceError as e:
             out[name] = {SUBMOD_ERROR: e.message[:200]}
     return out
+
+
+# --- the vendor's registrations ---------------------------------------------------------------
+
+MAX_LOCKS = 100_000
+
+
+def _hex(sec: Section, key: str, value: Any, size: int | None) -> bytes:
+    where = f"{sec.source}: key '{sec.prefix}{key}'"
+    try:
+        raw = bytes.fromhex(value) if isinstance(value, str) else None
+    except ValueError:
+        raw = None
+    if raw is None or (size is not None and len(raw) != size) or not raw or len(raw) > 64:
+        want = f"{size} bytes" if size else "1..64 bytes"
+        raise ConfigError(f"{where} must be hex of {want}")
+    return raw
+
+
+def _key_file(path: Path) -> bytes:
+    try:
+        st = path.stat()
+        if st.st_mode & 0o077:
+            raise ConfigError(f"lock key {path} is readable by others", hint=f"chmod 600 {path}")
+        text = path.read_text(encoding="ascii")[:200].strip()
+        key = bytes.fromhex(text)
+    except OSError as e:
+        raise ConfigError(f"cannot read lock key {path}: {e.strerror}") from e
+    except (UnicodeDecodeError, ValueError) as e:
+        raise ConfigError(f"lock key {path} is not hex") from e
+    if len(key) != 32:
+        raise ConfigError(f"lock key {path} is {len(key)} bytes, not 32")
+    return key
+
+
+def locks_from_toml(root: Section, *, base: Path) -> dict[tuple[str, str], LockRegistration]:
+    """``{(gateway, name): registration}`` from a parsed registry file."""
+    out: dict[tuple[str, str], LockRegistration] = {}
+    root.reject_unknown(["lock"])
+    for sec in root.sections("lock"):
+        sec.reject_unknown(["gateway", "name", "kid", "key_file", "firmware", "scripts",
+                            "hwmodel"])
+        gateway, name = sec.str("gateway"), sec.str("name")
+        fw = sec.list("firmware")
+        if not fw:
+            raise ConfigError(f"{sec.source}: key '{sec.prefix}firmware' is empty",
+                              hint="list the approved firmware digests")
+        scripts = sec.section("scripts")
+        if len(scripts.data) > MAX_SCRIPTS:
+            raise ConfigError(f"{sec.source}: more than {MAX_SCRIPTS} scripts")
+        if (gateway, name) in out:
+            raise ConfigError(f"{sec.source}: lock '{name}' of '{gateway}' is registered twice")
+        if len(out) >= MAX_LOCKS:
+            raise ConfigError(f"{sec.source}: more than {MAX_LOCKS} locks")
+        out[(gateway, name)] = LockRegistration(
+            name=name,
+            key_id=_hex(sec, "kid", sec.str("kid"), None),
+            key=_key_file(sec.path("key_file", base=base)),
+            firmware=frozenset(_hex(sec, "firmware", d, 32) for d in fw),
+            scripts={n: frozenset(_hex(scripts, n, d, 32) for d in scripts.list(n))
+                     for n in scripts.data},
+            hwmodel=sec.str("hwmodel", None),
+        )
+    return out
+
+
+def load_lock_registry(path: Path) -> Registry:
+    """The registry file at ``path`` as the look-up :func:`appraise_submods` wants."""
+    table = locks_from_toml(load_toml(path), base=Path(path).parent)
+
+    def lookup(gateway: str, name: str) -> LockRegistration | None:
+        return table.get((gateway, name))
+
+    return lookup

@@ -37,6 +37,7 @@ from edgeward.attestation.evidence import x5chain_of
 from edgeward.attestation.nonces import NoncePolicy
 from edgeward.attestation.refvalues import RefValues, open_refvalues
 from edgeward.attestation.service.verifier_store import DeviceRecord, Store
+from edgeward.attestation.submods import Registry, load_lock_registry
 from edgeward.core import cose
 from edgeward.core.errors import (
     ConfigError,
@@ -107,8 +108,10 @@ class Verifier:
         tofu: bool = False,
         limits: Limits | None = None,
         clock: Callable[[], float] = time.time,
+        locks: Registry | None = None,
     ) -> None:
         self.store = store
+        self.locks = locks  # lock microcontrollers behind gateways (.submods)
         self.ear_key = ear_key
         self.maker_cas = maker_cas
         self.refvalues = refvalues
@@ -138,6 +141,7 @@ class Verifier:
             tofu=cfg.tofu,
             limits=cfg.limits,
             clock=clock,
+            locks=load_lock_registry(cfg.locks_file) if cfg.locks_file else None,
         )
         v._refvalues_source = (cfg.refvalues_dir, trust)
         return v
@@ -234,7 +238,7 @@ class Verifier:
             enroll_error = str(e)
         verdict = appraise(evidence, devices=self._lookup, sessions=self.store.session,
                            refvalues=self.refvalues, now=now, policy=self.policy,
-                           limits=self.limits)
+                           limits=self.limits, submod_registry=self.locks)
         ear = verdict.ear
         if enroll_error and verdict.device is None:
             ear = Ear(vector=ear.vector, iat=ear.iat, reasons=(*ear.reasons, enroll_error),

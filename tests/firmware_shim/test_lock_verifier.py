@@ -1,0 +1,109 @@
+"""The verifier service's path for a gateway with a lock: the vendor's lock registry file, the
+gateway's real Attester carrying the lock's token, the Verifier's signed EAR covering both."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+import pytest
+from mcu_helpers import KEY, KID, SCRIPTS, LoopbackPort, cpython_lock, firmware
+
+from edgeward.attestation import claims as C
+from edgeward.attestation.config import load_verifier_config
+from edgeward.attestation.ear import decode_ear
+from edgeward.attestation.submods import gateway_submods, load_lock_registry
+from edgeward.core.errors import ConfigError
+from edgeward.firmware_shim.serial_link import McuLink
+
+_NAME = "edgeward_tests_attestation_world"
+if _NAME not in sys.modules:
+    _spec = importlib.util.spec_from_file_location(
+        _NAME, Path(__file__).resolve().parents[1] / "attestation" / "conftest.py")
+    assert _spec is not None and _spec.loader is not None
+    sys.modules[_NAME] = importlib.util.module_from_spec(_spec)
+    _spec.loader.exec_module(sys.modules[_NAME])
+make_world = sys.modules[_NAME].make_world
+
+
+def write_registry(folder: Path, *, firmware_digest: bytes, mode: int = 0o600,
+                   extra: str = "") -> Path:
+    (folder / "keys").mkdir(exist_ok=True)
+    key = folder / "keys" / "lock-0001.key"
+    key.write_text(KEY.hex() + "\n")
+    os.chmod(key, mode)
+    scripts = ", ".join(f'"{n}" = ["{hashlib.sha256(d).hexdigest()}"]'
+                        for n, d in SCRIPTS.items())
+    p = folder / "locks.toml"
+    p.write_text(f"""
+[[lock]]
+gateway = "lock-0001"
+name = "lock-mcu"
+kid = "{KID.hex()}"
+key_file = "keys/lock-0001.key"
+firmware = ["{firmware_digest.hex()}"]
+scripts = {{ {scripts} }}
+{extra}
+""")
+    return p
+
+
+@pytest.fixture
+def world(tmp_path: Path):
+    w = make_world(tmp_path)
+    w.verifier.locks = load_lock_registry(
+        write_registry(tmp_path, firmware_digest=hashlib.sha256(firmware()).digest()))
+    yield w
+    w.verifier.close()
+
+
+def gateway_evidence(world, fw: bytes | None = None) -> bytes:
+    nonce = world.verifier.challenge("lock-0001")
+    lock, uart = cpython_lock(fw)
+    subs = gateway_submods({"lock-mcu": McuLink(LoopbackPort(lock, uart), timeout=0.5)}, nonce)
+    return world.attester.evidence(nonce, submods=subs)
+
+
+def test_verifier_signs_an_affirming_ear_covering_gateway_and_lock(world) -> None:
+    res = world.verifier.verify(gateway_evidence(world))
+    assert res.ear.affirming, (res.ear.reasons, res.ear.submods)
+    ear = decode_ear(res.signed, world.verifier.public_key)
+    assert [s.name for s in ear.submods] == ["lock-mcu"] and ear.affirming
+
+
+def test_verifier_contraindicates_a_gateway_whose_lock_firmware_was_patched(world) -> None:
+    fw = bytearray(firmware())
+    fw[-1] ^= 0xFF
+    res = world.verifier.verify(gateway_evidence(world, bytes(fw)))
+    assert res.ear.status == C.TIER_CONTRAINDICATED
+    assert decode_ear(res.signed, world.verifier.public_key).status == C.TIER_CONTRAINDICATED
+
+
+def test_registry_file_mistakes_are_config_errors(tmp_path: Path) -> None:
+    fw = hashlib.sha256(b"fw").digest()
+    with pytest.raises(ConfigError, match="readable by others"):
+        load_lock_registry(write_registry(tmp_path, firmware_digest=fw, mode=0o644))
+    p = write_registry(tmp_path, firmware_digest=fw, extra='colour = "red"')
+    with pytest.raises(ConfigError, match=r"lock\[0\]\.colour' is not a known setting"):
+        load_lock_registry(p)
+    p = write_registry(tmp_path, firmware_digest=fw)
+    p.write_text(p.read_text().replace(fw.hex(), "abcd"))
+    with pytest.raises(ConfigError, match=r"'lock\[0\]\.firmware' must be hex of 32 bytes"):
+        load_lock_registry(p)
+    p = write_registry(tmp_path, firmware_digest=fw)
+    p.write_text(p.read_text() * 2)
+    with pytest.raises(ConfigError):
+        load_lock_registry(p)
+
+
+def test_verifier_config_names_the_registry(tmp_path: Path) -> None:
+    cfg = tmp_path / "verifier.toml"
+    cfg.write_text('[verifier]\nkey_file = "k.pem"\n[enrollment]\ntofu = true\n'
+                   '[refvalues]\nvendor_keys = "v.pem"\ndir = "rv"\n[locks]\nfile = "locks.toml"\n')
+    assert load_verifier_config(cfg).locks_file == tmp_path / "locks.toml"
+    cfg.write_text(cfg.read_text().replace('file = "locks.toml"', 'path = "x"'))
+    with pytest.raises(ConfigError, match=r"'locks\.path' is not a known setting"):
+        load_verifier_config(cfg)
