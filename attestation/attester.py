@@ -31,6 +31,7 @@ from edgeward.attestation.measure import load_model_trust, measure
 from edgeward.attestation.nonces import MAX_NONCE_BYTES
 from edgeward.attestation.tpm_quote import qualifying_data
 from edgeward.core.errors import ConfigError, DeviceError
+from edgeward.core.fileio import OPERATOR, read_bounded
 from edgeward.core.persist import write_atomic
 from edgeward.firmware_shim.signer import Signer
 from edgeward.firmware_shim.sim.signer import SoftwareSigner
@@ -98,6 +99,9 @@ def open_signer(cfg: AttesterConfig) -> Signer:
     return SoftwareSigner.from_file(cfg.key_file)
 
 
+MAX_CERT_CHAIN_BYTES = 64 * 1024  # a PEM chain of a few certificates
+
+
 def load_cert_chain(path: Path | None) -> list[bytes]:
     """The device certificate chain (PEM) as DER, leaf first, for the x5chain header."""
     if path is None:
@@ -106,10 +110,7 @@ def load_cert_chain(path: Path | None) -> list[bytes]:
 
     from edgeward.attestation.enroll import load_certs
 
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise ConfigError(f"cannot read device certificate {path}: {e.strerror}") from e
+    data = read_bounded(path, MAX_CERT_CHAIN_BYTES, what="device certificate", faults=OPERATOR)
     return [c.public_bytes(Encoding.DER) for c in load_certs(data)]
 
 

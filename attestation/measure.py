@@ -33,6 +33,7 @@ from pathlib import Path
 
 from edgeward.attestation.evidence import Measurements, ModelMeasurement
 from edgeward.core.errors import ConfigError, DeviceError, IntegrityError
+from edgeward.core.fileio import read_bounded
 from edgeward.core.keys import TrustStore, VerifyingKey
 from edgeward.core.limits import DEFAULT_LIMITS, Limits
 from edgeward.models.manifest import open_manifest
@@ -140,12 +141,9 @@ def measure_model(
         logger.warning("no model trust store: model %s is measured as unsigned", model)
         return unsigned
     try:
-        with open(sig_path, "rb") as f:
-            sig = f.read(MAX_MANIFEST_BYTES + 1)
-        if len(sig) > MAX_MANIFEST_BYTES:
-            raise IntegrityError(f"{sig_path} is too large")
+        sig = read_bounded(sig_path, MAX_MANIFEST_BYTES, what="model signature")
         manifest = open_manifest(sig, trust, limits=limits)
-    except (OSError, IntegrityError) as e:
+    except (ConfigError, DeviceError, IntegrityError) as e:
         logger.warning("model %s has no manifest that verifies (%s); measured as unsigned",
                        model, e)
         return unsigned

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Literal
 
 from edgeward.core.errors import ConfigError
+from edgeward.core.fileio import OPERATOR, read_bounded
 from edgeward.core.tomlconf import Section, parse_toml
 
 MAX_BOARD_BYTES = 16 * 1024
@@ -257,13 +258,7 @@ def parse_board(text: str, *, source: str) -> Board:
 
 
 def _read(path: Path) -> str:
-    try:
-        with open(path, "rb") as f:
-            raw = f.read(MAX_BOARD_BYTES + 1)
-    except OSError as e:
-        raise ConfigError(f"cannot read board file {path}: {e.strerror}") from e
-    if len(raw) > MAX_BOARD_BYTES:
-        raise ConfigError(f"{path}: board file is larger than {MAX_BOARD_BYTES} bytes")
+    raw = read_bounded(path, MAX_BOARD_BYTES, what="board file", faults=OPERATOR)
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as e:

@@ -58,6 +58,10 @@ class ConfigError(EdgewardError):
     exit_code = EXIT_USAGE
 
 
+class MissingFileError(ConfigError):
+    """A file the operator named (or the product expects) does not exist."""
+
+
 # --- integrity (exit 2): untrusted input failed a check --------------------------------------
 
 

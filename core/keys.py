@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 )
 
 from edgeward.core.errors import ConfigError, DeviceError, SignatureError
+from edgeward.core.fileio import OPERATOR, read_bounded_stat
 from edgeward.core.persist import write_atomic
 
 logger = logging.getLogger(__name__)
@@ -243,30 +244,8 @@ def write_keypair(out_dir: Path, key: SigningKey, *, force: bool = False) -> tup
 
 
 def _read_key_file(path: Path, what: str) -> tuple[bytes, os.stat_result]:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        raise ConfigError(f"{what} file {path} does not exist", hint=_GEN_HINT) from None
-    except OSError as e:
-        raise ConfigError(
-            f"cannot read {what} file {path}: {e.strerror or e}",
-            hint="check the path and its permissions",
-        ) from e
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise ConfigError(f"{what} file {path} is not a regular file", hint=_GEN_HINT)
-        if st.st_size > _MAX_KEY_FILE:
-            raise ConfigError(
-                f"{what} file {path} is {st.st_size} bytes, too large for a key", hint=_GEN_HINT
-            )
-        with os.fdopen(os.dup(fd), "rb") as f:
-            data = f.read(_MAX_KEY_FILE + 1)
-    except OSError as e:
-        raise ConfigError(f"cannot read {what} file {path}: {e.strerror or e}") from e
-    finally:
-        os.close(fd)
-    return data, st
+    return read_bounded_stat(path, _MAX_KEY_FILE, what=f"{what} file", faults=OPERATOR,
+                             hint=_GEN_HINT)
 
 
 def load_signing_key(path: Path) -> SigningKey:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from edgeward.core.errors import ConfigError
+from edgeward.core.fileio import OPERATOR, read_bounded
 
 MAX_CONFIG_BYTES = 1024 * 1024
 _MISSING: Any = object()
@@ -170,17 +171,7 @@ def parse_toml(text: str, *, source: str = "<config>") -> Section:
 
 def load_toml(path: Path) -> Section:
     """Read and parse one TOML file, bounded in size."""
-    try:
-        with open(path, "rb") as f:
-            raw = f.read(MAX_CONFIG_BYTES + 1)
-    except FileNotFoundError as e:
-        raise ConfigError(f"configuration file {path} does not exist") from e
-    except IsADirectoryError as e:
-        raise ConfigError(f"configuration file {path} is a directory, not a file") from e
-    except OSError as e:
-        raise ConfigError(f"cannot read configuration file {path}: {e.strerror}") from e
-    if len(raw) > MAX_CONFIG_BYTES:
-        raise ConfigError(f"configuration file {path} is larger than {MAX_CONFIG_BYTES} bytes")
+    raw = read_bounded(path, MAX_CONFIG_BYTES, what="configuration file", faults=OPERATOR)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:

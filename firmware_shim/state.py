@@ -12,7 +12,8 @@ import json
 import re
 from pathlib import Path
 
-from edgeward.core.errors import ConfigError, DeviceError
+from edgeward.core.errors import ConfigError, DeviceError, MissingFileError
+from edgeward.core.fileio import DEVICE_STATE, read_bounded
 from edgeward.core.persist import write_atomic
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
@@ -27,11 +28,9 @@ class FileCounter:
 
     def read(self) -> int:
         try:
-            raw = self.path.read_bytes()[:4096]
-        except FileNotFoundError:
+            raw = read_bounded(self.path, 4096, what="counter", faults=DEVICE_STATE)
+        except MissingFileError:
             return 0
-        except OSError as e:
-            raise DeviceError(f"cannot read counter {self.path}: {e.strerror}") from e
         try:
             value = json.loads(raw)["value"]
         except (ValueError, KeyError, TypeError) as e:

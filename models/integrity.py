@@ -47,6 +47,7 @@ from edgeward.core.errors import (
     IntegrityError,
     MalformedInputError,
 )
+from edgeward.core.fileio import open_bounded, read_bounded
 from edgeward.core.keys import SigningKey, TrustStore, VerifyingKey
 from edgeward.core.limits import DEFAULT_LIMITS, Limits
 
@@ -110,31 +111,6 @@ class VerifiedModel(ModelCheck):
 
 def default_sig_path(model: Path) -> Path:
     return model.with_name(model.name + SIG_SUFFIX)
-
-
-def read_bounded(path: Path, limit: int, *, what: str) -> bytes:
-    """Read a regular file in one call, refusing directories, devices and oversize files."""
-    try:
-        with open(path, "rb") as f:
-            st = os.fstat(f.fileno())
-            if not stat.S_ISREG(st.st_mode):
-                raise ConfigError(f"{what} {path} is not a regular file")
-            if st.st_size > limit:
-                raise IntegrityError(
-                    f"{what} {path} is {st.st_size} bytes, above the limit of {limit}"
-                )
-            data = f.read(limit + 1)
-    except IsADirectoryError as e:
-        raise ConfigError(f"{what} {path} is a directory; give a file") from e
-    except FileNotFoundError as e:
-        raise ConfigError(f"{what} {path} does not exist") from e
-    except PermissionError as e:
-        raise DeviceError(f"cannot read {what} {path}: permission denied") from e
-    except OSError as e:
-        raise DeviceError(f"cannot read {what} {path}: {e.strerror or e}") from e
-    if len(data) > limit:
-        raise IntegrityError(f"{what} {path} grew above the limit of {limit} bytes while read")
-    return data
 
 
 def _require_file(path: Path, *, what: str) -> None:
@@ -226,27 +202,14 @@ def _check_digest(path: Path, data: bytes | memoryview | int, size: int, entry: 
 @contextlib.contextmanager
 def _mapped(path: Path, limit: int) -> Iterator[tuple[int, memoryview]]:
     """An open file and a read-only mapping of it (no copy in process memory)."""
-    try:
-        f = open(path, "rb")
-    except FileNotFoundError as e:
-        raise ConfigError(f"model {path} does not exist") from e
-    except IsADirectoryError as e:
-        raise ConfigError(f"model {path} is a directory; give a file") from e
-    except OSError as e:
-        raise DeviceError(f"cannot read model {path}: {e.strerror or e}") from e
-    with f:
-        st = os.fstat(f.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise ConfigError(f"model {path} is not a regular file")
-        if st.st_size > limit:
-            raise IntegrityError(f"model {path} is {st.st_size} bytes, above the limit of {limit}")
+    with open_bounded(path, limit, what="model") as (fd, st):
         if st.st_size == 0:
-            yield f.fileno(), memoryview(b"")
+            yield fd, memoryview(b"")
             return
-        mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        mm = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
         view = memoryview(mm)
         try:
-            yield f.fileno(), view
+            yield fd, view
         finally:
             view.release()
             with contextlib.suppress(BufferError):  # a view still held: closed when collected

@@ -25,19 +25,18 @@ NV counter closes that gap and is not done here.
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import hashlib
 import json
 import logging
 import os
 import re
-import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from edgeward.core.errors import DeviceError, RollbackError
+from edgeward.core.errors import DeviceError, MissingFileError, RollbackError
+from edgeward.core.fileio import DEVICE_STATE, read_bounded
 from edgeward.core.persist import write_atomic
 
 logger = logging.getLogger(__name__)
@@ -195,36 +194,11 @@ class RollbackState:
 
     def _read(self) -> dict[str, int]:
         try:
-            fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-        except FileNotFoundError:
+            raw = read_bounded(self.path, MAX_STATE_BYTES, what="anti-rollback state",
+                               faults=DEVICE_STATE, follow_symlinks=False,
+                               hint="restore it from a backup")
+        except MissingFileError:
             return {}
-        except OSError as e:
-            raise DeviceError(
-                f"cannot read anti-rollback state {self.path}: {e.strerror or e}",
-                hint="check its permissions"
-                if e.errno != errno.ELOOP
-                else "it must not be a symlink",
-            ) from e
-        try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                raise DeviceError(f"anti-rollback state {self.path} is not a regular file")
-            if st.st_size > MAX_STATE_BYTES:
-                raise DeviceError(
-                    f"anti-rollback state {self.path} is {st.st_size} bytes, "
-                    f"above {MAX_STATE_BYTES}",
-                    hint="restore it from a backup",
-                )
-            with os.fdopen(os.dup(fd), "rb") as f:
-                raw = f.read(MAX_STATE_BYTES + 1)
-        except OSError as e:
-            raise DeviceError(
-                f"cannot read anti-rollback state {self.path}: {e.strerror or e}"
-            ) from e
-        finally:
-            os.close(fd)
-        if len(raw) > MAX_STATE_BYTES:
-            raise DeviceError(f"anti-rollback state {self.path} grew above {MAX_STATE_BYTES} bytes")
         return _decode(raw, self.path)
 
     def _write(self, models: dict[str, int]) -> None:

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import click
 
-from edgeward.core.errors import EXIT_REJECTED, ConfigError
+from edgeward.core.errors import EXIT_REJECTED
+from edgeward.core.fileio import OPERATOR, read_bounded
 
 from .common import echo_json
 
@@ -37,15 +38,7 @@ def _hex(value: str, what: str) -> bytes:
         raise click.BadParameter(f"{what} must be hex") from e
 
 
-def _read(path: Path, what: str, limit: int = 4 * 1024 * 1024) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            data = f.read(limit + 1)
-    except OSError as e:
-        raise ConfigError(f"cannot read {what} {path}: {e.strerror}") from e
-    if len(data) > limit:
-        raise ConfigError(f"{what} {path} is larger than {limit} bytes")
-    return data
+_MAX_FILE = 4 * 1024 * 1024  # an EAR or a PEM certificate chain
 
 
 def _write(path: Path, data: bytes, mode: int = 0o644) -> None:
@@ -116,7 +109,7 @@ def verify(evidence_file: Path, config: Path, as_json: bool, out: Path | None) -
     from edgeward.attestation.service.verifier import Verifier
 
     cfg = load_verifier_config(config)
-    data = _read(evidence_file, "evidence", cfg.limits.max_cbor_bytes + 1)
+    data = read_bounded(evidence_file, cfg.limits.max_cbor_bytes, what="evidence")
     v = Verifier.from_config(cfg)
     try:
         result = v.verify(data)
@@ -147,7 +140,7 @@ def check_ear_cmd(ear_file: Path, verifier_key: Path, nonce: str | None,
 
     if nonce is None and max_age is None:
         raise click.UsageError("pass --nonce or --max-age")
-    raw = _read(ear_file, "EAR")
+    raw = read_bounded(ear_file, _MAX_FILE, what="EAR")
     if not raw.startswith(b"\xd2") and not raw.startswith(b"\x84"):
         raw = _unb64(raw.decode("ascii", "replace"))
     ear = check_ear(raw, load_verifying_key(verifier_key), now=time.time(),
@@ -222,7 +215,8 @@ def ca_issue(ca_dir: Path, pub: Path, device: str, out: Path, tpm: bool,
     from edgeward.core.keys import load_signing_key, load_verifying_key
 
     ca_key = load_signing_key(ca_dir / "private.pem")
-    ca_cert = load_certs(_read(ca_dir / "ca.pem", "CA certificate"))[0]
+    ca_pem = read_bounded(ca_dir / "ca.pem", _MAX_FILE, what="CA certificate", faults=OPERATOR)
+    ca_cert = load_certs(ca_pem)[0]
     if board is not None and not 0 < len(board.encode()) <= 32:
         raise click.BadParameter("--board must be 1..32 bytes")
     cert = issue_device_cert(ca_key, ca_cert, load_verifying_key(pub), device, now=time.time(),
@@ -244,7 +238,8 @@ def enroll(config: Path, cert: Path, board: str | None) -> None:
 
     v = Verifier.from_config(load_verifier_config(config))
     try:
-        e = v.enroll(load_certs(_read(cert, "certificate")), board=board)
+        pem = read_bounded(cert, _MAX_FILE, what="certificate")
+        e = v.enroll(load_certs(pem), board=board)
     finally:
         v.close()
     click.echo(f"enrolled {e.device} (key {e.key.key_id.hex()[:16]}, CA '{e.issuer}')")

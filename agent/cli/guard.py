@@ -33,7 +33,7 @@ def guard() -> None:
 
 
 def _read(path: Path, limit: int, what: str) -> bytes:
-    from edgeward.models.integrity import read_bounded
+    from edgeward.core.fileio import read_bounded
 
     return read_bounded(path, limit, what=what)
 

@@ -45,8 +45,8 @@ def inspect(model_path: Path, as_json: bool, allow_custom_ops: bool) -> None:
     """
     import hashlib
 
+    from edgeward.core.fileio import read_bounded
     from edgeward.core.limits import DEFAULT_LIMITS
-    from edgeward.models.integrity import read_bounded
     from edgeward.models.tflite import validate
 
     content = read_bounded(model_path, DEFAULT_LIMITS.max_model_bytes, what="model")
@@ -99,9 +99,10 @@ def sign(model_path: Path, key_path: Path, name: str, version: int, allow_custom
     The manifest binds the name, version, file size and SHA-256 and the model's structure
     (operators, inputs, outputs). A model the validator refuses is not signed (exit 2).
     """
+    from edgeward.core.fileio import read_bounded
     from edgeward.core.keys import load_signing_key
     from edgeward.core.persist import write_atomic
-    from edgeward.models.integrity import default_sig_path, read_bounded, sign_model
+    from edgeward.models.integrity import default_sig_path, sign_model
 
     key = load_signing_key(key_path)
     profile = read_bounded(profile_path, 16 * 1024 * 1024, what="profile") if profile_path else None

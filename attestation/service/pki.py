@@ -28,12 +28,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from edgeward.core.errors import ConfigError
+from edgeward.core.fileio import OPERATOR, read_bounded
 from edgeward.core.persist import write_atomic
 
 CA_CERT = "ca.pem"
 CA_KEY = "ca.key"
 ROLES = ("broker", "device", "worker")
 _MAX_PEM = 64 * 1024
+_CA_HINT = "create it with `edgeward fleet ca init --out DIR`"
 
 
 @dataclass(frozen=True)
@@ -111,12 +113,9 @@ class FleetCA:
     @classmethod
     def load(cls, root: Path, *, days: int = 365) -> FleetCA:
         """The CA that :meth:`create` wrote into ``root``."""
-        try:
-            cert_pem = (root / CA_CERT).read_bytes()[:_MAX_PEM]
-            key_pem = (root / CA_KEY).read_bytes()[:_MAX_PEM]
-        except OSError as e:
-            raise ConfigError(f"cannot read the fleet CA in {root}: {e.strerror or e}",
-                              hint="create it with `edgeward fleet ca init --out DIR`") from e
+        cert_pem, key_pem = (read_bounded(root / name, _MAX_PEM, what="fleet CA file",
+                                          faults=OPERATOR, hint=_CA_HINT)
+                             for name in (CA_CERT, CA_KEY))
         try:
             cert = x509.load_pem_x509_certificate(cert_pem)
             key = serialization.load_pem_private_key(key_pem, password=None)

@@ -47,6 +47,7 @@ from edgeward.core.errors import (
     ReplayError,
     UnknownDeviceError,
 )
+from edgeward.core.fileio import OPERATOR, read_bounded
 from edgeward.core.keys import SigningKey, TrustStore, VerifyingKey, load_signing_key
 from edgeward.core.limits import Limits
 
@@ -54,6 +55,7 @@ logger = logging.getLogger(__name__)
 
 REFVALUES_SUFFIX = ".ewref"
 MAX_REFVALUES_BYTES = 1024 * 1024
+MAX_CA_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -70,13 +72,11 @@ def load_refvalues_dir(folder: Path, trust: TrustStore, limits: Limits) -> dict[
         raise ConfigError(f"reference values folder {folder} does not exist")
     for path in sorted(folder.glob(f"*{REFVALUES_SUFFIX}")):
         try:
-            data = path.read_bytes()[: MAX_REFVALUES_BYTES + 1]
+            data = read_bounded(path, MAX_REFVALUES_BYTES, what="reference values")
             rv = open_refvalues(data, trust, limits=limits)
         except IntegrityError as e:
             logger.error("refusing reference values %s: %s", path, e)
             continue
-        except OSError as e:
-            raise DeviceError(f"cannot read {path}: {e.strerror}") from e
         old = out.get(rv.board)
         if old is None or rv.issued > old.issued:
             out[rv.board] = rv
@@ -86,10 +86,9 @@ def load_refvalues_dir(folder: Path, trust: TrustStore, limits: Limits) -> dict[
 def load_cas(paths: tuple[Path, ...]) -> list[x509.Certificate]:
     cas: list[x509.Certificate] = []
     for p in paths:
+        pem = read_bounded(p, MAX_CA_BYTES, what="maker CA", faults=OPERATOR)
         try:
-            cas.extend(load_certs(p.read_bytes()))
-        except OSError as e:
-            raise ConfigError(f"cannot read maker CA {p}: {e.strerror}") from e
+            cas.extend(load_certs(pem))
         except IntegrityError as e:
             raise ConfigError(f"maker CA {p} is not a certificate: {e}") from e
     return cas

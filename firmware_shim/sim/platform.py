@@ -14,7 +14,8 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgeward.core.errors import DeviceError
+from edgeward.core.errors import DeviceError, MissingFileError
+from edgeward.core.fileio import DEVICE_STATE, read_bounded
 from edgeward.core.persist import write_atomic
 from edgeward.firmware_shim.linux.eventlog import MAX_LOG_BYTES
 from edgeward.firmware_shim.platform import Identity
@@ -73,13 +74,10 @@ class SimPlatform:
 
     def boot_event_log(self) -> bytes | None:
         try:
-            with open(self.state_dir / "event-log.bin", "rb") as f:
-                raw = f.read(MAX_LOG_BYTES + 1)
-        except FileNotFoundError:
+            return read_bounded(self.state_dir / "event-log.bin", MAX_LOG_BYTES,
+                                what="simulated event log", faults=DEVICE_STATE)
+        except MissingFileError:
             return None
-        if len(raw) > MAX_LOG_BYTES:
-            raise DeviceError("the simulated event log is too large")
-        return raw
 
     def counter(self, name: str) -> FileCounter:
         return FileCounter(self.state_dir, name)
