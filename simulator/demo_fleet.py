@@ -316,7 +316,8 @@ def _run_fleet_steps(root: Path, n: int, vendor: Vendor) -> None:
             "throwaway fleet CA, CN = user name = client id, shipped deploy/mosquitto.conf, "
             "dynamic-security plugin with deploy/acl")
         cfg = load_service_config(verifier_path)
-        appraiser = AttestationAppraiser.from_config_path(verifier_path)
+        assert cfg.verifier is not None  # read in the same parse as the service's tables
+        appraiser = AttestationAppraiser.from_config(cfg.verifier)
         stack.callback(appraiser.close)
         assert cfg.command_key is not None
         svc = VerifierService(cfg, appraiser=appraiser,

@@ -9,8 +9,10 @@ is consumed once.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from edgeward.attestation.config import VerifierConfig
 
 logger = logging.getLogger(__name__)
 
@@ -20,11 +22,11 @@ class AttestationAppraiser:
         self.verifier = verifier
 
     @classmethod
-    def from_config_path(cls, path: Path) -> AttestationAppraiser:
-        from edgeward.attestation.config import load_verifier_config
+    def from_config(cls, cfg: VerifierConfig) -> AttestationAppraiser:
+        """From the ``verifier`` section of the parsed VERIFIER.toml (``ServiceConfig``)."""
         from edgeward.attestation.service.verifier import Verifier
 
-        return cls(Verifier.from_config(load_verifier_config(path)))
+        return cls(Verifier.from_config(cfg))
 
     def challenge(self, device: str, now: float) -> bytes:
         nonce: bytes = self.verifier.challenge(device)

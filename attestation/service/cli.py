@@ -28,13 +28,12 @@ def run(config_path: Path) -> int:
     from edgeward.attestation.service.appraise import AttestationAppraiser
     from edgeward.attestation.service.config import load_service_config
     from edgeward.attestation.service.service import VerifierService
-    from edgeward.attestation.service.verifier import Verifier
     from edgeward.core.keys import load_signing_key
 
     cfg = load_service_config(config_path)  # the whole file, read once
     appraiser = None
     if cfg.verifier is not None:
-        appraiser = AttestationAppraiser(Verifier.from_config(cfg.verifier))
+        appraiser = AttestationAppraiser.from_config(cfg.verifier)
     else:
         logger.warning("no [verifier] table: evidence is recorded but not appraised")
     key = load_signing_key(cfg.command_key) if cfg.command_key else None
