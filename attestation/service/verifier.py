@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -171,14 +170,10 @@ class Verifier:
         return session.nonce
 
     def _record(self, e: Endorsement, endorsement: str) -> None:
-        try:
-            self.store.put_device(DeviceRecord(e.device, e.key.key_id, e.key.spki_der(),
-                                               endorsement, e.issuer, self.clock(), None,
-                                               e.key_kind, e.board))
-        except sqlite3.IntegrityError as err:
-            raise UnknownDeviceError(
-                f"key {e.key.key_id.hex()[:16]} is already enrolled under another device name"
-            ) from err
+        # the store refuses a key already enrolled under another name (UnknownDeviceError)
+        self.store.put_device(DeviceRecord(e.device, e.key.key_id, e.key.spki_der(),
+                                           endorsement, e.issuer, self.clock(), None,
+                                           e.key_kind, e.board))
 
     def enroll(self, chain: list[x509.Certificate], *, board: str | None = None) -> Endorsement:
         """Enroll the device a maker-CA certificate chain endorses (leaf first).

@@ -5,7 +5,9 @@ change that belongs together is one transaction (``BEGIN IMMEDIATE`` ... ``COMMI
 never leaves a consumed nonce without its result, or a bootcount without its appraisal.
 Consuming a nonce is ``UPDATE ... WHERE used_at IS NULL`` and checks the row count, so two
 workers racing on the same evidence cannot both accept it. SQLite stands in for PostgreSQL at
-scale (DESIGN.md, "Real parts").
+scale (DESIGN.md, "Real parts"). SQLite's exceptions stop here: a failing database is a
+:class:`DeviceError`, a key enrolled under a second name an :class:`UnknownDeviceError`, each
+chained to the ``sqlite3`` error.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgeward.attestation.nonces import Session
-from edgeward.core.errors import DeviceError, ReplayError
+from edgeward.core.errors import DeviceError, ReplayError, UnknownDeviceError
 from edgeward.core.persist import private_file
 
 logger = logging.getLogger(__name__)
@@ -107,14 +109,25 @@ class Store:
                 raise DeviceError(f"verifier database {self.path} is unavailable: {e}") from e
             try:
                 yield self._db
-            except BaseException:
+            except BaseException as e:
                 self._db.execute("ROLLBACK")
+                if isinstance(e, sqlite3.Error):
+                    raise DeviceError(f"verifier database {self.path} failed: {e}") from e
                 raise
             else:
                 try:
                     self._db.execute("COMMIT")
                 except sqlite3.Error as e:
                     raise DeviceError(f"cannot commit to {self.path}: {e}") from e
+
+    @contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        """The connection under the lock for one read; SQLite's failures become DeviceError."""
+        with self._lock:
+            try:
+                yield self._db
+            except sqlite3.Error as e:
+                raise DeviceError(f"cannot read the verifier database {self.path}: {e}") from e
 
     def close(self) -> None:
         with self._lock:
@@ -123,16 +136,22 @@ class Store:
     # --- devices -----------------------------------------------------------------------------
 
     def put_device(self, rec: DeviceRecord) -> None:
+        """Enroll or re-enroll ``rec.device``; UnknownDeviceError if its key has another name."""
         with self.transaction() as db:
-            db.execute(
-                f"INSERT INTO devices ({_DEVICE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?) "  # noqa: S608
-                "ON CONFLICT(device) DO UPDATE SET "
-                "key_id=excluded.key_id, spki=excluded.spki, endorsement=excluded.endorsement, "
-                "issuer=excluded.issuer, enrolled_at=excluded.enrolled_at, "
-                "key_kind=excluded.key_kind, board=excluded.board",
-                (rec.device, rec.key_id, rec.spki, rec.endorsement, rec.issuer,
-                 rec.enrolled_at, rec.last_bootcount, rec.key_kind, rec.board),
-            )
+            try:
+                db.execute(
+                    f"INSERT INTO devices ({_DEVICE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?) "  # noqa: S608
+                    "ON CONFLICT(device) DO UPDATE SET "
+                    "key_id=excluded.key_id, spki=excluded.spki, endorsement=excluded.endorsement, "
+                    "issuer=excluded.issuer, enrolled_at=excluded.enrolled_at, "
+                    "key_kind=excluded.key_kind, board=excluded.board",
+                    (rec.device, rec.key_id, rec.spki, rec.endorsement, rec.issuer,
+                     rec.enrolled_at, rec.last_bootcount, rec.key_kind, rec.board),
+                )
+            except sqlite3.IntegrityError as e:  # key_id is UNIQUE
+                raise UnknownDeviceError(
+                    f"key {rec.key_id.hex()[:16]} is already enrolled under another device name"
+                ) from e
         logger.info("device %s enrolled (%s, key %s)", rec.device, rec.endorsement,
                     rec.key_id.hex()[:16])
 
@@ -143,8 +162,8 @@ class Store:
     }
 
     def _device(self, column: str, arg: object) -> DeviceRecord | None:
-        with self._lock:
-            row = self._db.execute(self._DEVICE_QUERIES[column], (arg,)).fetchone()
+        with self._reading() as db:
+            row = db.execute(self._DEVICE_QUERIES[column], (arg,)).fetchone()
         return DeviceRecord(*row) if row else None
 
     def device_by_key(self, key_id: bytes) -> DeviceRecord | None:
@@ -164,8 +183,8 @@ class Store:
             db.execute("DELETE FROM sessions WHERE expires < ?", (s.issued - 86400,))
 
     def session(self, nonce: bytes) -> Session | None:
-        with self._lock:
-            row = self._db.execute(
+        with self._reading() as db:
+            row = db.execute(
                 "SELECT nonce, device, issued, expires, used_at FROM sessions WHERE nonce = ?",
                 (nonce,),
             ).fetchone()
@@ -211,8 +230,8 @@ class Store:
             )
 
     def history(self, device: str, limit: int = 20) -> list[tuple[float, int, bytes]]:
-        with self._lock:
-            rows = self._db.execute(
+        with self._reading() as db:
+            rows = db.execute(
                 "SELECT at, status, ear FROM results WHERE device = ? ORDER BY id DESC LIMIT ?",
                 (device, limit),
             ).fetchall()

@@ -52,6 +52,38 @@ def test_store_consumes_a_nonce_once(tmp_path):
     st.close()
 
 
+def test_attack_second_name_for_an_enrolled_key_is_refused_by_the_store(tmp_path):
+    """Attack: enrolling a stolen key under a second device name. The store says so in an
+    edgeward error (chained to SQLite's), and the first enrollment stands."""
+    import sqlite3
+
+    from edgeward.attestation.service.verifier_store import DeviceRecord, Store
+    from edgeward.core.errors import UnknownDeviceError
+
+    st = Store(tmp_path / "s.sqlite")
+    st.put_device(DeviceRecord("lock-1", b"k" * 32, b"spki", "x509", "CA", 1.0, None))
+    with pytest.raises(UnknownDeviceError, match="already enrolled under another device name") as e:
+        st.put_device(DeviceRecord("lock-2", b"k" * 32, b"spki", "x509", "CA", 2.0, None))
+    assert isinstance(e.value.__cause__, sqlite3.IntegrityError)
+    assert st.device_by_key(b"k" * 32).device == "lock-1" and st.device("lock-2") is None
+    st.close()
+
+
+def test_store_failures_are_device_errors_not_sqlite_errors(tmp_path):
+    import sqlite3
+
+    from edgeward.attestation.service.verifier_store import Store
+    from edgeward.core.errors import DeviceError
+
+    st = Store(tmp_path / "s.sqlite")
+    st.close()  # every use of a closed connection is a sqlite3.ProgrammingError
+    for call in (lambda: st.session(b"n" * 16), lambda: st.device("d"),
+                 lambda: st.history("d")):
+        with pytest.raises(DeviceError) as e:
+            call()
+        assert isinstance(e.value.__cause__, sqlite3.Error)
+
+
 def test_agent_config_errors_name_file_and_key(tmp_path):
     p = tmp_path / "agent.toml"
     p.write_text('[device]\nname = "lock 1"\nboard = "b"\nkey_file = "k"\n')
