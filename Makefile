@@ -7,7 +7,7 @@ VENV := .venv
 VENV_TFLITE := .venv-tflite
 VENV_BENCH := .venv-bench
 APT_PACKAGES := mosquitto mosquitto-clients swtpm swtpm-tools tpm2-tools libtss2-dev \
-	pkg-config cpio nodejs npm
+	pkg-config cpio
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PIP_FLAGS := --disable-pip-version-check --no-input -q
 
@@ -20,11 +20,14 @@ demo: system venv
 test: system venv venv-tflite micropython lint typecheck mcu-typecheck mpy unit runtime-tflite \
 	fuzz-ci
 
-# Debian packages: skipped when every one is already installed.
+# Debian packages: skipped when every one is already installed. Node.js and npm (for the
+# MicroPython interpreter's npm package): any install will do, Debian's or another's (a
+# nodesource nodejs bundles npm and conflicts with Debian's npm package).
 system:
 	@missing=""; for p in $(APT_PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
 	done; \
+	command -v node >/dev/null && command -v npm >/dev/null || missing="$$missing nodejs npm"; \
 	if [ -n "$$missing" ]; then \
 	  echo "Installing Debian packages:$$missing"; \
 	  $(SUDO) apt-get update -qq && \
