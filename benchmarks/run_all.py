@@ -29,12 +29,14 @@ BENCHES: dict[str, list[str]] = {
     "attest": ["benchmarks/bench_attest.py"],
     "agent": ["benchmarks/bench_agent.py"],
     "guard": ["benchmarks/bench_guard.py"],
+    "hardware": ["benchmarks/bench_hardware.py"],
 }
 TITLES = {
     "models": "## Model verification",
     "attest": "## Attestation: appraisal throughput and evidence generation",
     "agent": "## Agent: delivery through the durable outbox, idle cost, metrics collection",
     "guard": "## Inference guard: guarded against raw invoke",
+    "hardware": "## Hardware layer: the lock's answer, the gateway's added cost, per-turn costs",
 }
 MARK = "<!-- bench:{} -->"
 

@@ -86,8 +86,12 @@ class LockAttester:
     def measurements(self):
         if self._measured is None:
             digest, size = measure_flash(self.flash)
-            scripts = [[p.rsplit("/", 1)[-1], measure_file(p, self.opener)]
-                       for p in self.scripts]
+            scripts = []
+            for p in self.scripts:
+                try:
+                    scripts.append([p.rsplit("/", 1)[-1], measure_file(p, self.opener)])
+                except OSError:
+                    pass  # a missing script is left out; the verifier reports it missing
             self._measured = cbor.dumps({"firmware": digest, "firmware-size": size,
                                          "scripts": scripts})
         return self._measured

@@ -201,3 +201,19 @@ def test_fuzzed_lock_tokens_always_give_a_verdict(junk: bytes) -> None:
 def test_lock_key_store_without_a_key_refuses_to_start() -> None:
     with pytest.raises(ValueError, match="no provisioned key"):
         cpython_lock(keys=FakeKeys(kid=KID))
+
+
+def test_deleted_lock_script_still_gets_an_answer_that_says_so() -> None:
+    lock, uart = cpython_lock()
+    lock.scripts = ("/main.py", "/lib/deleted.py")  # the file is gone from the lock
+    orig = lock.opener
+
+    def opener(path, mode):
+        if path == "/lib/deleted.py":
+            raise OSError(2, "ENOENT")
+        return orig(path, mode)
+
+    lock.opener = opener
+    token = McuLink(LoopbackPort(lock, uart), timeout=0.5).challenge(NONCE)
+    res = appraise_one("lock-mcu", token, nonce=NONCE, registration=registration())
+    assert res.vector.file_system == C.CONTRAINDICATED_FILES
