@@ -46,6 +46,26 @@ class BufferDef:
 
 
 @dataclass(frozen=True)
+class DimDef:
+    """``DimensionMetadata``: DENSE (format 0) with ``dense_size``, or SPARSE_CSR (1) with int32
+    ``segments`` and ``indices``."""
+
+    format: int
+    dense_size: int = 0
+    segments: tuple[int, ...] = ()
+    indices: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class SparsityDef:
+    """``SparsityParameters`` of a tensor (schema.fbs): traversal order and dimension metadata."""
+
+    traversal_order: tuple[int, ...]
+    dim_metadata: tuple[DimDef, ...]
+    block_map: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
 class TensorDef:
     name: str
     dtype: str
@@ -55,6 +75,7 @@ class TensorDef:
     zero_point: tuple[int, ...] = ()
     quantized_dimension: int = 0
     shape_signature: tuple[int, ...] | None = None
+    sparsity: SparsityDef | None = None
 
 
 Option = tuple[int, str, Any]
@@ -158,8 +179,41 @@ def _options(b: flatbuffers.Builder, options: Iterable[Option]) -> int:
 # -- tables ----------------------------------------------------------------------------------
 
 
+def _int32_vector_table(b: flatbuffers.Builder, values: Sequence[int]) -> int:
+    vec = _int_vector(b, values)
+    b.StartObject(1)  # table Int32Vector { values: [int] }
+    b.PrependUOffsetTRelativeSlot(0, vec, 0)
+    return int(b.EndObject())
+
+
+def _sparsity(b: flatbuffers.Builder, sp: SparsityDef) -> int:
+    dims = []
+    for d in sp.dim_metadata:
+        seg = _int32_vector_table(b, d.segments) if d.format else None
+        idx = _int32_vector_table(b, d.indices) if d.format else None
+        b.StartObject(6)  # table DimensionMetadata
+        b.PrependInt8Slot(0, d.format, 0)
+        b.PrependInt32Slot(1, d.dense_size, 0)
+        if seg is not None and idx is not None:
+            b.PrependUint8Slot(2, 1, 0)  # SparseIndexVector.Int32Vector
+            b.PrependUOffsetTRelativeSlot(3, seg, 0)
+            b.PrependUint8Slot(4, 1, 0)
+            b.PrependUOffsetTRelativeSlot(5, idx, 0)
+        dims.append(b.EndObject())
+    order = _int_vector(b, sp.traversal_order)
+    block = _int_vector(b, sp.block_map) if sp.block_map else None
+    dim_vec = _offset_vector(b, dims)
+    b.StartObject(3)  # table SparsityParameters
+    b.PrependUOffsetTRelativeSlot(0, order, 0)
+    if block is not None:
+        b.PrependUOffsetTRelativeSlot(1, block, 0)
+    b.PrependUOffsetTRelativeSlot(2, dim_vec, 0)
+    return int(b.EndObject())
+
+
 def _tensor(b: flatbuffers.Builder, t: TensorDef) -> int:
     f = s.TensorField
+    sparsity = _sparsity(b, t.sparsity) if t.sparsity is not None else None
     name = b.CreateString(t.name)
     shape = _int_vector(b, t.shape)
     sig = _int_vector(b, t.shape_signature) if t.shape_signature is not None else None
@@ -182,6 +236,8 @@ def _tensor(b: flatbuffers.Builder, t: TensorDef) -> int:
         b.PrependUOffsetTRelativeSlot(f.QUANTIZATION, quant, 0)
     if sig is not None:
         b.PrependUOffsetTRelativeSlot(f.SHAPE_SIGNATURE, sig, 0)
+    if sparsity is not None:
+        b.PrependUOffsetTRelativeSlot(f.SPARSITY, sparsity, 0)
     return int(b.EndObject())
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import struct
 
-from edgeward.core.errors import MalformedModelError
+from edgeward.core.errors import MalformedModelError, PolicyError
 from edgeward.core.limits import Limits
 from edgeward.models.tflite import schema as s
 from edgeward.models.tflite.flatbuf import Table
@@ -78,13 +78,18 @@ class TensorChecks:
         if buffer >= nb:
             raise MalformedModelError(f"{where} references buffer {buffer} of {nb}")
         data_offset, data_bytes = self.buffers[buffer]
-        sparse = t.table(f.SPARSITY, f"{where} sparsity") is not None
-        if data_bytes and not sparse:
+        if t.table(f.SPARSITY, f"{where} sparsity") is not None:
+            # LiteRT trusts a sparse tensor's index arrays: an index past the dense size makes
+            # DENSIFY write outside its output (SIGSEGV, SIGABRT, or silently, for a negative
+            # one), found in review for issue 9. Refused rather than checked: rare in practice.
+            raise PolicyError(
+                f"{where} is sparse; sparse tensors are not supported (the runtime trusts "
+                "their index arrays): densify the model before signing it"
+            )
+        if data_bytes:
             self._check_data_size(where, dtype, elements, data_bytes)
             if dtype == "STRING":
                 self._check_strings(where, elements, data_offset, data_bytes)
-        elif data_bytes and sparse:
-            self.findings.append(f"{where} is sparse; its data size was not checked")
         if int(t.scalar(f.IS_VARIABLE, _UB, 0, where)):
             self.variables.add(i)
         quant = self._quantization(where, t, shape, dtype)

@@ -69,7 +69,8 @@ def validate(
     """Check ``buf`` as a TFLite model and summarise it; raise on anything unsafe.
 
     Raises :class:`MalformedModelError` (structure, with what and where) or :class:`PolicyError`
-    (custom operators unless ``allow_custom_ops``; data stored outside the flatbuffer).
+    (custom operators unless ``allow_custom_ops``; data stored outside the flatbuffer; sparse
+    tensors, whose index arrays the runtime trusts).
     """
     mv = memoryview(buf)
     if mv.ndim != 1 or mv.itemsize != 1:

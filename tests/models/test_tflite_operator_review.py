@@ -16,9 +16,10 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from tflite.BuiltinOptions import BuiltinOptions as BO
 
-from edgeward.core.errors import MalformedModelError
+from edgeward.core.errors import MalformedModelError, PolicyError
 from edgeward.models.tflite import schema as s
 from edgeward.models.tflite import validate
 from edgeward.models.tflite.builder import ModelDef, OpCodeDef, OperatorDef, TensorDef, build
@@ -124,3 +125,30 @@ def test_hostile_constant_operands_are_refused_or_checked_by_litert_kernels() ->
     assert set(ran) <= {"SLICE size past the end", "DYNAMIC_UPDATE_SLICE index 10^5"}, ran
     assert ran.get("SLICE size past the end", ["ran", [1]])[1] == [1]
     assert ran.get("DYNAMIC_UPDATE_SLICE index 10^5", ["ran", [4]])[1] == [4]
+
+
+# -- sparse tensors: LiteRT trusts their index arrays -------------------------------------------
+
+
+def _densify(indices: tuple[int, ...]) -> bytes:
+    from edgeward.models.tflite.builder import DimDef, SparsityDef
+
+    m = ModelDef()
+    data = m.add_buffer(f32(4))
+    sparsity = SparsityDef((0, 1), (DimDef(0, 4), DimDef(1, 0, (0, 1, 2, 3, 4), indices)))
+    m.tensors += [TensorDef("w", "FLOAT32", (4, 4), data, sparsity=sparsity),
+                  TensorDef("o", "FLOAT32", (4, 4))]
+    m.opcodes.append(OpCodeDef(s.BUILTIN_CODES["DENSIFY"]))
+    m.operators.append(OperatorDef(0, (0,), (1,)))
+    m.outputs = [1]
+    return build(m)
+
+
+@pytest.mark.parametrize("indices", [(0, 99, 1, 2), (0, 10**7, 1, 2), (0, -100000, 1, 2),
+                                     (0, 1, 2, 3)])
+def test_attack_sparse_tensor_with_hostile_indices_refused(indices: tuple[int, ...]) -> None:
+    """On 979eb13 these passed validate() (with a finding); without a delegate LiteRT's DENSIFY
+    then died (SIGABRT for index 99, SIGSEGV for 10^7) or wrote before its output (-100000).
+    Sparse tensors are refused as a policy, well-formed ones included."""
+    with pytest.raises(PolicyError, match="sparse tensors are not supported"):
+        validate(_densify(indices))
