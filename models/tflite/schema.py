@@ -235,8 +235,19 @@ ACTIVATION_RELU = 1
 # bias, TRANSPOSE_CONV an optional bias as its fourth input, RESHAPE an optional shape tensor;
 # the other operators listed take none. A -1 where a kernel expects a tensor makes some runtime
 # versions dereference a null tensor (found by fuzzing LiteRT 2.3 with validated models).
-# Operators not listed here (LSTMs and other ops with many optional inputs) may use -1 anywhere.
+# Operators in ANY_OPTIONAL_INPUTS (the recurrent ones, with many optional inputs) and custom
+# operators may use -1 anywhere; every other operator may omit none: on 979eb13 unlisted
+# operators could, and LiteRT 2.3 dereferences the missing tensor (SIGSEGV) in FAKE_QUANT, CUMSUM,
+# IMAG, REAL, COMPLEX_ABS, BROADCAST_ARGS, ATAN2, SIGN and DILATE (review for issue 9).
+ANY_OPTIONAL_INPUTS = frozenset({
+    "LSTM", "UNIDIRECTIONAL_SEQUENCE_LSTM", "BIDIRECTIONAL_SEQUENCE_LSTM",
+    "BIDIRECTIONAL_SEQUENCE_RNN",
+})
 OPTIONAL_INPUTS: dict[str, frozenset[int]] = {
+    "SVDF": frozenset({3}),
+    "CONV_3D": frozenset({2}),
+    "CONV_3D_TRANSPOSE": frozenset({3}),
+    "LSH_PROJECTION": frozenset({2}),
     "FULLY_CONNECTED": frozenset({2}),
     "CONV_2D": frozenset({2}),
     "DEPTHWISE_CONV_2D": frozenset({2}),

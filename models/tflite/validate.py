@@ -19,8 +19,9 @@ would otherwise trust:
 
 Some rules go beyond the schema because LiteRT 2.3 crashed (SIGSEGV) on models without them,
 found by fuzzing it with mutated models that passed the checks above: a tensor has at most one
-writer (subgraph input or one operator output), no operator writes a constant tensor, common
-operators may omit (``-1``) only their optional inputs (:data:`schema.OPTIONAL_INPUTS`), and
+writer (subgraph input or one operator output), no operator writes a constant tensor, operators
+may omit (``-1``) only their optional inputs (:data:`schema.OPTIONAL_INPUTS`; the recurrent
+ones any, :data:`schema.ANY_OPTIONAL_INPUTS`), and
 quantisation scales and zero points are sane (:mod:`edgeward.models.tflite.tensors`), and the
 options and declared shapes of common operators are usable (:mod:`edgeward.models.tflite.options`).
 Reading a tensor before anything writes it is reported as a finding. Buffer 0 must be empty
@@ -325,7 +326,9 @@ class _Validator(TensorChecks):
         if idx >= n_opcodes:
             raise MalformedModelError(f"{where} references operator code {idx} of {n_opcodes}")
         used_ops.add(idx)
-        optional = s.OPTIONAL_INPUTS.get(self.opcode_names[idx])
+        name = self.opcode_names[idx]
+        optional = (None if name in s.ANY_OPTIONAL_INPUTS or name.startswith("CUSTOM:")
+                    else s.OPTIONAL_INPUTS.get(name, frozenset()))
         for slot, what, lowest in (
             (f.INPUTS, "input", -1),
             (f.OUTPUTS, "output", 0),

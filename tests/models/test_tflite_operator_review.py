@@ -152,3 +152,39 @@ def test_attack_sparse_tensor_with_hostile_indices_refused(indices: tuple[int, .
     Sparse tensors are refused as a policy, well-formed ones included."""
     with pytest.raises(PolicyError, match="sparse tensors are not supported"):
         validate(_densify(indices))
+
+
+# -- omitted inputs: only where the kernel takes an optional one -----------------------------
+
+CRASHED_ON_979EB13 = [("FAKE_QUANT", (-1,)), ("CUMSUM", (0, -1)), ("CUMSUM", (-1, 0)),
+                      ("IMAG", (-1,)), ("REAL", (-1,)), ("COMPLEX_ABS", (-1,)),
+                      ("BROADCAST_ARGS", (-1, 0)), ("ATAN2", (0, -1)), ("ATAN2", (-1, 0)),
+                      ("SIGN", (-1,)), ("DILATE", (0, -1, 0))]
+
+
+def _omitting(op: str, inputs: tuple[int, ...]) -> bytes:
+    m = ModelDef()
+    m.tensors += [TensorDef("x", "FLOAT32", (2, 2)), TensorDef("y", "FLOAT32", (2, 2))]
+    m.opcodes.append(OpCodeDef(s.BUILTIN_CODES[op]))
+    m.operators.append(OperatorDef(0, inputs, (1,)))
+    m.inputs, m.outputs = [0], [1]
+    return build(m)
+
+
+@pytest.mark.parametrize(("op", "inputs"), CRASHED_ON_979EB13)
+def test_attack_omitted_required_input_of_an_unlisted_operator_refused(
+    op: str, inputs: tuple[int, ...]
+) -> None:
+    """On 979eb13 operators outside the optional-input table could omit any input; these
+    passed validate() and LiteRT (without a delegate) died with SIGSEGV on the null tensor."""
+    with pytest.raises(MalformedModelError, match=f"which {op} requires"):
+        validate(_omitting(op, inputs))
+
+
+def test_recurrent_operators_still_omit_optional_inputs() -> None:
+    m = ModelDef()
+    m.tensors += [TensorDef("x", "FLOAT32", (1, 2)), TensorDef("y", "FLOAT32", (1, 2))]
+    m.opcodes.append(OpCodeDef(s.BUILTIN_CODES["UNIDIRECTIONAL_SEQUENCE_LSTM"]))
+    m.operators.append(OperatorDef(0, (0, -1, -1), (1,)))
+    m.inputs, m.outputs = [0], [1]
+    validate(build(m))  # structure only; the kernel checks which ones it needs

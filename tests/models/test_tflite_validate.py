@@ -553,7 +553,7 @@ def test_deprecated_builtin_code_only():
 def test_builtin_code_above_127_uses_the_new_field():
     code = s.BUILTIN_CODES["BROADCAST_ARGS"]
     assert code > 127
-    buf = build(tiny(opcode=OpCodeDef(code)))
+    buf = build(tiny(opcode=OpCodeDef(code), inputs=(0, 1)))  # BROADCAST_ARGS omits no input
     assert validate(buf).operators == ("BROADCAST_ARGS",)
 
 
