@@ -12,7 +12,9 @@ checks had passed:
   width; padding and fused activation are known enum values; ``SOFTMAX`` beta is finite;
 * ``CONV_2D`` / ``DEPTHWISE_CONV_2D`` / ``*_POOL_2D`` inputs and filters are 4-D with no empty
   dimension, a ``CONV_2D`` input's channels fit its filter (groups allowed), and a
-  ``FULLY_CONNECTED`` input splits into rows of the weights' width.
+  ``FULLY_CONNECTED`` input splits into rows of the weights' width;
+* ``SPLIT`` / ``SPLIT_V`` split into 1..65536 parts and ``LOCAL_RESPONSE_NORMALIZATION``'s
+  radius is in 0..1024 (found in review for issue 9, :data:`_INT_RANGES`).
 
 It does not infer shapes through the graph (a declared input that makes a later pool produce an
 empty tensor still passes; tflite-runtime 2.14 crashes on that, LiteRT does not). No I/O.
@@ -59,6 +61,33 @@ _LAYOUT: dict[int, tuple[int | None, int | None, dict[int, tuple[str, int]]]] = 
 }  # fmt: skip
 
 
+MAX_LRN_RADIUS = 1024
+"""LOCAL_RESPONSE_NORMALIZATION's radius: LiteRT loops over it unclamped (1e9 hangs)."""
+
+# operator -> (union tag, {slot: (field, default, lowest, highest)}): integer options the kernels
+# trust. Review for issue 9: SPLIT / SPLIT_V with num_splits <= 0 crash LiteRT 2.3 with XNNPACK
+# (SIGSEGV); LOCAL_RESPONSE_NORMALIZATION with a negative radius crashes it (SIGSEGV) and a huge
+# one hangs it.
+_INT_RANGES: dict[str, tuple[int, dict[int, tuple[str, int, int, int]]]] = {
+    "SPLIT": (35, {0: ("num_splits", 0, 1, MAX_WINDOW)}),
+    "SPLIT_V": (79, {0: ("num_splits", 0, 1, MAX_WINDOW)}),
+    "LOCAL_RESPONSE_NORMALIZATION": (13, {0: ("radius", 0, 0, MAX_LRN_RADIUS)}),
+}
+
+
+def _check_int_ranges(op_name: str, tag: int, options: Table | None, where: str) -> None:
+    expected, fields = _INT_RANGES[op_name]
+    if tag not in (0, expected):
+        raise MalformedModelError(
+            f"{where} is {op_name} but carries options of union type {tag} (expected {expected})"
+        )
+    for slot, (name, default, lo, hi) in fields.items():
+        value = int(options.scalar(slot, _I32, default, where)) if options is not None else default
+        if not lo <= value <= hi:
+            raise MalformedModelError(f"{where} has {op_name} {name} {value}; it must be in "
+                                      f"{lo}..{hi}")
+
+
 def check_options(
     op_name: str,
     tag: int,
@@ -72,6 +101,9 @@ def check_options(
     or width (tflite-runtime 2.14 with XNNPACK corrupts its heap on such a CONV_2D, found by
     fuzzing; no useful model needs a step larger than the image).
     """
+    if op_name in _INT_RANGES:
+        _check_int_ranges(op_name, tag, options, where)
+        return
     expected = EXPECTED_TAG.get(op_name)
     if expected is None:
         return

@@ -188,3 +188,36 @@ def test_recurrent_operators_still_omit_optional_inputs() -> None:
     m.operators.append(OperatorDef(0, (0, -1, -1), (1,)))
     m.inputs, m.outputs = [0], [1]
     validate(build(m))  # structure only; the kernel checks which ones it needs
+
+
+# -- integer options the kernels trust ---------------------------------------------------------
+
+X4 = ("x", "FLOAT32", (1, 4, 4, 4), None)
+
+
+def _split(num: int) -> bytes:
+    return model("SPLIT", [("a", "INT32", (), i32(3)), X4, ("y", "FLOAT32", (1, 4, 4, 4), None)],
+                 (0, 1), (2,), BO.SplitOptions, ((0, "i", num),))
+
+
+def _lrn(radius: int) -> bytes:
+    return model("LOCAL_RESPONSE_NORMALIZATION", [X4, ("y", "FLOAT32", (1, 4, 4, 4), None)],
+                 (0,), (1,), BO.LocalResponseNormalizationOptions,
+                 ((0, "i", radius), (1, "f", 1.0), (2, "f", 1.0), (3, "f", 0.5)))
+
+
+@pytest.mark.parametrize(("buf", "needle"), [
+    (_split(0), "num_splits 0"), (_split(-3), "num_splits -3"),
+    (_lrn(-5), "radius -5"), (_lrn(10**9), "radius 1000000000"),
+])
+def test_attack_hostile_integer_options_refused(buf: bytes, needle: str) -> None:
+    """On 979eb13 these passed validate(): SPLIT with num_splits <= 0 crashed LiteRT with
+    XNNPACK (SIGSEGV), LOCAL_RESPONSE_NORMALIZATION with radius -5 crashed it, radius 10^9 hung
+    it (a CPU denial of service from a signed-looking model)."""
+    with pytest.raises(MalformedModelError, match=needle):
+        validate(buf)
+
+
+def test_usable_split_and_lrn_options_pass() -> None:
+    validate(_split(2))
+    validate(_lrn(5))
