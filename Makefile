@@ -7,7 +7,7 @@ VENV := .venv
 VENV_TFLITE := .venv-tflite
 VENV_BENCH := .venv-bench
 APT_PACKAGES := mosquitto mosquitto-clients swtpm swtpm-tools tpm2-tools libtss2-dev \
-	pkg-config cpio
+	pkg-config cpio chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PIP_FLAGS := --disable-pip-version-check --no-input -q
 

@@ -35,6 +35,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
               "Operate the fleet: TLS CA and certificates."),
     "demo": ("edgeward.simulator.demo", "demo", "Run the end-to-end demonstration."),
     "boards": ("edgeward.boards.cli", "boards", "List and show board definitions."),
+    "sim": ("edgeward.simulator.cli", "sim", "Run a simulated fleet through scenarios."),
 }
 
 
