@@ -12,6 +12,7 @@ I/O: devices, the broker, one MQTT connection and one CLI process for the replay
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import queue
 import subprocess
@@ -48,7 +49,7 @@ class ActionContext:
 def _replay(ctx: ActionContext, dev: SimDevice) -> ActionOutcome:
     from edgeward.agent.config import load_agent_config
     from edgeward.agent.envelope import encode_fields, topic
-    from edgeward.agent.transport import Acked, MqttSettings, MqttTransport
+    from edgeward.agent.transport import Acked, MqttTransport
 
     last = ctx.view.last_evidence(dev.name)
     if last is None:
@@ -58,8 +59,7 @@ def _replay(ctx: ActionContext, dev: SimDevice) -> ActionOutcome:
     # 1. the device's evidence message again, verbatim, from a clone holding its TLS identity
     acfg = load_agent_config(dev.workdir() / "agent.toml")
     broker = ctx.backend.broker
-    settings = MqttSettings(**{**acfg.mqtt.__dict__, "port": broker.port,
-                               "client_id": f"{dev.name}-replay"})
+    settings = dataclasses.replace(acfg.mqtt, port=broker.port, client_id=f"{dev.name}-replay")
     events: queue.SimpleQueue[object] = queue.SimpleQueue()
     t = MqttTransport(settings, events.put)
     t.start()

@@ -102,16 +102,16 @@ def guard_burst(cfg_path: Path, seed: int, clean: int, ood: int,
     from edgeward.models.runtime import load_interpreter
 
     cfg = load_agent_config(cfg_path)
-    if cfg.socket_path is None or cfg.model_trust is None or not cfg.models:
+    if cfg.local.socket is None or cfg.models.trust is None or not cfg.models.model:
         raise SystemExit("AGENT.toml has no [local] socket, [models] trust or model")
-    model = cfg.models[0].path
-    trust = TrustStore.from_path(cfg.model_trust)
+    model = cfg.models.model[0].path
+    trust = TrustStore.from_path(cfg.models.trust)
     vm = verify_model(model, trust)
     profile_data = model.with_suffix(".guard").read_bytes()
     assert vm.manifest is not None
     g.check_manifest_binding(profile_data, vm.manifest.profile_sha256)
     profile = g.open_profile(profile_data, model_sha256=vm.sha256, trust=trust)
-    link = g.AgentLink(str(cfg.socket_path), retry_s=0.2)
+    link = g.AgentLink(str(cfg.local.socket), retry_s=0.2)
     guarded = g.GuardedInterpreter(load_interpreter(vm.content, preserve_all_tensors=True),
                                    profile, link=link)
     rng = np.random.default_rng(seed)
