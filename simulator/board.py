@@ -1,16 +1,20 @@
-"""The board a simulated device stands for (CPU model, cores, memory, TPM).
+"""The board a simulated device stands for, as the simulator needs it.
 
-Until ``edgeward.boards`` ships its TOML definitions and loader, one built-in Raspberry Pi 4
-definition stands in; :func:`board` is the one place to switch to the loader. Pure.
+Board definitions are data (``boards/data/*.toml``, :func:`edgeward.boards.loader.load_board`);
+:func:`board` takes one and keeps what a simulated device uses: the QEMU CPU model, cores and
+memory, and the PCRs its reference values cover. The simulator runs Linux boards with a TPM
+(every simulated device attests with its own swtpm); anything else is a clear ConfigError.
+Pure apart from the loader reading the board file.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from edgeward.core.errors import ConfigError
 
-DEFAULT_BOARD = "pi4"
+DEFAULT_BOARD = "rpi4b"
 
 
 @dataclass(frozen=True)
@@ -22,18 +26,24 @@ class SimBoard:
     memory_mb: int
     tpm: bool
     attest_board: str  # the board name in AGENT.toml and the vendor's reference values
-
-
-_BUILTIN = {
-    "pi4": SimBoard("pi4", "Raspberry Pi 4 Model B (BCM2711, 4x Cortex-A72)", "cortex-a72", 4,
-                    2048, True, "smartlock-pi4"),
-}
+    pcrs: tuple[int, ...] = tuple(range(8))  # the boot-state PCRs the devices attest
+    machine: str = "virt"
+    definition: Any = None  # the full edgeward.boards Board, for the QEMU device
 
 
 def board(name: str = DEFAULT_BOARD) -> SimBoard:
-    """The board called ``name``; a ConfigError that lists the known ones otherwise."""
-    try:
-        return _BUILTIN[name]
-    except KeyError:
-        raise ConfigError(f"unknown board '{name}'",
-                          hint="known boards: " + ", ".join(sorted(_BUILTIN))) from None
+    """The board called ``name`` (or one of its aliases), checked for simulation."""
+    from edgeward.boards.loader import load_board
+
+    b = load_board(name)
+    if b.backend != "linux" or b.qemu is None:
+        raise ConfigError(f"board '{b.name}' ({b.description}) is not a Linux board with a "
+                          "[qemu] section; the simulator runs Pi-class Linux devices",
+                          hint="see edgeward boards list")
+    if not b.has_tpm:
+        raise ConfigError(f"board '{b.name}' has no TPM ([root_of_trust] kind = "
+                          f"'{b.root_of_trust.kind}'); simulated devices attest with a TPM",
+                          hint="pick a board with a TPM (edgeward boards list)")
+    return SimBoard(name=b.name, description=b.description, cpu=b.qemu.cpu, cores=b.qemu.smp,
+                    memory_mb=b.qemu.memory_mib, tpm=True, attest_board=b.name,
+                    pcrs=tuple(b.boot.pcrs), machine=b.qemu.machine, definition=b)

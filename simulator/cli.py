@@ -73,6 +73,8 @@ def run_simulation(*, board_name: str, devices: int, scenario_names: list[str], 
     try:
         try:
             fleet.setup()
+        except ConfigError:
+            raise
         except (EdgewardError, OSError, RuntimeError) as e:
             result.setup_error = str(e)
             echo(f"the simulator could not run: {e}")
@@ -91,8 +93,8 @@ def sim() -> None:
 
 
 @sim.command("run")
-@click.option("--board", "board_name", default="pi4", show_default=True,
-              help="Board the devices stand for.")
+@click.option("--board", "board_name", default="rpi4b", show_default=True,
+              help="Board the devices stand for (edgeward boards list).")
 @click.option("--devices", type=click.IntRange(1, 16), default=2, show_default=True)
 @click.option("--scenario", "scenarios", multiple=True,
               help="Scenario name or .toml file (repeatable); default: all shipped, in order.")
@@ -150,7 +152,7 @@ def image() -> None:
 
 
 @image.command("build")
-@click.option("--board", "board_name", default="pi4", show_default=True)
+@click.option("--board", "board_name", default="rpi4b", show_default=True)
 def image_build(board_name: str) -> None:
     """Build (or find cached) the bootable ARM64 image for a board."""
     from edgeward.simulator.board import board

@@ -3,7 +3,9 @@
 Model integrity: keys, reference models, signing, verification, a verified inference, then a
 tampered model and a rollback attempt that are refused. The inference guard: a signed profile
 bound to the model, clean and odd inputs scored, the fail-safe hook called. Then remote
-attestation and the fleet over MQTT (:mod:`.demo_fleet`). Each step prints what it does and
+attestation and the fleet over MQTT (:mod:`.demo_fleet`), and last the simulator: two
+simulated Pi 4 devices through the healthy and model-tamper scenarios, with the HTML report
+(QEMU when it can run here, else local processes, saying why). Each step prints what it does and
 what it found; the demo exits non-zero if any step does not behave as it should.
 """
 
@@ -159,6 +161,41 @@ def run_guard(out: Path) -> None:
     guarded.close()
 
 
+DEMO_SEED = 2026
+
+
+def run_simulator(out: Path, n: int) -> None:
+    """Two simulated Pi 4 devices through the healthy and model-tamper scenarios, with report."""
+    import shutil as sh
+
+    from edgeward.simulator.cli import run_simulation, write_reports
+    from edgeward.simulator.devbroker import mosquitto_binary
+    from edgeward.simulator.results import RunResult
+    from edgeward.simulator.steps import info
+
+    step(n, "The simulator: two Pi 4 devices, each the real agent with its own TPM, through "
+         "the healthy and model-tamper scenarios")
+    if mosquitto_binary() is None or sh.which("swtpm") is None:
+        info("skipped: mosquitto or swtpm is not installed (make demo installs them)")
+        return
+    result = run_simulation(board_name="rpi4b", devices=2,
+                            scenario_names=["healthy", "model-tamper"], mode="auto",
+                            workdir=out / "sim", seed=DEMO_SEED,
+                            echo=lambda m: click.echo(f"    {m}"))
+    assert isinstance(result, RunResult)
+    write_reports(result, out / "sim-report", out / "sim-junit.xml")
+    if result.setup_error:
+        raise DemoFailed(f"the simulator could not run: {result.setup_error}")
+    failed = [s.step for s in result.steps if not s.ok]
+    if failed:
+        raise DemoFailed("simulator steps failed: " + "; ".join(failed))
+    for d in result.devices:
+        ok(f"{d.name}: {d.state}, attestation {d.attestation} (hardware {d.hardware}), "
+           f"{d.messages} messages, seq 1..{d.highest}, missing {d.missing}")
+    ok(f"{result.passed} of {len(result.steps)} scenario steps passed in {result.mode} mode "
+       f"({result.duration:.0f} s); report {out / 'sim-report' / 'index.html'}")
+
+
 @click.command()
 @click.option("--out", "out_dir", type=PATH, default=Path("demo-out"), show_default=True,
               help="Working folder for keys, models and state: new or empty, or one an earlier "
@@ -175,6 +212,7 @@ def demo(out_dir: Path) -> None:
         from edgeward.simulator.demo_fleet import run_fleet
 
         run_fleet(out_dir, step_start=8)
+        run_simulator(out_dir, 13)
     except DemoFailed as e:
         raise EdgewardError(f"demo failed: {e}") from e
     finally:

@@ -13,19 +13,18 @@ I/O: through the parts it builds.
 from __future__ import annotations
 
 import contextlib
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from edgeward.core.errors import DeviceError
+from edgeward.simulator import workdir
 from edgeward.simulator.backend import BackendView, SimBackend
 from edgeward.simulator.board import SimBoard
 from edgeward.simulator.device import SimDevice
 from edgeward.simulator.provision import DeviceSpec, FleetKit
 from edgeward.simulator.relay import LinkRelay
 
-PCRS = list(range(8))
 CHALLENGE_INTERVAL = 5.0  # seconds between scheduled attestations of each device
 
 
@@ -60,8 +59,7 @@ class SimFleet:
         self.names = [f"{board.name}-sim-{i + 1:02d}" for i in range(count)]
 
     def setup(self) -> None:
-        if self.root.exists():
-            shutil.rmtree(self.root)
+        workdir.claim(self.root, option="--workdir")  # never empties a folder it did not make
         t0 = time.monotonic()
         kit = FleetKit(self.root)
         self.say("training, signing and calibrating the reference model (digits_mlp)")
@@ -75,10 +73,10 @@ class SimFleet:
             relay = LinkRelay(("127.0.0.1", broker.port)).start()
             self.relays.append(relay)
             spec = kit.device_files(i, name, self.board.attest_board, relay.port,
-                                    free_port_pair())
+                                    free_port_pair(), self.board.pcrs)
             dev = make_device(self.mode, spec, self.board, relay)
             self.devices.append(dev)
-            public, pcrs = dev.tpm_identity(PCRS)  # type: ignore[attr-defined]
+            public, pcrs = dev.tpm_identity(list(self.board.pcrs))  # type: ignore[attr-defined]
             kit.endorse(spec, public)
             specs.append(spec)
             pcr_sets.append(pcrs)
@@ -125,3 +123,5 @@ class SimFleet:
             r.stop()
         if self.view is not None:
             self.view.close()
+        if self.root.is_dir():
+            workdir.record(self.root)

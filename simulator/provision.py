@@ -95,7 +95,7 @@ class FleetKit:
         write_atomic(path.with_name(path.name + ".ewsig"), sig)
 
     def device_files(self, index: int, name: str, board: str, relay_port: int,
-                     tpm_port: int) -> DeviceSpec:
+                     tpm_port: int, pcrs: tuple[int, ...] = tuple(range(8))) -> DeviceSpec:
         """The device's folder: models, TLS identity, command trust and AGENT.toml.
 
         The maker certificate over the TPM attestation key is added by :meth:`endorse` once the
@@ -121,6 +121,7 @@ tpm_tcti = "swtpm:host=127.0.0.1,port={tpm_port}"
 [attestation]
 state_dir = "state"
 dbgstat = "disabled-permanently"
+pcrs = [{", ".join(map(str, pcrs))}]
 
 [agent]
 state_dir = "state"

@@ -42,7 +42,7 @@ def run() -> Iterator[tuple[RunResult, Path, list[str]]]:
 
 def _run(out: Path) -> tuple[RunResult, Path, list[str]]:
     lines: list[str] = []
-    result = run_simulation(board_name="pi4", devices=2, scenario_names=[], mode="process",
+    result = run_simulation(board_name="rpi4b", devices=2, scenario_names=[], mode="process",
                             workdir=out / "fleet", seed=SEED, fault_scale=0.2,
                             echo=lines.append)
     assert isinstance(result, RunResult)
@@ -59,7 +59,7 @@ def test_every_scenario_passes_in_process_mode(run: tuple[RunResult, Path, list[
     assert any("mode process" in line and "--mode process" in line for line in lines)
     assert any(f"seed {SEED}" in line for line in lines)
     # the live view saw each device go through the states a tester watches
-    for name in ("pi4-sim-01", "pi4-sim-02"):
+    for name in ("rpi4b-sim-01", "rpi4b-sim-02"):
         seen = " ".join(line for line in lines if name in line)
         assert "booting" in seen and "reporting" in seen
 
@@ -67,7 +67,7 @@ def test_every_scenario_passes_in_process_mode(run: tuple[RunResult, Path, list[
 def test_fleet_table_shows_tpm_attested_gap_free_devices(run: tuple[RunResult, Path, list[str]]
                                                         ) -> None:
     result, _out, _ = run
-    assert [d.name for d in result.devices] == ["pi4-sim-01", "pi4-sim-02"]
+    assert [d.name for d in result.devices] == ["rpi4b-sim-01", "rpi4b-sim-02"]
     for d in result.devices:
         assert d.attestation == "affirming" and d.hardware == 2, d
         assert d.missing == "none" and d.messages == d.highest > 10, d
@@ -106,7 +106,7 @@ def test_headless_chromium_renders_the_report(run: tuple[RunResult, Path, list[s
                          check=True).stdout.decode()
     assert f">{SEED}<" in dom
     assert dom.count("<tr>") >= len(result.steps) + len(result.devices)
-    assert "pi4-sim-01" in dom and "guard-plot" in dom and "<circle" in dom
+    assert "rpi4b-sim-01" in dom and "guard-plot" in dom and "<circle" in dom
     assert 'class="fail"' not in dom  # every step shows as passed
     shot = out / "shot.png"
     subprocess.run([*args, f"--screenshot={shot}", "--window-size=1200,2400", page.as_uri()],
