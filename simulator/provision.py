@@ -152,6 +152,7 @@ check_interval = 0.5
 
 [[models.model]]
 path = "models/{MODEL}.tflite"
+name = "{MODEL}"
 
 [local]
 socket = "run/agent.sock"
@@ -175,7 +176,7 @@ socket = "run/agent.sock"
         """VERIFIER.toml and the board's signed reference values; returns VERIFIER.toml."""
         from edgeward.attestation import refvalues as R
         from edgeward.attestation.config import load_attester_config
-        from edgeward.attestation.measure import measure
+        from edgeward.attestation.measure import load_model_trust, measure
 
         backend = self.root / "backend"
         configs: set[bytes] = set()
@@ -184,7 +185,7 @@ socket = "run/agent.sock"
         for spec in specs:
             cfg = load_attester_config(spec.config)
             m = measure(cfg.source, cfg.models, agent_root=cfg.agent_root,
-                        model_sigs=cfg.model_sigs)
+                        model_sigs=cfg.model_sigs, trust=load_model_trust(cfg.model_trust))
             configs.add(m.agent_config)
             code.add(m.agent_code)
             for mm in m.models:
