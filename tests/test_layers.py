@@ -36,7 +36,7 @@ KNOWN_DEVICE_IMPORTS_OF_SERVER_CODE = {
     # command module by name only when that command runs, and only if it is installed.
     "agent/cli/__init__.py": {"edgeward.attestation.service.cli",
                               "edgeward.attestation.service.fleet_cli",
-                              "edgeward.simulator.demo"},
+                              "edgeward.simulator.demo", "edgeward.simulator.cli"},
     # `edgeward attest verify` and `attest enroll` are one-shot verifier commands that still
     # live beside the device's `attest evidence`; they belong in attestation/service/.
     "agent/cli/attest.py": {"edgeward.attestation.service.verifier"},
