@@ -7,7 +7,10 @@ clean verdict with plain-words reasons, never an exception. The steps, in order:
 1. structure: COSE_Sign1 within the configured CBOR limits (size, depth, items, duplicate keys,
    tags); malformed evidence is ``instance-identity`` 99 (cryptographic validation failed);
 2. identity: the ``kid`` must name an enrolled key (else 97 unrecognized instance), the
-   signature must verify (else 99), and the ``device`` claim must be the enrolled name (else 96);
+   signature must verify and the claims be within the types and ranges of docs/protocol.cddl
+   (else 99), the ``device`` claim must be the enrolled name and the ``ueid`` the enrolled one
+   (pinned by the device's first trustworthy appraisal; else 96). Text from the device is
+   escaped (:mod:`.text`) before it goes into a reason;
 3. freshness: the ``eat_nonce`` must be a live, unused challenge issued to that device
    (:mod:`.nonces`), and ``iat`` not in the future nor older than ``max_evidence_age`` (99);
 4. the bootcount may not go backwards (RFC 9711 §4.2.13; 96, a clone or a rolled-back state);
@@ -37,6 +40,7 @@ from edgeward.attestation.evidence import EvidenceClaims, claims_from_cbor
 from edgeward.attestation.nonces import NoncePolicy, Session
 from edgeward.attestation.refvalues import RefValues, parse_version
 from edgeward.attestation.submods import Registry, appraise_submods
+from edgeward.attestation.text import safe
 from edgeward.attestation.tpm_quote import verify_quote
 from edgeward.core import cbor, cose
 from edgeward.core.errors import FreshnessError, IntegrityError
@@ -62,6 +66,7 @@ class EnrolledDevice:
     last_bootcount: int | None = None
     key_kind: str = "software"  # "tpm" only if the maker's certificate says the key is in a TPM
     board: str | None = None  # fixed at enrollment; None: pinned by the first appraisal
+    ueid: bytes | None = None  # pinned by the first trustworthy appraisal
 
 
 @dataclass(frozen=True)
@@ -75,6 +80,7 @@ class Verdict:
     evidence_sha256: bytes
     claims: EvidenceClaims | None = None
     board_to_pin: str | None = None  # the board of a device enrolled without one
+    ueid_to_pin: bytes | None = None  # the ueid of a device appraised for the first time
 
 
 class _Result:
@@ -112,6 +118,7 @@ def appraise(
     """Appraise one evidence token; see the module docstring for the steps."""
     digest = hashlib.sha256(evidence if isinstance(evidence, bytes) else b"").digest()
     r = _Result()
+    enrolled_ueid: bytes | None = b""  # set once the device is known; b"": nothing to pin
 
     def done(device: str | None = None, nonce: bytes | None = None,
              consume: bytes | None = None, bootcount: int | None = None,
@@ -119,13 +126,15 @@ def appraise(
              subs: tuple[SubmodResult, ...] = ()) -> Verdict:
         ear = Ear(vector=r.vector, iat=int(now), device=device, nonce=nonce,
                   reasons=tuple(r.reasons), policy_id=policy.policy_id, submods=subs)
-        return Verdict(ear, device, consume, bootcount, digest, claims, pin)
+        return Verdict(ear, device, consume, bootcount, digest, claims, pin,
+                       claims.ueid if claims is not None and enrolled_ueid is None else None)
 
     # 1-2. structure, identity, signature, claims
     try:
         msg = cose.decode_sign1(evidence, limits=limits)
     except IntegrityError as e:
-        r.set("instance-identity", C.CRYPTO_VALIDATION_FAILED, f"evidence is malformed: {e}")
+        r.set("instance-identity", C.CRYPTO_VALIDATION_FAILED,
+              f"evidence is malformed: {safe(e, 200)}")
         return done()
     enrolled = devices(msg.kid) if msg.kid else None
     if enrolled is None:
@@ -138,12 +147,18 @@ def appraise(
         ev = claims_from_cbor(cbor.loads(msg.payload, limits=limits), limits=limits)
     except IntegrityError as e:
         r.set("instance-identity", C.CRYPTO_VALIDATION_FAILED,
-              f"evidence of {enrolled.device} failed validation: {e}")
+              f"evidence of {enrolled.device} failed validation: {safe(e, 200)}")
         return done(enrolled.device)
     name = enrolled.device
     if ev.device != name:
         r.set("instance-identity", C.UNTRUSTWORTHY_INSTANCE,
-              f"evidence claims to be '{ev.device}' but is signed by the key of '{name}'")
+              f"evidence claims to be '{safe(ev.device)}' but is signed by the key of '{name}'")
+        return done(name)
+    enrolled_ueid = enrolled.ueid
+    if enrolled_ueid is not None and ev.ueid != enrolled_ueid:
+        r.set("instance-identity", C.UNTRUSTWORTHY_INSTANCE,
+              f"evidence ueid {ev.ueid.hex()[:34]} is not the enrolled device's "
+              f"{enrolled_ueid.hex()[:34]} (another instance or a clone)")
         return done(name)
 
     # 3. freshness
@@ -179,12 +194,13 @@ def appraise(
     board = enrolled.board or ev.hwmodel
     if ev.hwmodel != board:
         r.set("hardware", C.CONTRAINDICATED_HARDWARE,
-              f"evidence names board '{ev.hwmodel}' but the device is enrolled as '{board}'")
+              f"evidence names board '{safe(ev.hwmodel)}' but the device is enrolled as "
+              f"'{safe(board)}'")
     # 6. reference values
     rv = refvalues.get(board)
     if rv is None:
         r.set("executables", C.UNRECOGNIZED_RUNTIME,
-              f"no signed reference values for board '{board}'")
+              f"no signed reference values for board '{safe(board)}'")
     else:
         _against_reference(r, ev, rv, enrolled)
     # 7. submodules (a lock's microcontroller): a vector each, see .submods
@@ -236,7 +252,8 @@ def _against_reference(r: _Result, ev: EvidenceClaims, rv: RefValues,
     try:
         version = parse_version(ev.swversion)
     except ValueError:
-        r.set("executables", C.UNRECOGNIZED_RUNTIME, f"agent version '{ev.swversion}' is not x.y.z")
+        r.set("executables", C.UNRECOGNIZED_RUNTIME,
+              f"agent version '{safe(ev.swversion)}' is not x.y.z")
         return
     if version < parse_version(rv.min_swversion):
         r.set("executables", C.CONTRAINDICATED_RUNTIME,
@@ -286,20 +303,20 @@ def _models(r: _Result, ev: EvidenceClaims, rv: RefValues) -> None:
         ref = rv.model(m.name)
         if ref is None:
             r.set("file-system", C.UNRECOGNIZED_FILES,
-                  f"model '{m.name}' is not in the reference values")
+                  f"model '{safe(m.name)}' is not in the reference values")
             ok = False
             continue
         if m.version < ref.min_version:
             r.set("file-system", C.CONTRAINDICATED_FILES,
-                  f"model '{m.name}' version {m.version} is older than {ref.min_version}")
+                  f"model '{safe(m.name)}' version {m.version} is older than {ref.min_version}")
             ok = False
         bad = [p for p, d in m.files if d not in ref.digests]
         if bad or not m.files:
             # A model the vendor released, whose bytes match none of its released digests, is a
             # modified copy of a known model: contraindicated, not merely unrecognized.
             r.set("file-system", C.CONTRAINDICATED_FILES,
-                  f"model '{m.name}' file(s) {', '.join(bad) or '(none)'} have digests that "
-                  "are not in the reference values (tampered model)")
+                  f"model '{safe(m.name)}' file(s) {safe(', '.join(bad)) or '(none)'} have "
+                  "digests that are not in the reference values (tampered model)")
             ok = False
     if ok and ev.measurements.models:
         r.set("file-system", C.APPROVED_FILES,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,10 +27,12 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import NameOID
 
+from edgeward.attestation.text import safe
 from edgeward.core.errors import MalformedInputError, UnknownDeviceError
 from edgeward.core.keys import SigningKey, VerifyingKey
 
 MAX_CHAIN = 4
+DEVICE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # the MQTT <device>, docs/protocol.cddl
 # Certificate policy (RFC 5280 §4.2.1.4) by which the maker states that the certified key is a
 # TPM-resident restricted attestation key (checked at the factory, e.g. by credential
 # activation against the TPM's endorsement key). OID in the UUID arc 2.25 (ITU-T X.667).
@@ -62,8 +65,19 @@ def load_certs(data: bytes) -> list[x509.Certificate]:
 
 
 def _cn(name: x509.Name) -> str:
+    """The commonName, escaped for messages (certificates come from the device)."""
     attrs = name.get_attributes_for_oid(NameOID.COMMON_NAME)
-    return str(attrs[0].value) if attrs else name.rfc4514_string()
+    return safe(attrs[0].value if attrs else name.rfc4514_string())
+
+
+def device_name(cert: x509.Certificate) -> str:
+    """The device name a certificate's CN states; it must be a device id (MQTT ``<device>``)."""
+    attrs = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    cn = attrs[0].value if attrs else ""
+    if not isinstance(cn, str) or not DEVICE_RE.fullmatch(cn):
+        raise UnknownDeviceError(f"device certificate CN '{safe(cn)}' is not a device id "
+                                 "(1..64 of A-Z a-z 0-9 . _ -)")
+    return cn
 
 
 def _valid_at(cert: x509.Certificate, now: dt.datetime, what: str) -> None:
@@ -99,8 +113,20 @@ def verify_endorsement(
 ) -> Endorsement:
     """Check ``chain`` (leaf first) against the maker CAs; return the endorsed device key.
 
-    Raises :class:`UnknownDeviceError` (exit 2) when the chain does not lead to a trusted CA.
+    Raises :class:`UnknownDeviceError` (exit 2) when the chain does not lead to a trusted CA, or
+    when a certificate in it cannot be parsed (the X.509 library parses some fields lazily, so a
+    hostile certificate fails here, as a verdict, not as an internal error).
     """
+    try:
+        return _verify_endorsement(chain, trusted_cas, now=now)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as e:
+        raise UnknownDeviceError(f"a certificate in the chain cannot be parsed: "
+                                 f"{safe(e, 120)}") from e
+
+
+def _verify_endorsement(
+    chain: list[x509.Certificate], trusted_cas: list[x509.Certificate], *, now: float
+) -> Endorsement:
     if not chain:
         raise UnknownDeviceError("no device certificate was presented")
     if len(chain) > MAX_CHAIN:
@@ -131,7 +157,7 @@ def verify_endorsement(
     except Exception as e:  # ConfigError for a wrong curve
         raise UnknownDeviceError(f"device certificate key is not usable: {e}") from e
     return Endorsement(
-        device=_cn(leaf.subject),
+        device=device_name(leaf),
         key=key,
         issuer=_cn(anchor.subject),
         fingerprint=leaf.fingerprint(hashes.SHA256()),

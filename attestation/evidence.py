@@ -19,6 +19,7 @@ This module does no I/O: the edge that reads files, the TPM and the clock is
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -136,8 +137,38 @@ def sign_evidence(
 # --- decoding (untrusted input; structure only, the verifier checks the signature) -------------
 
 
+# Ranges from docs/protocol.cddl: counters and versions are uint63 (what the verifier's store
+# holds), iat an int64, and the sizes of the byte strings as the CDDL states them.
+U63 = 2**63 - 1
+I64 = (-(2**63), U63)
+NONCE_SIZE = (8, 64)
+UEID_SIZE = (7, 33)
+HWMODEL_SIZE = (1, 32)
+DBGSTAT_RANGE = (0, 4)
+MAX_TEXT = 256  # swname, swversion, hwversion, model names and paths
+DEVICE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # ew-device-id
+
+
 def _bad(why: str) -> MalformedInputError:
     return MalformedInputError(f"evidence {why}")
+
+
+def _in(v: int, lo: int, hi: int, what: str) -> int:
+    if not lo <= v <= hi:
+        raise _bad(f"claim {what} is outside {lo}..{hi}")
+    return v
+
+
+def _sized(v: bytes, size: tuple[int, int], what: str) -> bytes:
+    if not size[0] <= len(v) <= size[1]:
+        raise _bad(f"claim {what} is not {size[0]}..{size[1]} bytes")
+    return v
+
+
+def _text(v: Any, what: str) -> str:
+    if not isinstance(v, str) or len(v) > MAX_TEXT:
+        raise _bad(f"{what} is not a text of at most {MAX_TEXT} characters")
+    return v
 
 
 def _get(m: dict[int, Any], key: int, typ: type | tuple[type, ...], what: str,
@@ -175,6 +206,8 @@ def _measurements(v: Any, limits: Limits) -> Measurements:
         manifest = x.get("manifest")
         if not isinstance(name, str) or isinstance(version, bool) or not isinstance(version, int):
             raise _bad(f"models[{i}] has no name or version")
+        _text(name, f"models[{i}].name")
+        _in(version, 0, U63, f"models[{i}].version")
         if manifest is not None:
             manifest = _digest(manifest, f"models[{i}].manifest")
         if not isinstance(files, list) or not all(
@@ -182,7 +215,8 @@ def _measurements(v: Any, limits: Limits) -> Measurements:
         ):
             raise _bad(f"models[{i}].files is not a list of [path, digest]")
         models.append(ModelMeasurement(name, version, manifest, tuple(
-            (f[0], _digest(f[1], f"models[{i}] file digest")) for f in files)))
+            (_text(f[0], f"models[{i}] file path"), _digest(f[1], f"models[{i}] file digest"))
+            for f in files)))
     return Measurements(
         agent_code=_digest(m.get("agent-code"), "agent-code"),
         agent_config=_digest(m.get("agent-config"), "agent-config"),
@@ -198,8 +232,8 @@ def _boot(v: Any) -> BootState:
         isinstance(k, int) and not isinstance(k, bool) and 0 <= k < 24 for k in pcrs
     ):
         raise _bad("boot state pcrs is not {0..23: digest}")
-    if not isinstance(quote, bytes) or not isinstance(sig, bytes):
-        raise _bad("boot state quote is not bytes")
+    if not isinstance(quote, bytes) or not isinstance(sig, bytes) or len(sig) != 64:
+        raise _bad("boot state quote is not bytes, or its signature not 64 bytes")
     return BootState({k: _digest(d, f"PCR {k}") for k, d in pcrs.items()}, quote, sig)
 
 
@@ -216,28 +250,35 @@ def claims_from_cbor(m: Any, *, limits: Limits = DEFAULT_LIMITS) -> EvidenceClai
     hwv = _get(m, C.HWVERSION, list, "hwversion", required=False)
     if hwv is not None and (not hwv or not isinstance(hwv[0], str)):
         raise _bad("hwversion is not [version, ? scheme]")
-    iat = _get(m, C.IAT, int, "iat")
-    bootcount = _get(m, C.BOOTCOUNT, int, "bootcount")
-    if bootcount < 0:
-        raise _bad("bootcount is negative")
-    hwmodel = _get(m, C.HWMODEL, bytes, "hwmodel")
+    iat = _in(_get(m, C.IAT, int, "iat"), *I64, "iat")
+    bootcount = _in(_get(m, C.BOOTCOUNT, int, "bootcount"), 0, U63, "bootcount")
+    uptime = _get(m, C.UPTIME, int, "uptime", required=False)
+    dbgstat = _get(m, C.DBGSTAT, int, "dbgstat", required=False)
+    hwmodel = _sized(_get(m, C.HWMODEL, bytes, "hwmodel"), HWMODEL_SIZE, "hwmodel")
+    try:
+        board = hwmodel.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise _bad("claim hwmodel is not UTF-8") from e
+    device = _get(m, C.EW_DEVICE, str, "device")
+    if not DEVICE_RE.fullmatch(device):
+        raise _bad("claim device is not a device id (1..64 of A-Z a-z 0-9 . _ -)")
     submods = _get(m, C.SUBMODS, dict, "submods", required=False) or {}
     boot = m.get(C.EW_BOOT)
     return EvidenceClaims(
-        nonce=_get(m, C.EAT_NONCE, bytes, "eat_nonce"),
-        device=_get(m, C.EW_DEVICE, str, "device"),
-        ueid=_get(m, C.UEID, bytes, "ueid"),
-        hwmodel=hwmodel.decode("utf-8", "replace"),
-        swname=_get(m, C.SWNAME, str, "swname"),
-        swversion=swv[0],
+        nonce=_sized(_get(m, C.EAT_NONCE, bytes, "eat_nonce"), NONCE_SIZE, "eat_nonce"),
+        device=device,
+        ueid=_sized(_get(m, C.UEID, bytes, "ueid"), UEID_SIZE, "ueid"),
+        hwmodel=board,
+        swname=_text(_get(m, C.SWNAME, str, "swname"), "swname"),
+        swversion=_text(swv[0], "swversion"),
         iat=iat,
         bootcount=bootcount,
         key_kind=kind,
         measurements=_measurements(_get(m, C.MEASUREMENTS, list, "measurements"), limits),
-        uptime=_get(m, C.UPTIME, int, "uptime", required=False),
+        uptime=_in(uptime, 0, U63, "uptime") if uptime is not None else None,
         oemid=_get(m, C.OEMID, bytes, "oemid", required=False),
-        hwversion=hwv[0] if hwv else None,
-        dbgstat=_get(m, C.DBGSTAT, int, "dbgstat", required=False),
+        hwversion=_text(hwv[0], "hwversion") if hwv else None,
+        dbgstat=_in(dbgstat, *DBGSTAT_RANGE, "dbgstat") if dbgstat is not None else None,
         boot=_boot(boot) if boot is not None else None,
         submods=submods,
     )

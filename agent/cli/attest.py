@@ -107,12 +107,18 @@ def verify(evidence_file: Path, config: Path, as_json: bool, out: Path | None) -
     """
     from edgeward.attestation.config import load_verifier_config
     from edgeward.attestation.service.verifier import Verifier
+    from edgeward.attestation.text import safe
 
     cfg = load_verifier_config(config)
-    data = read_bounded(evidence_file, cfg.limits.max_cbor_bytes, what="evidence")
+    limit = cfg.limits.max_cbor_bytes
+    try:  # oversized evidence is a verdict (a signed EAR, exit 2), not an input error
+        size = evidence_file.stat().st_size
+    except OSError:
+        size = 0  # read_bounded names the problem
+    data = b"" if size > limit else read_bounded(evidence_file, limit, what="evidence")
     v = Verifier.from_config(cfg)
     try:
-        result = v.verify(data)
+        result = v.refuse_oversized(size) if size > limit else v.verify(data)
     finally:
         v.close()
     if out is not None:
@@ -121,9 +127,10 @@ def verify(evidence_file: Path, config: Path, as_json: bool, out: Path | None) -
         echo_json({**result.ear.to_json(), "signed": _b64(result.signed)})
     else:
         click.echo(_b64(result.signed))
-        click.echo(f"{result.ear.status_name}: {result.device or 'unknown device'}", err=True)
-        for reason in result.ear.reasons:
-            click.echo(f"  - {reason}", err=True)
+        click.echo(f"{result.ear.status_name}: {safe(result.device or 'unknown device')}",
+                   err=True)
+        for reason in result.ear.reasons:  # escaped again: one reason is one line
+            click.echo(f"  - {safe(reason, 400)}", err=True)
     return 0 if result.ear.affirming else EXIT_REJECTED
 
 

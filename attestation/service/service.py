@@ -40,6 +40,7 @@ from edgeward.agent.e2eack import make_ack
 from edgeward.agent.envelope import Envelope, decode, parse_topic, topic
 from edgeward.agent.events import Connected, Incoming
 from edgeward.agent.transport import MqttTransport
+from edgeward.attestation.text import safe
 from edgeward.core import cbor
 from edgeward.core.errors import ConfigError, EdgewardError, MalformedInputError
 
@@ -175,8 +176,13 @@ class VerifierService:
             self.on_message(ev)
         except EdgewardError as e:
             self.count("errors")
-            logger.error("message on %s not processed: %s", ev.topic, e)
+            logger.error("message on %s not processed: %s", safe(ev.topic), safe(e, 200))
             return  # not acknowledged: the broker redelivers it on reconnect
+        except Exception as e:  # any message, however hostile, must not stop the worker
+            self.count("crashes")
+            logger.exception("message on %s could not be processed (%s: %s); recorded as "
+                             "contraindicated and skipped", safe(ev.topic), type(e).__name__,
+                             safe(e, 200))
         self.transport.ack(ev)
 
     def on_message(self, msg: Incoming) -> None:
@@ -246,8 +252,12 @@ class VerifierService:
         try:
             ear, status = self.appraiser.appraise(env.device, eat, now)
         except EdgewardError as e:
-            logger.warning("evidence from %s refused: %s", env.device, e)
+            logger.warning("evidence from %s refused: %s", env.device, safe(e, 200))
             ear, status = b"", "refused"
+        except Exception as e:  # hostile evidence: recorded as contraindicated, next message
+            logger.exception("evidence from %s could not be appraised (%s: %s); recorded as "
+                             "contraindicated", env.device, type(e).__name__, safe(e, 200))
+            ear, status = b"", "contraindicated"
         self.store.finish_appraisal(env.device, env.seq, status, ear or None)
         self.count("appraised")
         if ear:

@@ -19,6 +19,7 @@ load time and logged as errors; their board then has no reference and cannot be 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -26,17 +27,24 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 
 from edgeward.attestation import claims as C
 from edgeward.attestation.appraisal import EnrolledDevice, Policy, Verdict, appraise
 from edgeward.attestation.config import VERIFIER_LIMITS, VerifierConfig
 from edgeward.attestation.ear import Ear, TrustVector, sign_ear
-from edgeward.attestation.enroll import Endorsement, load_certs, verify_endorsement
+from edgeward.attestation.enroll import (
+    Endorsement,
+    device_name,
+    load_certs,
+    verify_endorsement,
+)
 from edgeward.attestation.evidence import x5chain_of
 from edgeward.attestation.nonces import NoncePolicy
 from edgeward.attestation.refvalues import RefValues, open_refvalues
 from edgeward.attestation.service.verifier_store import DeviceRecord, Store
 from edgeward.attestation.submods import Registry, load_lock_registry
+from edgeward.attestation.text import safe
 from edgeward.core import cose
 from edgeward.core.errors import (
     ConfigError,
@@ -197,12 +205,12 @@ class Verifier:
             if not self.tofu or not chain:
                 raise
             leaf = chain[0]
-            e = Endorsement(
-                device=leaf.subject.rfc4514_string().removeprefix("CN="),
-                key=VerifyingKey.from_crypto(leaf.public_key()),
-                issuer="trust on first use",
-                fingerprint=b"",
-            )
+            try:
+                key = VerifyingKey.from_crypto(leaf.public_key())
+            except (ValueError, TypeError, UnsupportedAlgorithm, ConfigError) as err:
+                raise UnknownDeviceError("device certificate key is not usable") from err
+            e = Endorsement(device=device_name(leaf), key=key, issuer="trust on first use",
+                            fingerprint=b"")
             logger.warning("TRUST ON FIRST USE: enrolling device %s with key %s without an "
                            "endorsement", e.device, e.key.key_id.hex()[:16])
             self._record(e, "tofu")
@@ -212,13 +220,22 @@ class Verifier:
         if rec is None:
             return None
         return EnrolledDevice(rec.device, _from_spki(rec.spki), rec.endorsement,
-                              rec.last_bootcount, rec.key_kind, rec.board)
+                              rec.last_bootcount, rec.key_kind, rec.board,
+                              bytes(rec.ueid) if rec.ueid is not None else None)
 
     # --- appraisal ------------------------------------------------------------------------------
 
     def verify(self, evidence: bytes) -> AppraisalResult:
-        """Appraise one evidence token; always returns a signed EAR (never raises a verdict)."""
+        """Appraise one evidence token; always returns a signed EAR (never raises a verdict).
+
+        Hostile input of any kind ends in a verdict: oversized evidence, a certificate the
+        X.509 library refuses, and, as a last line, any exception the appraisal core did not
+        foresee (logged with its traceback, refused as instance-identity 99). Only the
+        verifier's own operational failures (its database) raise.
+        """
         now = self.clock()
+        if len(evidence) > self.limits.max_cbor_bytes:
+            return self.refuse_oversized(len(evidence), evidence)
         enroll_error: str | None = None
         try:
             msg = cose.decode_sign1(evidence, limits=self.limits)
@@ -226,17 +243,38 @@ class Verifier:
                 chain = x5chain_of(msg)
                 if chain:
                     self._enroll_from_x5chain(chain)
+        except DeviceError:
+            raise
         except EdgewardError as e:
-            if isinstance(e, DeviceError):
-                raise
-            enroll_error = str(e)
-        verdict = appraise(evidence, devices=self._lookup, sessions=self.store.session,
-                           refvalues=self.refvalues, now=now, policy=self.policy,
-                           limits=self.limits, submod_registry=self.locks)
+            enroll_error = safe(e, 200)
+        except Exception as e:  # hostile certificate bytes: a verdict, not a crash
+            logger.warning("device certificate refused: %s: %s", type(e).__name__, safe(e, 200))
+            enroll_error = f"device certificate cannot be parsed ({type(e).__name__})"
+        try:
+            verdict = appraise(evidence, devices=self._lookup, sessions=self.store.session,
+                               refvalues=self.refvalues, now=now, policy=self.policy,
+                               limits=self.limits, submod_registry=self.locks)
+        except DeviceError:
+            raise
+        except Exception as e:  # the last line: every input ends in a verdict
+            logger.exception("appraisal failed on unexpected input; refused")
+            return self._refuse(f"evidence could not be appraised ({type(e).__name__}); "
+                                "refused", evidence, now)
         ear = verdict.ear
         if enroll_error and verdict.device is None:
             ear = Ear(vector=ear.vector, iat=ear.iat, reasons=(*ear.reasons, enroll_error),
                       policy_id=ear.policy_id)
+        return self._commit(verdict, ear, now)
+
+    def refuse_oversized(self, size: int, head: bytes = b"") -> AppraisalResult:
+        """The verdict for evidence over ``max_cbor_bytes`` (instance-identity 99), unread."""
+        return self._refuse(f"evidence of {size} bytes is over the limit of "
+                            f"{self.limits.max_cbor_bytes} bytes", head, self.clock())
+
+    def _refuse(self, reason: str, evidence: bytes, now: float) -> AppraisalResult:
+        ear = Ear(vector=TrustVector(instance_identity=C.CRYPTO_VALIDATION_FAILED), iat=int(now),
+                  reasons=(reason,), policy_id=self.policy.policy_id)
+        verdict = Verdict(ear, None, None, None, hashlib.sha256(evidence).digest())
         return self._commit(verdict, ear, now)
 
     def _commit(self, verdict: Verdict, ear: Ear, now: float) -> AppraisalResult:
@@ -247,7 +285,8 @@ class Verifier:
                 device=verdict.device, nonce=verdict.nonce_to_consume, now=now,
                 status=ear.status, evidence_sha256=verdict.evidence_sha256, ear=signed,
                 bootcount=verdict.bootcount if trusted else None,
-                board=verdict.board_to_pin if trusted else None)
+                board=verdict.board_to_pin if trusted else None,
+                ueid=verdict.ueid_to_pin if trusted else None)
         except ReplayError as e:  # another worker consumed the nonce first
             ear = Ear(vector=TrustVector(instance_identity=C.CRYPTO_VALIDATION_FAILED),
                       iat=int(now), device=verdict.device, nonce=ear.nonce,
@@ -257,7 +296,8 @@ class Verifier:
                                         status=ear.status,
                                         evidence_sha256=verdict.evidence_sha256,
                                         ear=signed, bootcount=None)
-        logger.info("appraised %s: %s", verdict.device or "unknown device", ear.status_name)
+        logger.info("appraised %s: %s", safe(verdict.device or "unknown device"),
+                    ear.status_name)
         return AppraisalResult(ear, signed, verdict.device)
 
 

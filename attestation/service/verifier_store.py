@@ -36,7 +36,8 @@ CREATE TABLE IF NOT EXISTS devices (
     enrolled_at REAL NOT NULL,
     last_bootcount INTEGER,
     key_kind TEXT NOT NULL DEFAULT 'software', -- 'tpm' only if the certificate says so
-    board TEXT                          -- fixed at enrollment (certificate or first evidence)
+    board TEXT,                         -- fixed at enrollment (certificate or first evidence)
+    ueid BLOB                           -- pinned by the first trustworthy appraisal
 );
 CREATE TABLE IF NOT EXISTS sessions (
     nonce BLOB PRIMARY KEY,
@@ -68,14 +69,16 @@ class DeviceRecord:
     last_bootcount: int | None
     key_kind: str = "software"
     board: str | None = None
+    ueid: bytes | None = None
 
 
 # Columns added after the first release: (table, column, definition), added to older databases.
 _ADDED_COLUMNS = (
     ("devices", "board", "TEXT"),
+    ("devices", "ueid", "BLOB"),
 )
 _DEVICE_COLUMNS = ("device, key_id, spki, endorsement, issuer, enrolled_at, last_bootcount, "
-                   "key_kind, board")
+                   "key_kind, board, ueid")
 
 
 class Store:
@@ -140,13 +143,13 @@ class Store:
         with self.transaction() as db:
             try:
                 db.execute(
-                    f"INSERT INTO devices ({_DEVICE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?) "  # noqa: S608
+                    f"INSERT INTO devices ({_DEVICE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?) "  # noqa: S608
                     "ON CONFLICT(device) DO UPDATE SET "
                     "key_id=excluded.key_id, spki=excluded.spki, endorsement=excluded.endorsement, "
                     "issuer=excluded.issuer, enrolled_at=excluded.enrolled_at, "
                     "key_kind=excluded.key_kind, board=excluded.board",
                     (rec.device, rec.key_id, rec.spki, rec.endorsement, rec.issuer,
-                     rec.enrolled_at, rec.last_bootcount, rec.key_kind, rec.board),
+                     rec.enrolled_at, rec.last_bootcount, rec.key_kind, rec.board, rec.ueid),
                 )
             except sqlite3.IntegrityError as e:  # key_id is UNIQUE
                 raise UnknownDeviceError(
@@ -203,6 +206,7 @@ class Store:
         ear: bytes,
         bootcount: int | None,
         board: str | None = None,
+        ueid: bytes | None = None,
     ) -> None:
         """Consume the nonce, raise the bootcount, pin the board of a device enrolled without one,
         and append the result, in one transaction."""
@@ -223,6 +227,9 @@ class Store:
             if device is not None and board is not None:
                 db.execute("UPDATE devices SET board = ? WHERE device = ? AND board IS NULL",
                            (board, device))
+            if device is not None and ueid is not None:
+                db.execute("UPDATE devices SET ueid = ? WHERE device = ? AND ueid IS NULL",
+                           (ueid, device))
             db.execute(
                 "INSERT INTO results (device, at, status, evidence_sha256, ear) "
                 "VALUES (?,?,?,?,?)",
