@@ -47,8 +47,10 @@ def test_systemd_unit_points_at_what_the_install_puts_there(tmp_path: Path) -> N
     src = tmp_path / "src"
     shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(
         ".git", ".venv*", "build", "*.egg-info", "__pycache__", ".*_cache", "tests", "benchmarks"))
+    # --ignore-installed: without it pip uninstalls the running venv's own (editable) edgeward
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation",
-                    "-q", "--prefix", str(venv), str(src)], check=True, capture_output=True)
+                    "--ignore-installed", "-q", "--prefix", str(venv), str(src)], check=True,
+                   capture_output=True)
     assert (venv / doc.removeprefix("file:///opt/edgeward/")).is_file()
     assert (venv / "bin" / "edgeward").is_file()
     assert "/opt/edgeward" in (REPO / "docs" / "INSTALL-PI.md").read_text()
