@@ -269,5 +269,24 @@ OPTIONAL_INPUTS: dict[str, frozenset[int]] = {
     },
 }  # fmt: skip
 
+# The fewest inputs an operator's kernel reads (tensorflow/lite/kernels/*.cc NumInputs checks).
+# The XNNPACK delegate of LiteRT 2.3 reads the inputs it expects without counting them: on
+# 979eb13 a STRIDED_SLICE with fewer than 4 inputs, a SLICE with 1, a BATCH_MATMUL with fewer
+# than 2 and an ASSIGN_VARIABLE with 1 passed the validator and crashed it (SIGSEGV, review for
+# issue 9). The common operators are listed too; the others are left to their kernels.
+MIN_INPUTS: dict[str, int] = {
+    "STRIDED_SLICE": 4, "SLICE": 3, "BATCH_MATMUL": 2, "ASSIGN_VARIABLE": 2,
+    "CONV_2D": 2, "DEPTHWISE_CONV_2D": 2, "FULLY_CONNECTED": 2, "TRANSPOSE_CONV": 3,
+    "ADD": 2, "SUB": 2, "MUL": 2, "DIV": 2, "MAXIMUM": 2, "MINIMUM": 2, "SQUARED_DIFFERENCE": 2,
+    "PAD": 2, "PADV2": 3, "MEAN": 2, "SUM": 2, "REDUCE_MAX": 2, "REDUCE_MIN": 2,
+    "REDUCE_PROD": 2, "TRANSPOSE": 2, "GATHER": 2, "SPLIT": 2, "SPLIT_V": 3, "TILE": 2,
+    "EXPAND_DIMS": 2, "ARG_MAX": 2, "ARG_MIN": 2, "RESIZE_BILINEAR": 2,
+    "RESIZE_NEAREST_NEIGHBOR": 2, "PRELU": 2, "FILL": 2, "SELECT": 3, "SELECT_V2": 3,
+    "SPACE_TO_BATCH_ND": 3, "BATCH_TO_SPACE_ND": 3,
+    "AVERAGE_POOL_2D": 1, "MAX_POOL_2D": 1, "L2_POOL_2D": 1, "SOFTMAX": 1, "LOGISTIC": 1,
+    "RESHAPE": 1, "CONCATENATION": 1, "QUANTIZE": 1, "DEQUANTIZE": 1, "RELU": 1, "RELU6": 1,
+    "TANH": 1, "HARD_SWISH": 1, "SQUEEZE": 1, "PACK": 1, "UNPACK": 1,
+}  # fmt: skip
+
 MIN_NORMAL_FLOAT32 = 2.0**-126
 """Quantisation scales below this (subnormal) crash some runtime versions in QUANTIZE."""

@@ -337,6 +337,11 @@ class _Validator(TensorChecks):
             values = tuple(int(v) for v in op.numbers(slot, "i", f"{where} {what}s", self.cap))
             if slot == f.INPUTS:
                 self.op_inputs.append((self.opcode_names[idx], values))
+                need = s.MIN_INPUTS.get(name, 0)
+                if len(values) < need:
+                    raise MalformedModelError(
+                        f"{where} is {name} with {len(values)} inputs; it takes at least {need}"
+                    )
             for k, v in enumerate(values):
                 if not lowest <= int(v) < nt:
                     raise MalformedModelError(f"{where} {what} {k} references tensor {v} of {nt}")

@@ -221,3 +221,22 @@ def test_attack_hostile_integer_options_refused(buf: bytes, needle: str) -> None
 def test_usable_split_and_lrn_options_pass() -> None:
     validate(_split(2))
     validate(_lrn(5))
+
+
+# -- too few inputs: the XNNPACK delegate reads the ones it expects ----------------------------
+
+
+@pytest.mark.parametrize(("op", "n"), [("STRIDED_SLICE", 1), ("STRIDED_SLICE", 2),
+                                       ("STRIDED_SLICE", 3), ("SLICE", 1), ("BATCH_MATMUL", 0),
+                                       ("BATCH_MATMUL", 1), ("ASSIGN_VARIABLE", 1)])
+def test_attack_operator_with_too_few_inputs_refused(op: str, n: int) -> None:
+    """On 979eb13 these passed validate(), and LiteRT with its default XNNPACK delegate died
+    (SIGSEGV) reading inputs the operator did not have (a sweep of every builtin operator with
+    0 to 4 inputs, each run in a child process, found these)."""
+    m = ModelDef()
+    m.tensors += [TensorDef(f"t{i}", "FLOAT32", (1, 4, 4, 4)) for i in range(5)]
+    m.opcodes.append(OpCodeDef(s.BUILTIN_CODES[op]))
+    m.operators.append(OperatorDef(0, tuple(range(n)), (4,)))
+    m.inputs, m.outputs = list(range(n)), [4]
+    with pytest.raises(MalformedModelError, match=f"is {op} with {n} inputs"):
+        validate(build(m))
