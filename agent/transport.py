@@ -126,6 +126,7 @@ class MqttTransport:
         c.on_disconnect = self._on_disconnect
         c.on_publish = self._on_publish
         c.on_message = self._on_message
+        c.on_subscribe = self._on_subscribe
         self._client = c
 
     # --- paho callbacks: only hand events to the sink ---------------------------------------
@@ -143,6 +144,15 @@ class MqttTransport:
             client.subscribe([(t, SubscribeOptions(qos=1)) for t in self._subs])
         self._connected.set()
         self._sink(Connected(bool(getattr(flags, "session_present", False))))
+
+    def _on_subscribe(self, client: Any, userdata: Any, mid: Any, rcs: Any, props: Any) -> None:
+        # A refused subscription is otherwise silent: nothing ever arrives (deploy/mosquitto.conf
+        # refuses topics a client is not registered for; docs/AGENT.md, "Topics and the broker").
+        refused = [f"{t} ({rc})" for t, rc in zip(self._subs, rcs, strict=False)
+                   if rc.is_failure]
+        if refused:
+            logger.error("broker refused the subscription to %s: is this client registered "
+                         "with the broker (deploy/broker-register)?", ", ".join(refused))
 
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
         was = self._connected.is_set()

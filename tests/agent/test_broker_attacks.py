@@ -345,3 +345,21 @@ def test_fleet_ca_issue_refuses_a_device_certificate_with_a_worker_name(tmp_path
     ok = issue("worker", "edgeward-verifier-w1")
     assert ok.returncode == 0 and "deploy/broker-register worker edgeward-verifier-w1" in ok.stdout
     assert issue("device", "lock-1").returncode == 0
+
+
+def test_a_refused_subscription_is_logged_not_silent(mosquitto: Mosquitto, test_ca: TestCA,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """A worker the operator forgot to register gets nothing; its transport says why."""
+    from edgeward.agent.transport import MqttSettings, MqttTransport
+
+    c = test_ca.issue("edgeward-verifier-w7", register=False)
+    s = MqttSettings(host=mosquitto.host, port=mosquitto.port, client_id="edgeward-verifier-w7",
+                     ca=test_ca.ca, cert=c.cert, key=c.key)
+    t = MqttTransport(s, lambda e: None, subscriptions=["$share/edgeward/edgeward/v1/+/report"])
+    with caplog.at_level("ERROR"):
+        t.start()
+        assert t.wait_connected(5)
+        assert wait(lambda: any("refused the subscription" in r.message
+                                for r in caplog.records), 5)
+    t.stop()
+    assert "deploy/broker-register" in caplog.text
