@@ -13,8 +13,9 @@ checks had passed:
 * ``CONV_2D`` / ``DEPTHWISE_CONV_2D`` / ``*_POOL_2D`` inputs and filters are 4-D with no empty
   dimension, a ``CONV_2D`` input's channels fit its filter (groups allowed), and a
   ``FULLY_CONNECTED`` input splits into rows of the weights' width;
-* ``SPLIT`` / ``SPLIT_V`` split into 1..65536 parts and ``LOCAL_RESPONSE_NORMALIZATION``'s
-  radius is in 0..1024 (found in review for issue 9, :data:`_INT_RANGES`).
+* ``SPLIT`` / ``SPLIT_V`` split into 1..65536 parts, as many as they have outputs, and
+  ``LOCAL_RESPONSE_NORMALIZATION``'s radius is in 0..1024 (found in review for issue 9,
+  :data:`_INT_RANGES`).
 
 It does not infer shapes through the graph (a declared input that makes a later pool produce an
 empty tensor still passes; tflite-runtime 2.14 crashes on that, LiteRT does not). No I/O.
@@ -75,7 +76,8 @@ _INT_RANGES: dict[str, tuple[int, dict[int, tuple[str, int, int, int]]]] = {
 }
 
 
-def _check_int_ranges(op_name: str, tag: int, options: Table | None, where: str) -> None:
+def _check_int_ranges(op_name: str, tag: int, options: Table | None, where: str,
+                      n_outputs: int | None) -> None:
     expected, fields = _INT_RANGES[op_name]
     if tag not in (0, expected):
         raise MalformedModelError(
@@ -86,6 +88,10 @@ def _check_int_ranges(op_name: str, tag: int, options: Table | None, where: str)
         if not lo <= value <= hi:
             raise MalformedModelError(f"{where} has {op_name} {name} {value}; it must be in "
                                       f"{lo}..{hi}")
+        if name == "num_splits" and n_outputs is not None and value != n_outputs:
+            # the XNNPACK delegate writes num_splits outputs (SIGSEGV with fewer, review)
+            raise MalformedModelError(f"{where} has {op_name} num_splits {value} but "
+                                      f"{n_outputs} outputs")
 
 
 def check_options(
@@ -94,6 +100,8 @@ def check_options(
     options: Table | None,
     where: str,
     input_shape: tuple[int, ...] | None = None,
+    *,
+    n_outputs: int | None = None,
 ) -> None:
     """Raise :class:`MalformedModelError` when ``op_name``'s options are unusable.
 
@@ -102,7 +110,7 @@ def check_options(
     fuzzing; no useful model needs a step larger than the image).
     """
     if op_name in _INT_RANGES:
-        _check_int_ranges(op_name, tag, options, where)
+        _check_int_ranges(op_name, tag, options, where, n_outputs)
         return
     expected = EXPECTED_TAG.get(op_name)
     if expected is None:

@@ -329,12 +329,15 @@ class _Validator(TensorChecks):
         name = self.opcode_names[idx]
         optional = (None if name in s.ANY_OPTIONAL_INPUTS or name.startswith("CUSTOM:")
                     else s.OPTIONAL_INPUTS.get(name, frozenset()))
+        n_outputs = 0
         for slot, what, lowest in (
             (f.INPUTS, "input", -1),
             (f.OUTPUTS, "output", 0),
             (f.INTERMEDIATES, "intermediate", 0),
         ):
             values = tuple(int(v) for v in op.numbers(slot, "i", f"{where} {what}s", self.cap))
+            if slot == f.OUTPUTS:
+                n_outputs = len(values)
             if slot == f.INPUTS:
                 self.op_inputs.append((self.opcode_names[idx], values))
                 need = s.MIN_INPUTS.get(name, 0)
@@ -377,7 +380,8 @@ class _Validator(TensorChecks):
             if type_slot == f.BUILTIN_OPTIONS_TYPE:
                 first = self.op_inputs[-1][1][:1]
                 x = self.shapes[first[0]] if first and first[0] >= 0 else None
-                check_options(self.opcode_names[idx], tag, options, f"{where} options", x)
+                check_options(self.opcode_names[idx], tag, options, f"{where} options", x,
+                              n_outputs=n_outputs)
         op.vector(f.CUSTOM_OPTIONS, 1, f"{where} custom_options", limit=len(self.mv))
         op.vector(f.MUTATING_VARIABLE_INPUTS, 1, f"{where} mutating_variable_inputs")
         large_off = int(op.scalar(f.LARGE_CUSTOM_OPTIONS_OFFSET, _U64, 0, where))

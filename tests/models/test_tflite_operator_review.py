@@ -207,7 +207,7 @@ def _lrn(radius: int) -> bytes:
 
 
 @pytest.mark.parametrize(("buf", "needle"), [
-    (_split(0), "num_splits 0"), (_split(-3), "num_splits -3"),
+    (_split(0), "num_splits 0"), (_split(-3), "num_splits -3"), (_split(2), "but 1 outputs"),
     (_lrn(-5), "radius -5"), (_lrn(10**9), "radius 1000000000"),
 ])
 def test_attack_hostile_integer_options_refused(buf: bytes, needle: str) -> None:
@@ -218,8 +218,17 @@ def test_attack_hostile_integer_options_refused(buf: bytes, needle: str) -> None
         validate(buf)
 
 
+def test_attack_split_into_more_parts_than_outputs_refused() -> None:
+    """On 979eb13 a SPLIT with num_splits 9 and one output passed validate(); LiteRT's XNNPACK
+    delegate wrote nine outputs (SIGSEGV; found by the options sweep)."""
+    with pytest.raises(MalformedModelError, match="num_splits 9 but 1 outputs"):
+        validate(_split(9))
+
+
 def test_usable_split_and_lrn_options_pass() -> None:
-    validate(_split(2))
+    validate(model("SPLIT", [("a", "INT32", (), i32(3)), X4, ("y", "FLOAT32", (1, 4, 4, 2), None),
+                             ("z", "FLOAT32", (1, 4, 4, 2), None)], (0, 1), (2, 3),
+                   BO.SplitOptions, ((0, "i", 2),)))
     validate(_lrn(5))
 
 
