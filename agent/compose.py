@@ -84,16 +84,27 @@ class Root:
                                  allow=cfg.local.allow, rate=cfg.local.rate,
                                  idle_timeout=cfg.local.idle_timeout)
 
+    def hardware(self, cfg: AgentConfig) -> Any:
+        from edgeward.firmware_shim.wiring import hardware_parts
+
+        board = cfg.attester.board if cfg.attester is not None else None
+        self._hw = hardware_parts(cfg.hardware, board=board, state_dir=cfg.agent.state_dir)
+        return self._hw
+
     def parts(self, cfg: AgentConfig, sink: Sink) -> Parts:
+        from edgeward.firmware_shim.wiring import with_submods
+
+        hw = self.hardware(cfg)
         return Parts(
             outbox=self.outbox(cfg),
             gate=self.gate(cfg),
             seq_path=self.seq_path(cfg),
             metrics=seams.metrics_collector(cfg.metrics),
             watch=seams.model_watch(cfg.models, cfg.limits),
-            attester=seams.attester(cfg),
+            attester=with_submods(seams.attester(cfg), hw.links),
             ha=seams.ha_discovery(cfg.device, cfg.home_assistant),
             local=self.local(cfg, sink),
+            hardware=hw,
         )
 
     def agent(self, cfg: AgentConfig) -> Agent:
@@ -118,13 +129,19 @@ class Root:
         if new.local != old.local:
             logger.warning("[local] changed: the local socket keeps its settings until restart")
         changed = new.attester != old.attester
+        if new.hardware != old.hardware:
+            logger.warning("[hardware] changed: the watchdog and lock links keep their "
+                           "settings until restart")
+        from edgeward.firmware_shim.wiring import with_submods
+
+        links = getattr(getattr(self, "_hw", None), "links", {})
         return new, Reloaded(
             trust=seams.command_trust(new.commands),
             watch=seams.model_watch(new.models, new.limits),
             metrics=seams.metrics_collector(new.metrics),
             ha=seams.ha_discovery(new.device, new.home_assistant),
             attester_changed=changed,
-            attester=seams.attester(new) if changed else None,
+            attester=with_submods(seams.attester(new), links) if changed else None,
             transport=self.transport(new, sink) if new.mqtt != old.mqtt else None,
         )
 

@@ -135,6 +135,20 @@ class HomeAssistantSettings:
 
 
 @dataclass(frozen=True)
+class HardwareSettings:
+    """``[hardware]``: the board's watchdog, vendor board folders, a lock's serial link
+    (edgeward.firmware_shim.wiring; docs/LOCK.md). The backend comes from ``[device] board``."""
+
+    board_dirs: tuple[str, ...] = setting(())  # folders of vendor board files (*.toml)
+    watchdog: int = setting(0, min=0, max=3600)  # seconds; 0: the agent does not arm it
+    lock_port: str | None = setting(None)  # e.g. /dev/ttyAMA0: a lock microcontroller there
+    lock_name: str = setting("lock-mcu")  # its submods entry (the verifier's registration)
+    lock_baud: int = setting(115200, min=1200, max=4_000_000)
+    lock_timeout: float = setting(1.0, min=0.05, max=30)
+    lock_retries: int = setting(3, min=1, max=10)
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     """The whole of AGENT.toml, parsed once."""
 
@@ -148,6 +162,7 @@ class AgentConfig:
     commands: CommandsSettings = CommandsSettings()
     local: LocalSettings = LocalSettings()
     home_assistant: HomeAssistantSettings = HomeAssistantSettings()
+    hardware: HardwareSettings = HardwareSettings()
     limits: Limits = field(default_factory=Limits)
     attester: AttesterConfig | None = None  # [device] board and [attestation]; None: off
 
@@ -161,7 +176,7 @@ class AgentConfig:
 
 
 TABLES = ("device", "agent", "mqtt", "outbox", "metrics", "models", "commands", "local",
-          "home_assistant", "attestation", "limits")
+          "home_assistant", "attestation", "limits", "hardware")
 
 
 def mqtt_settings(sec: Section, base: Path, client_id: str, *, manual_ack: bool = False,
@@ -236,6 +251,7 @@ def agent_config_from(root: Section, path: Path, *, need_mqtt: bool = True) -> A
         commands=read_section(CommandsSettings, root.section("commands"), base=base),
         local=read_section(LocalSettings, root.section("local"), base=base),
         home_assistant=read_section(HomeAssistantSettings, root.section("home_assistant")),
+        hardware=read_section(HardwareSettings, root.section("hardware"), base=base),
         limits=limits_from(root.section("limits")),
     )
     return replace(cfg, attester=_attester(root, cfg))

@@ -73,6 +73,7 @@ class Parts:
     attester: Attester | None = None
     ha: Any = None  # .ha_discovery.HomeAssistant
     local: Any = None  # .localsock.LocalSocketServer
+    hardware: Any = None  # edgeward.firmware_shim.wiring.HardwareParts (watchdog, lock links)
 
 
 class Agent:
@@ -96,6 +97,7 @@ class Agent:
         self.outbox = parts.outbox
         self.metrics, self.watch = parts.metrics, parts.watch
         self.ha, self.local = parts.ha, parts.local
+        self.hardware = parts.hardware
         self.transport = transport
         self.rebuild = rebuild
         self.counters: dict[str, int] = {}
@@ -184,6 +186,8 @@ class Agent:
             finally:
                 self.outbox.close()
                 _close_attester(self.attester)
+                if self.hardware is not None:
+                    self.hardware.close()  # the watchdog's magic close: a clean stop
         logger.info("agent stopped")
         return 0
 
@@ -212,6 +216,8 @@ class Agent:
         now = self.clock()
         if not self._stop.is_set():  # no new reports while flushing on the way out
             self.run_timers(now)
+        if self.hardware is not None:
+            self.hardware.feed()  # the watchdog: a hung loop starves it and the board reboots
         for ack in self.transport.take_acks():  # PUBACKs below the signalling batch
             self.delivery.on_puback(ack.mid, ack.ok, ack.reason)
         if self.delivery.ack_check_due(now):
