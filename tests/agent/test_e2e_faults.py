@@ -12,7 +12,7 @@ import pytest
 from agent_helpers import service_cfg, start, write_agent_config
 from fixtures_mqtt import Mosquitto, TestCA
 from test_agent_loop import start_agent
-from test_faults import run_agent, sent_total, stop_cleanly, wait_all
+from test_faults import run_agent, sent_total, stop_cleanly, stream, wait_all
 
 from edgeward.agent.commands import make_command
 from edgeward.agent.config import MqttSettings
@@ -71,18 +71,18 @@ def test_broker_sigkilled_repeatedly_while_streaming_loses_nothing(
     agent = run_agent(cfg)
     dups = 0
     try:
-        time.sleep(1.0)
+        stream(tmp_path, "dev-f", 30, at_least=1.0)
         for i in range(8):
             if i % 2:  # the worker restarts: the broker queues for its session, unsaved
                 svc.request_stop()
                 th.join(10)
                 dups += svc.counters.get("duplicates", 0)
-                time.sleep(0.6)
+                stream(tmp_path, "dev-f", 15, at_least=0.6)
             mosquitto.restart(signal.SIGKILL)
             if i % 2:
                 svc = VerifierService(scfg, command_key=key)
                 th = start(svc)
-            time.sleep(0.6)
+            stream(tmp_path, "dev-f", 15, at_least=0.6)
         time.sleep(0.5)
         stop_cleanly(agent)
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -40,6 +41,33 @@ def sent_total(cfg_dir: Path, device: str) -> tuple[int, int]:
         ob.close()
 
 
+def produced(cfg_dir: Path, device: str) -> tuple[int, int]:
+    """(messages the running agent has numbered, messages it dropped): read-only, beside it."""
+    db = cfg_dir / f"state-{device}" / "outbox.db"
+    if not db.exists():
+        return 0, 0
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as c:
+            m = dict(c.execute("SELECT k, v FROM meta").fetchall())
+    except sqlite3.Error:  # created but not yet initialised
+        return 0, 0
+    return int(m.get("next_seq", 1)) - 1, int(m.get("dropped_total", 0))
+
+
+def stream(cfg_dir: Path, device: str, more: int, *, at_least: float = 0.5,
+           timeout: float = 30.0, dropped: bool = False) -> None:
+    """Let the agent stream: at least ``at_least`` seconds and until it has numbered ``more``
+    messages more (or, with ``dropped``, dropped ``more`` more); metrics collection is slow on a
+    loaded machine, so the pace is the agent's, not the clock's."""
+    t0 = time.monotonic()
+    base = produced(cfg_dir, device)[1 if dropped else 0]
+    while time.monotonic() - t0 < timeout:
+        got = produced(cfg_dir, device)[1 if dropped else 0] - base
+        if got >= more and time.monotonic() - t0 >= at_least:
+            return
+        time.sleep(0.05)
+
+
 def wait_all(svc: VerifierService, device: str, n: int, timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -60,10 +88,10 @@ def test_broker_restarted_repeatedly_while_streaming(
     cfg = write_agent_config(tmp_path / "a.toml", mosquitto, test_ca, "dev-f", interval=0.02)
     agent = run_agent(cfg)
     try:
-        time.sleep(1.0)
+        stream(tmp_path, "dev-f", 30, at_least=1.0)
         for _ in range(3):
             mosquitto.restart(signal.SIGTERM)
-            time.sleep(1.2)
+            stream(tmp_path, "dev-f", 30, at_least=1.2)
         time.sleep(0.5)
         stop_cleanly(agent)
     finally:
@@ -88,11 +116,11 @@ def test_agent_sigkilled_mid_stream_and_restarted(
     cfg = write_agent_config(tmp_path / "a.toml", mosquitto, test_ca, "dev-k", interval=0.01)
     for _ in range(2):
         agent = run_agent(cfg)
-        time.sleep(1.5)
+        stream(tmp_path, "dev-k", 25, at_least=1.5)
         agent.send_signal(signal.SIGKILL)
         agent.wait(10)
     agent = run_agent(cfg)
-    time.sleep(1.0)
+    stream(tmp_path, "dev-k", 10, at_least=1.0)
     stop_cleanly(agent)
     n, left = sent_total(tmp_path, "dev-k")
     assert n > 50 and left == 0
@@ -116,9 +144,10 @@ def test_outbox_at_bound_during_outage_reports_drops(
                              max_bytes=64 * 1024)
     agent = run_agent(cfg)
     try:
-        time.sleep(0.8)
+        stream(tmp_path, "dev-b", 10, at_least=0.8)
         mosquitto.stop(signal.SIGTERM)
-        time.sleep(3.0)  # ~300 metric reports of ~1 KiB against a 64 KiB bound
+        # ~300 metric reports of ~1 KiB against a 64 KiB bound, however long they take
+        stream(tmp_path, "dev-b", 20, at_least=3.0, timeout=60, dropped=True)
         mosquitto.start()
         time.sleep(1.5)
         stop_cleanly(agent)
