@@ -67,6 +67,7 @@ class EnrolledDevice:
     key_kind: str = "software"  # "tpm" only if the maker's certificate says the key is in a TPM
     board: str | None = None  # fixed at enrollment; None: pinned by the first appraisal
     ueid: bytes | None = None  # pinned by the first trustworthy appraisal
+    revoked: str | None = None  # why its endorsement no longer holds (revoked, CA untrusted)
 
 
 @dataclass(frozen=True)
@@ -153,6 +154,10 @@ def appraise(
     if ev.device != name:
         r.set("instance-identity", C.UNTRUSTWORTHY_INSTANCE,
               f"evidence claims to be '{safe(ev.device)}' but is signed by the key of '{name}'")
+        return done(name)
+    if enrolled.revoked is not None:
+        r.set("instance-identity", C.UNTRUSTWORTHY_INSTANCE,
+              f"device {name} is no longer endorsed: {enrolled.revoked}")
         return done(name)
     enrolled_ueid = enrolled.ueid
     if enrolled_ueid is not None and ev.ueid != enrolled_ueid:

@@ -16,7 +16,7 @@ The Attester's part (full example in docs/ATTESTATION.md)::
     state_dir (default: [agent] state_dir), models = [...] (default: the paths of the agent's
     [[models.model]] entries), pcrs = [0..7], agent_root, swname, dbgstat
 
-VERIFIER.toml: ``[verifier]`` (database, EAR key), ``[enrollment]`` (maker CAs, TOFU),
+VERIFIER.toml: ``[verifier]`` (database, EAR key), ``[enrollment]`` (maker CAs, their CRLs, TOFU),
 ``[refvalues]`` (vendor keys, folder of signed documents), ``[policy]`` and ``[limits]``
 (:data:`VERIFIER_LIMITS`); the verifier service reads them through its own loader
 (``edgeward.attestation.service.config``), in the same parse as its own tables.
@@ -152,6 +152,13 @@ def attester_from_section(
     )
 
 
+def _paths(sec: Section, key: str, source: Path) -> list[str]:
+    v = sec.list(key, [])
+    if not all(isinstance(c, str) for c in v):
+        raise ConfigError(f"{source}: key '{sec.prefix}{key}' must be a list of paths")
+    return v
+
+
 def load_attester_config(path: Path) -> AttesterConfig:
     """The attester's part of AGENT.toml, read by the agent's one loader (the same parse, the
     same defaults as the running agent); ``[mqtt]`` may be absent here."""
@@ -201,6 +208,7 @@ class VerifierConfig:
     policy_id: str = "edgeward/default"
     limits: Limits = VERIFIER_LIMITS
     locks_file: Path | None = None  # lock microcontrollers behind gateways (docs/LOCK.md)
+    crls: tuple[Path, ...] = ()  # [enrollment] crls: the maker CAs' revocation lists (PEM/DER)
 
 
 def verifier_from_section(root: Section, source: Path) -> VerifierConfig:
@@ -208,7 +216,7 @@ def verifier_from_section(root: Section, source: Path) -> VerifierConfig:
     v = root.section("verifier", required=True)
     v.reject_unknown(("database", "key_file", "policy_id"))
     en = root.section("enrollment")
-    en.reject_unknown(("maker_cas", "tofu"))
+    en.reject_unknown(("maker_cas", "tofu", "crls"))
     rv = root.section("refvalues", required=True)
     rv.reject_unknown(("vendor_keys", "dir"))
     pol = root.section("policy")
@@ -244,6 +252,8 @@ def verifier_from_section(root: Section, source: Path) -> VerifierConfig:
         policy_id=v.str("policy_id", "edgeward/default"),
         limits=limits,
         locks_file=locks.path("file", None, base=base),
+        crls=tuple(base / c if not Path(c).is_absolute() else Path(c)
+                   for c in _paths(en, "crls", source)),
     )
 
 

@@ -9,6 +9,12 @@ period, each issuer is a CA (basicConstraints cA=TRUE, keyCertSign), every signa
 key must be Ed25519 or P-256 (COSE EdDSA/ES256). :func:`issue_device_cert` is the maker's side,
 used by ``edgeward attest enroll issue`` and by tests.
 
+Revocation (RFC 5280 §5): the maker publishes X.509 CRLs; :func:`revoked_ids` accepts only
+CRLs signed by a trusted maker CA and returns the ``(issuer, serial)`` pairs they revoke; a
+chain with a revoked certificate is refused, and the verifier checks the pairs recorded at
+enrollment (:func:`cert_ids`) again at every appraisal. :func:`make_crl` is the maker's side
+(``edgeward attest ca revoke``); its PEM output is also what Mosquitto's ``crlfile`` reads.
+
 Trust on first use is not here: the verifier facade does it only when configured, loudly.
 This module does no I/O.
 """
@@ -44,6 +50,11 @@ BOARD_EXTENSION = x509.ObjectIdentifier("2.25.3277722178457988041958428251460414
 MAX_BOARD_BYTES = 32
 
 
+class NotEndorsedError(UnknownDeviceError):
+    """The chain does not lead to a trusted maker CA (what trust on first use may stand in for;
+    never a revoked certificate or a malformed one)."""
+
+
 @dataclass(frozen=True)
 class Endorsement:
     device: str
@@ -52,6 +63,8 @@ class Endorsement:
     fingerprint: bytes  # SHA-256 of the leaf certificate
     key_kind: str = "software"  # "tpm" when the certificate carries TPM_KEY_POLICY
     board: str | None = None  # from BOARD_EXTENSION, when the maker put it in the certificate
+    anchor: bytes = b""  # SHA-256 of the trusted maker CA certificate the chain leads to
+    certs: str = ""  # cert_ids() of the chain, checked against revocations at every appraisal
 
 
 def load_certs(data: bytes) -> list[x509.Certificate]:
@@ -108,8 +121,51 @@ def _issued_by(child: x509.Certificate, parent: x509.Certificate) -> bool:
     return True
 
 
+RevokedIds = frozenset[str]  # "issuer-DER-hex:serial-hex"
+
+
+def _cert_id(cert: x509.Certificate) -> str:
+    return f"{cert.issuer.public_bytes().hex()}:{cert.serial_number:x}"
+
+
+def cert_ids(chain: list[x509.Certificate]) -> str:
+    """The revocation ids of a chain (leaf and intermediates), space-separated, for the store."""
+    return " ".join(_cert_id(c) for c in chain)
+
+
+def revoked_ids(crls: list[x509.CertificateRevocationList],
+                trusted_cas: list[x509.Certificate]) -> RevokedIds:
+    """The certificates the CRLs revoke; a CRL not signed by a trusted maker CA is refused."""
+    out: set[str] = set()
+    for crl in crls:
+        issuer = next((ca for ca in trusted_cas if ca.subject == crl.issuer), None)
+        try:
+            ok = issuer is not None and crl.is_signature_valid(issuer.public_key())  # type: ignore[arg-type]
+        except (ValueError, TypeError, UnsupportedAlgorithm):
+            ok = False
+        if not ok:
+            raise MalformedInputError(f"CRL from '{_cn(crl.issuer)}' is not signed by a trusted "
+                                      "maker CA")
+        prefix = crl.issuer.public_bytes().hex()
+        out.update(f"{prefix}:{r.serial_number:x}" for r in crl)
+    return frozenset(out)
+
+
+def make_crl(ca_key: SigningKey, ca_cert: x509.Certificate, serials: list[int], *,
+             now: float, days: int = 30) -> x509.CertificateRevocationList:
+    """The maker's CRL over ``serials`` (cumulative: pass every serial revoked so far)."""
+    when = dt.datetime.fromtimestamp(now, tz=dt.UTC)
+    builder = (x509.CertificateRevocationListBuilder().issuer_name(ca_cert.subject)
+               .last_update(when).next_update(when + dt.timedelta(days=days)))
+    for serial in sorted(set(serials)):
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(when).build())
+    return builder.sign(ca_key.crypto_key, _hash_for(ca_key.crypto_key))  # type: ignore[arg-type]
+
+
 def verify_endorsement(
-    chain: list[x509.Certificate], trusted_cas: list[x509.Certificate], *, now: float
+    chain: list[x509.Certificate], trusted_cas: list[x509.Certificate], *, now: float,
+    revoked: RevokedIds = frozenset(),
 ) -> Endorsement:
     """Check ``chain`` (leaf first) against the maker CAs; return the endorsed device key.
 
@@ -118,7 +174,12 @@ def verify_endorsement(
     hostile certificate fails here, as a verdict, not as an internal error).
     """
     try:
-        return _verify_endorsement(chain, trusted_cas, now=now)
+        e = _verify_endorsement(chain, trusted_cas, now=now)
+        for cert in chain:
+            if _cert_id(cert) in revoked:
+                raise UnknownDeviceError(f"certificate '{_cn(cert.subject)}' (serial "
+                                         f"{cert.serial_number:x}) is revoked by its issuer")
+        return e
     except (ValueError, TypeError, UnsupportedAlgorithm) as e:
         raise UnknownDeviceError(f"a certificate in the chain cannot be parsed: "
                                  f"{safe(e, 120)}") from e
@@ -132,19 +193,19 @@ def _verify_endorsement(
     if len(chain) > MAX_CHAIN:
         raise UnknownDeviceError(f"certificate chain is longer than {MAX_CHAIN}")
     if not trusted_cas:
-        raise UnknownDeviceError("the verifier trusts no device-maker CA")
+        raise NotEndorsedError("the verifier trusts no device-maker CA")
     when = dt.datetime.fromtimestamp(now, tz=dt.UTC)
     leaf = chain[0]
     _valid_at(leaf, when, "device")
     for child, parent in itertools.pairwise(chain):
         _valid_at(parent, when, "intermediate")
         if not _is_ca(parent) or not _issued_by(child, parent):
-            raise UnknownDeviceError(f"certificate '{_cn(child.subject)}' is not issued by "
+            raise NotEndorsedError(f"certificate '{_cn(child.subject)}' is not issued by "
                                      f"'{_cn(parent.subject)}'")
     top = chain[-1]
     anchor = next((ca for ca in trusted_cas if _is_ca(ca) and _issued_by(top, ca)), None)
     if anchor is None:
-        raise UnknownDeviceError(
+        raise NotEndorsedError(
             f"device certificate '{_cn(leaf.subject)}' is not endorsed by a trusted maker CA",
             hint="add the maker's CA certificate to [enrollment] maker_cas",
         )
@@ -163,6 +224,8 @@ def _verify_endorsement(
         fingerprint=leaf.fingerprint(hashes.SHA256()),
         key_kind="tpm" if _has_tpm_policy(leaf) else "software",
         board=board_of(leaf),
+        anchor=anchor.fingerprint(hashes.SHA256()),
+        certs=cert_ids(chain),
     )
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from edgeward.core.errors import EXIT_REJECTED
+from edgeward.core.errors import EXIT_REJECTED, ConfigError
 from edgeward.core.fileio import OPERATOR, read_bounded
 
 from .common import echo_json
@@ -232,12 +232,52 @@ def ca_issue(ca_dir: Path, pub: Path, device: str, out: Path, tpm: bool,
     click.echo(f"wrote {out} for device {device}" + (" (TPM key)" if tpm else ""))
 
 
+@ca.command("revoke")
+@click.option("--ca", "ca_dir", required=True, type=click.Path(path_type=Path, file_okay=False),
+              help="Folder made by `attest ca init`; its crl.pem is created or extended.")
+@click.option("--cert", "certs", required=True, multiple=True, type=_cfg_path,
+              help="Certificate (PEM) this CA issued, to revoke; may be repeated.")
+@click.option("--days", type=click.IntRange(1, 3650), default=30, show_default=True,
+              help="Days until the CRL's nextUpdate.")
+def ca_revoke(ca_dir: Path, certs: tuple[Path, ...], days: int) -> None:
+    """Revoke device (or intermediate) certificates: write the CA's cumulative crl.pem.
+
+    List it in VERIFIER.toml ``[enrollment] crls``; the same PEM file is what Mosquitto's
+    ``crlfile`` reads for the CA it trusts.
+    """
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from edgeward.attestation.enroll import load_certs, make_crl
+    from edgeward.core.keys import load_signing_key
+
+    ca_key = load_signing_key(ca_dir / "private.pem")
+    ca_cert = load_certs(read_bounded(ca_dir / "ca.pem", _MAX_FILE, what="CA certificate"))[0]
+    serials: list[int] = []
+    crl_path = ca_dir / "crl.pem"
+    if crl_path.exists():
+        old = x509.load_pem_x509_crl(read_bounded(crl_path, 16 * _MAX_FILE, what="CRL"))
+        serials += [r.serial_number for r in old]
+    for path in certs:
+        cert = load_certs(read_bounded(path, _MAX_FILE, what="certificate"))[0]
+        if cert.issuer != ca_cert.subject:
+            raise ConfigError(f"{path} is not issued by the CA in {ca_dir}",
+                              hint="revoke it with the CA that issued it")
+        serials.append(cert.serial_number)
+    crl = make_crl(ca_key, ca_cert, serials, now=time.time(), days=days)
+    _write(crl_path, crl.public_bytes(Encoding.PEM))
+    click.echo(f"wrote {crl_path}: {len(set(serials))} certificate(s) revoked")
+
+
 @attest.command()
 @click.option("--verifier-config", "config", required=True, type=_cfg_path)
 @click.option("--cert", required=True, type=_cfg_path,
               help="Device certificate (PEM; chain leaf first).")
 @click.option("--board", help="The device's board, if its certificate does not fix one.")
-def enroll(config: Path, cert: Path, board: str | None) -> None:
+@click.option("--replace", is_flag=True,
+              help="Re-enroll an enrolled device with this new maker-signed certificate (its "
+              "old key is no longer accepted). Without it an enrolled key is never replaced.")
+def enroll(config: Path, cert: Path, board: str | None, replace: bool) -> None:
     """Enroll a device ahead of time from its maker-CA certificate."""
     from edgeward.attestation.config import load_verifier_config
     from edgeward.attestation.enroll import load_certs
@@ -246,10 +286,11 @@ def enroll(config: Path, cert: Path, board: str | None) -> None:
     v = Verifier.from_config(load_verifier_config(config))
     try:
         pem = read_bounded(cert, _MAX_FILE, what="certificate")
-        e = v.enroll(load_certs(pem), board=board)
+        e = v.enroll(load_certs(pem), board=board, replace=replace)
     finally:
         v.close()
-    click.echo(f"enrolled {e.device} (key {e.key.key_id.hex()[:16]}, CA '{e.issuer}')")
+    verb = "re-enrolled" if replace else "enrolled"
+    click.echo(f"{verb} {e.device} (key {e.key.key_id.hex()[:16]}, CA '{e.issuer}')")
 
 
 @attest.command()

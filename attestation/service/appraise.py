@@ -33,7 +33,7 @@ class AttestationAppraiser:
         return nonce
 
     def appraise(self, device: str, evidence: bytes, now: float) -> tuple[bytes, str]:
-        r = self.verifier.verify(evidence)
+        r = self.verifier.verify(evidence, device=device)
         status = str(r.ear.status_name)
         if r.device is not None and r.device != device:
             # the ACL stops a device from writing under another's prefix; if evidence still

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes
 
 from edgeward.attestation import claims as C
 from edgeward.attestation.appraisal import EnrolledDevice, Policy, Verdict, appraise
@@ -35,8 +36,12 @@ from edgeward.attestation.config import VERIFIER_LIMITS, VerifierConfig
 from edgeward.attestation.ear import Ear, TrustVector, sign_ear
 from edgeward.attestation.enroll import (
     Endorsement,
+    NotEndorsedError,
+    RevokedIds,
+    cert_ids,
     device_name,
     load_certs,
+    revoked_ids,
     verify_endorsement,
 )
 from edgeward.attestation.evidence import x5chain_of
@@ -90,6 +95,27 @@ def load_refvalues_dir(folder: Path, trust: TrustStore, limits: Limits) -> dict[
     return out
 
 
+def load_revocations(paths: tuple[Path, ...], cas: list[x509.Certificate]) -> RevokedIds:
+    """The certificates revoked by the CRL files (each must be signed by a maker CA)."""
+    crls = []
+    for p in paths:
+        data = read_bounded(p, MAX_CA_BYTES, what="CRL", faults=OPERATOR)
+        try:
+            if b"-----BEGIN" in data:
+                crls.append(x509.load_pem_x509_crl(data))
+            else:
+                crls.append(x509.load_der_x509_crl(data))
+        except ValueError as e:
+            raise ConfigError(f"CRL {p} is not an X.509 CRL: {e}") from e
+    try:
+        revoked = revoked_ids(crls, cas)
+    except IntegrityError as e:
+        raise ConfigError(f"{e}", hint="list only CRLs issued by a CA in maker_cas") from e
+    if crls:
+        logger.info("%d certificate(s) revoked by %d CRL(s)", len(revoked), len(crls))
+    return revoked
+
+
 def load_cas(paths: tuple[Path, ...]) -> list[x509.Certificate]:
     cas: list[x509.Certificate] = []
     for p in paths:
@@ -115,8 +141,10 @@ class Verifier:
         limits: Limits | None = None,
         clock: Callable[[], float] = time.time,
         locks: Registry | None = None,
+        revoked: RevokedIds = frozenset(),
     ) -> None:
         self.store = store
+        self.revoked = revoked  # certificates the maker CAs' CRLs revoke (.enroll.revoked_ids)
         self.locks = locks  # lock microcontrollers behind gateways (.submods)
         self.ear_key = ear_key
         self.maker_cas = maker_cas
@@ -149,6 +177,7 @@ class Verifier:
             clock=clock,
             locks=load_lock_registry(cfg.locks_file) if cfg.locks_file else None,
         )
+        v.revoked = load_revocations(cfg.crls, v.maker_cas)
         v._refvalues_source = (cfg.refvalues_dir, trust)
         return v
 
@@ -177,43 +206,67 @@ class Verifier:
         self.store.put_session(session)
         return session.nonce
 
-    def _record(self, e: Endorsement, endorsement: str) -> None:
-        # the store refuses a key already enrolled under another name (UnknownDeviceError)
-        self.store.put_device(DeviceRecord(e.device, e.key.key_id, e.key.spki_der(),
-                                           endorsement, e.issuer, self.clock(), None,
-                                           e.key_kind, e.board))
+    def _record(self, e: Endorsement, endorsement: str, *, replace: bool = False) -> bool:
+        # The store never replaces an enrolled key unless ``replace``, and refuses a key
+        # already enrolled under another name (UnknownDeviceError).
+        return self.store.put_device(
+            DeviceRecord(e.device, e.key.key_id, e.key.spki_der(), endorsement, e.issuer,
+                         self.clock(), None, e.key_kind, e.board, None, e.anchor or None,
+                         e.certs or None), replace=replace)
 
-    def enroll(self, chain: list[x509.Certificate], *, board: str | None = None) -> Endorsement:
+    def enroll(self, chain: list[x509.Certificate], *, board: str | None = None,
+               replace: bool = False, device: str | None = None) -> Endorsement:
         """Enroll the device a maker-CA certificate chain endorses (leaf first).
 
         The board is the certificate's (:data:`.enroll.BOARD_EXTENSION`), else ``board``, else
-        the one its first appraised evidence names (pinned then, and fixed from then on).
+        the one its first appraised evidence names (pinned then, and fixed from then on). An
+        enrolled device keeps its key: only ``replace=True`` (``attest enroll --replace``, the
+        operator's explicit re-enrollment with a new maker-signed certificate) changes it.
+        ``device``, when given, is the name the certificate must carry (the MQTT topic's).
         """
-        e = verify_endorsement(chain, self.maker_cas, now=self.clock())
+        e = verify_endorsement(chain, self.maker_cas, now=self.clock(), revoked=self.revoked)
+        if device is not None and e.device != device:
+            raise UnknownDeviceError(f"certificate for device '{e.device}' was presented on "
+                                     f"device '{safe(device)}''s topic")
         if board is not None and e.board is not None and board != e.board:
             raise UnknownDeviceError(f"the certificate fixes board '{e.board}', not '{board}'")
         if e.board is None and board is not None:
             e = dataclasses.replace(e, board=board)
-        self._record(e, "x509")
+        self._record(e, "x509", replace=replace)
         return e
 
-    def _enroll_from_x5chain(self, chain_der: list[bytes]) -> None:
+    def _enroll_from_x5chain(self, chain_der: list[bytes], device: str | None) -> None:
         chain = [c for der in chain_der for c in load_certs(der)]
         try:
-            self.enroll(chain)
-        except UnknownDeviceError:
+            self.enroll(chain, device=device)
+        except NotEndorsedError as err:
+            # Trust on first use stands in only for a missing maker CA: never for a revoked
+            # certificate, another device's topic or an enrolled name (the store refuses that).
             if not self.tofu or not chain:
                 raise
             leaf = chain[0]
             try:
                 key = VerifyingKey.from_crypto(leaf.public_key())
-            except (ValueError, TypeError, UnsupportedAlgorithm, ConfigError) as err:
-                raise UnknownDeviceError("device certificate key is not usable") from err
+            except (ValueError, TypeError, UnsupportedAlgorithm, ConfigError) as e2:
+                raise UnknownDeviceError("device certificate key is not usable") from e2
             e = Endorsement(device=device_name(leaf), key=key, issuer="trust on first use",
-                            fingerprint=b"")
-            logger.warning("TRUST ON FIRST USE: enrolling device %s with key %s without an "
-                           "endorsement", e.device, e.key.key_id.hex()[:16])
-            self._record(e, "tofu")
+                            fingerprint=b"", certs=cert_ids(chain))
+            if device is not None and e.device != device:
+                raise UnknownDeviceError(f"certificate for device '{e.device}' was presented "
+                                         f"on device '{safe(device)}''s topic") from err
+            if self._record(e, "tofu"):
+                logger.warning("TRUST ON FIRST USE: enrolled device %s with key %s without an "
+                               "endorsement", e.device, e.key.key_id.hex()[:16])
+
+    def _revocation(self, rec: DeviceRecord) -> str | None:
+        """Why an enrolled device's endorsement no longer holds, or None."""
+        ids = (rec.certs or "").split()
+        if any(i in self.revoked for i in ids):
+            return "its certificate is revoked by the maker CA's CRL"
+        if rec.endorsement == "x509" and rec.anchor is not None and bytes(rec.anchor) not in {
+                ca.fingerprint(hashes.SHA256()) for ca in self.maker_cas}:
+            return "the maker CA that endorsed it is no longer trusted"
+        return None
 
     def _lookup(self, kid: bytes) -> EnrolledDevice | None:
         rec = self.store.device_by_key(kid)
@@ -221,12 +274,16 @@ class Verifier:
             return None
         return EnrolledDevice(rec.device, _from_spki(rec.spki), rec.endorsement,
                               rec.last_bootcount, rec.key_kind, rec.board,
-                              bytes(rec.ueid) if rec.ueid is not None else None)
+                              bytes(rec.ueid) if rec.ueid is not None else None,
+                              self._revocation(rec))
 
     # --- appraisal ------------------------------------------------------------------------------
 
-    def verify(self, evidence: bytes) -> AppraisalResult:
+    def verify(self, evidence: bytes, *, device: str | None = None) -> AppraisalResult:
         """Appraise one evidence token; always returns a signed EAR (never raises a verdict).
+
+        ``device`` is the device the evidence came from (its MQTT topic): a certificate in the
+        evidence enrolls only a device of that name, and evidence of another device is refused.
 
         Hostile input of any kind ends in a verdict: oversized evidence, a certificate the
         X.509 library refuses, and, as a last line, any exception the appraisal core did not
@@ -242,7 +299,7 @@ class Verifier:
             if msg.kid and self.store.device_by_key(msg.kid) is None:
                 chain = x5chain_of(msg)
                 if chain:
-                    self._enroll_from_x5chain(chain)
+                    self._enroll_from_x5chain(chain, device)
         except DeviceError:
             raise
         except EdgewardError as e:
@@ -261,6 +318,12 @@ class Verifier:
             return self._refuse(f"evidence could not be appraised ({type(e).__name__}); "
                                 "refused", evidence, now)
         ear = verdict.ear
+        if device is not None and verdict.device is not None and verdict.device != device:
+            ear = dataclasses.replace(
+                ear, vector=dataclasses.replace(ear.vector,
+                                                instance_identity=C.UNTRUSTWORTHY_INSTANCE),
+                reasons=(*ear.reasons, f"evidence of device {verdict.device} arrived on device "
+                                       f"{safe(device)}'s topic"), status=-1)
         if enroll_error and verdict.device is None:
             ear = Ear(vector=ear.vector, iat=ear.iat, reasons=(*ear.reasons, enroll_error),
                       policy_id=ear.policy_id)

@@ -37,7 +37,9 @@ CREATE TABLE IF NOT EXISTS devices (
     last_bootcount INTEGER,
     key_kind TEXT NOT NULL DEFAULT 'software', -- 'tpm' only if the certificate says so
     board TEXT,                         -- fixed at enrollment (certificate or first evidence)
-    ueid BLOB                           -- pinned by the first trustworthy appraisal
+    ueid BLOB,                          -- pinned by the first trustworthy appraisal
+    anchor BLOB,                        -- SHA-256 of the maker CA certificate that endorsed it
+    certs TEXT                          -- revocation ids of the chain: "issuer-hex:serial-hex ..."
 );
 CREATE TABLE IF NOT EXISTS sessions (
     nonce BLOB PRIMARY KEY,
@@ -70,15 +72,19 @@ class DeviceRecord:
     key_kind: str = "software"
     board: str | None = None
     ueid: bytes | None = None
+    anchor: bytes | None = None
+    certs: str | None = None
 
 
 # Columns added after the first release: (table, column, definition), added to older databases.
 _ADDED_COLUMNS = (
     ("devices", "board", "TEXT"),
     ("devices", "ueid", "BLOB"),
+    ("devices", "anchor", "BLOB"),
+    ("devices", "certs", "TEXT"),
 )
 _DEVICE_COLUMNS = ("device, key_id, spki, endorsement, issuer, enrolled_at, last_bootcount, "
-                   "key_kind, board, ueid")
+                   "key_kind, board, ueid, anchor, certs")
 
 
 class Store:
@@ -138,25 +144,49 @@ class Store:
 
     # --- devices -----------------------------------------------------------------------------
 
-    def put_device(self, rec: DeviceRecord) -> None:
-        """Enroll or re-enroll ``rec.device``; UnknownDeviceError if its key has another name."""
+    def put_device(self, rec: DeviceRecord, *, replace: bool = False) -> bool:
+        """Enroll ``rec.device``; True if it was enrolled now, False if it already was so.
+
+        An enrolled device's key is never replaced here: a different key for an enrolled name is
+        :class:`UnknownDeviceError`, unless ``replace`` (the operator's explicit re-enrollment
+        with a maker-signed certificate, ``attest enroll --replace``), which keeps the device's
+        bootcount and board and forgets the ueid pinned for the old key. A key enrolled under
+        another name is always refused.
+        """
         with self.transaction() as db:
+            old = db.execute("SELECT key_id FROM devices WHERE device = ?",
+                             (rec.device,)).fetchone()
+            if old is not None and bytes(old[0]) == rec.key_id:
+                return False  # the same key again: nothing changes
+            if old is not None and not replace:
+                raise UnknownDeviceError(
+                    f"device {rec.device} is already enrolled with key {bytes(old[0]).hex()[:16]}"
+                    f"; a certificate for key {rec.key_id.hex()[:16]} does not replace it",
+                    hint="re-enroll explicitly: edgeward attest enroll --replace --cert CERT")
             try:
-                db.execute(
-                    f"INSERT INTO devices ({_DEVICE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?) "  # noqa: S608
-                    "ON CONFLICT(device) DO UPDATE SET "
-                    "key_id=excluded.key_id, spki=excluded.spki, endorsement=excluded.endorsement, "
-                    "issuer=excluded.issuer, enrolled_at=excluded.enrolled_at, "
-                    "key_kind=excluded.key_kind, board=excluded.board",
-                    (rec.device, rec.key_id, rec.spki, rec.endorsement, rec.issuer,
-                     rec.enrolled_at, rec.last_bootcount, rec.key_kind, rec.board, rec.ueid),
-                )
+                if old is None:
+                    db.execute(
+                        f"INSERT INTO devices ({_DEVICE_COLUMNS}) "  # noqa: S608
+                        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                        (rec.device, rec.key_id, rec.spki, rec.endorsement, rec.issuer,
+                         rec.enrolled_at, rec.last_bootcount, rec.key_kind, rec.board, rec.ueid,
+                         rec.anchor, rec.certs))
+                else:
+                    db.execute(
+                        "UPDATE devices SET key_id=?, spki=?, endorsement=?, issuer=?, "
+                        "enrolled_at=?, key_kind=?, board=COALESCE(?, board), ueid=NULL, "
+                        "anchor=?, certs=? WHERE device=?",
+                        (rec.key_id, rec.spki, rec.endorsement, rec.issuer, rec.enrolled_at,
+                         rec.key_kind, rec.board, rec.anchor, rec.certs, rec.device))
             except sqlite3.IntegrityError as e:  # key_id is UNIQUE
                 raise UnknownDeviceError(
                     f"key {rec.key_id.hex()[:16]} is already enrolled under another device name"
                 ) from e
-        logger.info("device %s enrolled (%s, key %s)", rec.device, rec.endorsement,
-                    rec.key_id.hex()[:16])
+        (logger.warning if old is not None else logger.info)(
+            "device %s %s (%s, key %s)", rec.device,
+            "RE-ENROLLED with a new key" if old is not None else "enrolled", rec.endorsement,
+            rec.key_id.hex()[:16])
+        return True
 
     _DEVICE_QUERIES = {
         # constant column list, not input
