@@ -9,6 +9,11 @@ the tests and benchmarks import.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
 from edgeward.attestation.service.pki import Cert
 from edgeward.simulator.devbroker import (
     ACL,
@@ -44,3 +49,19 @@ def paho_client(broker: Mosquitto, cert: Cert, client_id: str):  # type: ignore[
     ctx.load_cert_chain(str(cert.cert), str(cert.key))
     c.tls_set_context(ctx)
     return c
+
+
+@pytest.fixture(scope="session")
+def test_ca(tmp_path_factory: pytest.TempPathFactory) -> TestCA:
+    return TestCA(tmp_path_factory.mktemp("ca"))
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path, test_ca: TestCA) -> Iterator[Mosquitto]:
+    (tmp_path / "broker").mkdir()
+    broker = Mosquitto(tmp_path / "broker", test_ca)
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()

@@ -1,7 +1,6 @@
 """Shared pytest fixture: a real swtpm (TPM 2.0 emulator) on free loopback ports.
 
-Use it from any test folder with ``pytest_plugins = ["tests.fixtures_tpm"]`` in that folder's
-conftest.py (or import the fixture). ``swtpm`` yields a :class:`Swtpm` with the TCTI string for
+Registered for every test folder by ``pytest_plugins`` in tests/conftest.py. ``swtpm`` yields a :class:`Swtpm` with the TCTI string for
 tpm2-pytss; the process and its state folder are removed afterwards. Tests that need it are
 skipped when swtpm or tpm2-pytss is not installed. The launcher is
 ``edgeward.firmware_shim.sim.swtpm`` (``edgeward demo`` runs the same one).

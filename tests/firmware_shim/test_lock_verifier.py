@@ -4,12 +4,11 @@ gateway's real Attester carrying the lock's token, the Verifier's signed EAR cov
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import os
-import sys
 from pathlib import Path
 
 import pytest
+from fixtures_attestation import make_world
 from mcu_helpers import KEY, KID, SCRIPTS, LoopbackPort, cpython_lock, firmware
 
 from edgeward.attestation import claims as C
@@ -18,15 +17,6 @@ from edgeward.attestation.ear import decode_ear
 from edgeward.attestation.submods import gateway_submods, load_lock_registry
 from edgeward.core.errors import ConfigError
 from edgeward.firmware_shim.serial_link import McuLink
-
-_NAME = "edgeward_tests_attestation_world"
-if _NAME not in sys.modules:
-    _spec = importlib.util.spec_from_file_location(
-        _NAME, Path(__file__).resolve().parents[1] / "attestation" / "conftest.py")
-    assert _spec is not None and _spec.loader is not None
-    sys.modules[_NAME] = importlib.util.module_from_spec(_spec)
-    _spec.loader.exec_module(sys.modules[_NAME])
-make_world = sys.modules[_NAME].make_world
 
 
 def write_registry(folder: Path, *, firmware_digest: bytes, mode: int = 0o600,

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
+import eval_guard as ev  # benchmarks/ is on pytest's pythonpath
 import numpy as np
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "benchmarks"))
-
-import eval_guard as ev
 
 from edgeward.models.guard import ModelIO, softmax_logits_index
 from edgeward.models.refmodels import load_digits_split

@@ -1,47 +1,35 @@
-"""Fixtures for the attestation tests: swtpm (shared, from tests/fixtures_tpm.py) and keys."""
+"""Shared pytest fixtures: a complete attestation world (vendor, maker CA, verifier, one device).
+
+Registered for every test folder by ``pytest_plugins`` in tests/conftest.py; other modules
+import :func:`make_world` and :class:`World` from here. The real swtpm is ``fixtures_tpm``.
+"""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
-_PATH = Path(__file__).resolve().parents[1] / "fixtures_tpm.py"
-_NAME = "edgeward_tests_fixtures_tpm"
-if _NAME not in sys.modules:
-    _spec = importlib.util.spec_from_file_location(_NAME, _PATH)
-    assert _spec is not None and _spec.loader is not None
-    _mod = importlib.util.module_from_spec(_spec)
-    sys.modules[_NAME] = _mod
-    _spec.loader.exec_module(_mod)
-swtpm = sys.modules[_NAME].swtpm
-
-
 # --- a complete attestation world: vendor, maker CA, verifier, one device ---------------------
+import dataclasses
+import time
 
-import dataclasses  # noqa: E402
-import time  # noqa: E402
+import pytest
+from cryptography.hazmat.primitives.serialization import Encoding
 
-import pytest  # noqa: E402
-from cryptography.hazmat.primitives.serialization import Encoding  # noqa: E402
-
-from edgeward.attestation.appraisal import Policy  # noqa: E402
-from edgeward.attestation.attester import Attester  # noqa: E402
-from edgeward.attestation.config import load_attester_config  # noqa: E402
-from edgeward.attestation.enroll import issue_device_cert, make_ca  # noqa: E402
-from edgeward.attestation.measure import load_model_trust, measure  # noqa: E402
-from edgeward.attestation.nonces import NoncePolicy  # noqa: E402
-from edgeward.attestation.refvalues import (  # noqa: E402
+from edgeward.attestation.appraisal import Policy
+from edgeward.attestation.attester import Attester
+from edgeward.attestation.config import load_attester_config
+from edgeward.attestation.enroll import issue_device_cert, make_ca
+from edgeward.attestation.measure import load_model_trust, measure
+from edgeward.attestation.nonces import NoncePolicy
+from edgeward.attestation.refvalues import (
     ModelRef,
     RefValues,
     Release,
     sign_refvalues,
 )
-from edgeward.attestation.service.verifier import Verifier  # noqa: E402
-from edgeward.attestation.service.verifier_store import Store  # noqa: E402
-from edgeward.core import keys  # noqa: E402
-from edgeward.firmware_shim.sim.signer import SoftwareSigner  # noqa: E402
-from edgeward.models.manifest import Manifest, file_entry, sign_manifest  # noqa: E402
+from edgeward.attestation.service.verifier import Verifier
+from edgeward.attestation.service.verifier_store import Store
+from edgeward.core import keys
+from edgeward.firmware_shim.sim.signer import SoftwareSigner
+from edgeward.models.manifest import Manifest, file_entry, sign_manifest
 
 BOARD = "smartlock-pi4"
 
