@@ -56,6 +56,7 @@ lint: venv
 
 typecheck: venv
 	$(VENV)/bin/mypy core models attestation agent firmware_shim boards simulator deploy
+	$(VENV)/bin/mypy --warn-unused-ignores tests
 
 # Tests marked tflite_runtime check the tflite-runtime venv itself; they run in runtime-tflite.
 unit: venv

@@ -34,7 +34,7 @@ class TestCA(DevCA):
     __test__ = False
 
 
-def paho_client(broker: Mosquitto, cert: Cert, client_id: str):  # type: ignore[no-untyped-def]
+def paho_client(broker: Mosquitto, cert: Cert, client_id: str):
     """A bare paho v5 client connected over TLS (for tests that play the other side)."""
     import ssl
 

@@ -101,7 +101,7 @@ def _is_dynamic_import(func: ast.expr) -> bool:
 
 
 def _with_parents(names: set[str]) -> set[str]:
-    out = set()
+    out: set[str] = set()
     for n in names:
         bits = n.split(".")
         out.update(".".join(bits[:i]) for i in range(1, len(bits) + 1))

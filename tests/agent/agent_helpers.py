@@ -132,7 +132,7 @@ def service_cfg(broker: Mosquitto, ca: TestCA, tmp: Path, worker: str, **kw: obj
                       ca=ca.ca, cert=c.cert, key=c.key, backoff_base=0.05, backoff_cap=0.3,
                       clean_start=False, session_expiry=600, manual_ack=True)
     return ServiceConfig(source=tmp / "v.toml", worker=worker, store=tmp / "fleet.sqlite",
-                         mqtt=mq, tick=0.1, **kw)  # type: ignore[arg-type]
+                         mqtt=mq, tick=0.1, **kw)
 
 
 def start(svc: VerifierService) -> threading.Thread:

@@ -38,7 +38,7 @@ def test_envelope_round_trip_and_canonical_bytes() -> None:
         {"body": [1]}, {"extra": 1},
     ],
 )
-def test_envelope_decode_refuses_bad_fields(change: dict) -> None:  # type: ignore[type-arg]
+def test_envelope_decode_refuses_bad_fields(change: dict) -> None:
     m = {**GOOD, **change}
     with pytest.raises(MalformedInputError):
         decode(cbor2.dumps(m))
@@ -132,7 +132,7 @@ def test_config_requires_broker_verification_material(tmp_path: Path) -> None:
         load_agent_config(_write(tmp_path, MIN.replace('"lock-1"', '"a/b"')))
 
 
-def _wait(pred, timeout: float = 3.0) -> bool:  # type: ignore[no-untyped-def]
+def _wait(pred, timeout: float = 3.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if pred():
@@ -179,7 +179,7 @@ def test_local_socket_refuses_to_replace_a_regular_file(tmp_path: Path) -> None:
         LocalSocketServer(tmp_path / "s.sock", lambda e: None).start()
 
 
-def _offline_agent(tmp_path: Path):  # type: ignore[no-untyped-def]
+def _offline_agent(tmp_path: Path):
     from edgeward.agent.compose import build_agent
 
     cfg = load_agent_config(_write(tmp_path, '[device]\nname = "lock-1"\n[mqtt]\ntls = false\n'

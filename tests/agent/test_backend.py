@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from agent_helpers import service_cfg, start
 from fixtures_mqtt import Mosquitto, TestCA
@@ -40,7 +41,7 @@ def device(broker: Mosquitto, ca: TestCA, name: str) -> MqttTransport:
     return t
 
 
-def env(dev: str, seq: int, type_: str, body: dict) -> bytes:  # type: ignore[type-arg]
+def env(dev: str, seq: int, type_: str, body: dict) -> bytes:
     return encode(Envelope(seq=seq, ts=1.0, device=dev, type=type_, body=body))
 
 
@@ -147,7 +148,7 @@ def test_signed_command_from_service_reaches_only_its_device(
     time.sleep(0.3)
     assert svc.send_command("lock-c", "reverify") == 1
     assert svc.send_command("lock-c", "attest") == 2
-    got = []
+    got: list[Any] = []
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline and len(got) < 2:
         try:

@@ -21,11 +21,11 @@ NOW = 1_800_000_000.0
 
 
 @pytest.fixture
-def backend_key():  # type: ignore[no-untyped-def]
+def backend_key():
     return generate("ed25519")
 
 
-def gate(key, last: int = 0) -> CommandGate:  # type: ignore[no-untyped-def]
+def gate(key, last: int = 0) -> CommandGate:
     return CommandGate("dev-a", TrustStore([key.public]), last_seq=last)
 
 
@@ -35,26 +35,26 @@ def reason(g: CommandGate, data: bytes, now: float = NOW) -> str:
     return refusal_reason(ei.value)
 
 
-def test_accepts_fresh_signed_command_and_advances_seq(backend_key) -> None:  # type: ignore[no-untyped-def]
+def test_accepts_fresh_signed_command_and_advances_seq(backend_key) -> None:
     g = gate(backend_key)
     cmd = g.check(make_command(backend_key, "dev-a", 5, "set_interval", {"seconds": 10}, now=NOW), NOW + 1)
     assert (cmd.op, cmd.args, cmd.seq, g.last_seq) == ("set_interval", {"seconds": 10}, 5, 5)
 
 
-def test_unsigned_command_is_refused(backend_key) -> None:  # type: ignore[no-untyped-def]
+def test_unsigned_command_is_refused(backend_key) -> None:
     """Attack: a compromised broker injects a plain CBOR command."""
     plain = cbor.dumps({"device": "dev-a", "seq": 9, "iat": NOW, "exp": NOW + 60, "op": "attest", "args": {}})
     assert reason(gate(backend_key), plain) == "unsigned"
     assert reason(gate(backend_key), b"\xff\x00garbage") == "unsigned"
 
 
-def test_command_signed_by_other_key_is_refused(backend_key) -> None:  # type: ignore[no-untyped-def]
+def test_command_signed_by_other_key_is_refused(backend_key) -> None:
     """Attack: another device (or the broker) signs with its own key."""
     rogue = generate("ed25519")
     assert reason(gate(backend_key), make_command(rogue, "dev-a", 1, "attest", now=NOW)) == "unsigned"
 
 
-def test_expired_and_future_commands_are_refused(backend_key) -> None:  # type: ignore[no-untyped-def]
+def test_expired_and_future_commands_are_refused(backend_key) -> None:
     data = make_command(backend_key, "dev-a", 1, "attest", now=NOW, ttl=60)
     assert reason(gate(backend_key), data, NOW + 61) == "expired"
     assert reason(gate(backend_key), data, NOW - 3600) == "expired"
@@ -62,7 +62,7 @@ def test_expired_and_future_commands_are_refused(backend_key) -> None:  # type: 
     assert reason(gate(backend_key), long) == "expired"
 
 
-def test_replayed_command_is_refused(backend_key) -> None:  # type: ignore[no-untyped-def]
+def test_replayed_command_is_refused(backend_key) -> None:
     """Attack: a recorded, validly signed command is sent again."""
     g = gate(backend_key)
     data = make_command(backend_key, "dev-a", 3, "reverify", now=NOW)
@@ -71,12 +71,12 @@ def test_replayed_command_is_refused(backend_key) -> None:  # type: ignore[no-un
     assert reason(g, make_command(backend_key, "dev-a", 2, "attest", now=NOW)) == "replayed"
 
 
-def test_command_for_another_device_is_refused(backend_key) -> None:  # type: ignore[no-untyped-def]
+def test_command_for_another_device_is_refused(backend_key) -> None:
     """Attack: B's command replayed onto A's topic."""
     assert reason(gate(backend_key), make_command(backend_key, "dev-b", 1, "attest", now=NOW)) == "replayed"
 
 
-def test_unknown_op_and_bad_args_are_refused(backend_key) -> None:  # type: ignore[no-untyped-def]
+def test_unknown_op_and_bad_args_are_refused(backend_key) -> None:
     g = gate(backend_key)
     assert reason(g, make_command(backend_key, "dev-a", 1, "rm-rf", now=NOW)) == "unknown"
     assert reason(g, make_command(backend_key, "dev-a", 2, "set_interval", {"seconds": 0}, now=NOW)) == "unknown"
@@ -84,7 +84,7 @@ def test_unknown_op_and_bad_args_are_refused(backend_key) -> None:  # type: igno
     assert g.last_seq == 0
 
 
-def test_no_trust_store_refuses_everything(backend_key) -> None:  # type: ignore[no-untyped-def]
+def test_no_trust_store_refuses_everything(backend_key) -> None:
     g = CommandGate("dev-a", None)
     assert reason(g, make_command(backend_key, "dev-a", 1, "attest", now=NOW)) == "unsigned"
 

@@ -124,16 +124,16 @@ def test_old_outbox_is_migrated(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def key():  # type: ignore[no-untyped-def]
+def key():
     return generate("ed25519")
 
 
-def test_signed_ack_is_accepted(key) -> None:  # type: ignore[no-untyped-def]
+def test_signed_ack_is_accepted(key) -> None:
     ack = check_ack(make_ack(key, "dev-a", 42, now=NOW), "dev-a", TrustStore([key.public]))
     assert (ack.device, ack.upto, ack.ts) == ("dev-a", 42, NOW)
 
 
-def test_forged_and_unsigned_acks_are_refused(key) -> None:  # type: ignore[no-untyped-def]
+def test_forged_and_unsigned_acks_are_refused(key) -> None:
     """Attack: a broker (or anyone the ACL lets publish) makes the device drop unsent data."""
     trust = TrustStore([key.public])
     rogue = generate("ed25519")
@@ -148,7 +148,7 @@ def test_forged_and_unsigned_acks_are_refused(key) -> None:  # type: ignore[no-u
         check_ack(b"\x00" * 600, "dev-a", trust)
 
 
-def test_ack_for_another_device_or_a_command_is_refused(key) -> None:  # type: ignore[no-untyped-def]
+def test_ack_for_another_device_or_a_command_is_refused(key) -> None:
     """Attack: B's genuine ack replayed onto A's topic; a signed command passed off as an ack."""
     trust = TrustStore([key.public])
     with pytest.raises(ReplayError):

@@ -102,7 +102,7 @@ def _scenario(tmp_path: Path, *, fresh: bool) -> tuple[list[tuple[str, int, str]
     agent = Agent(cfg, Root().parts(cfg, lambda ev: None), transport=fake, clock=time.time)
     d = agent.delivery
     if not fresh:
-        d._fresh.add = lambda stored: d._fresh.stop()  # type: ignore[method-assign]
+        d._fresh.add = lambda stored: d._fresh.stop()
     d.on_connect()
     reads = [0]
     pending = agent.outbox.pending
@@ -111,7 +111,7 @@ def _scenario(tmp_path: Path, *, fresh: bool) -> tuple[list[tuple[str, int, str]
         reads[0] += 1
         return pending(*a, **kw)
 
-    agent.outbox.pending = counted  # type: ignore[method-assign]
+    agent.outbox.pending = counted
 
     def emit(*specs: tuple[int, int]) -> None:  # (priority, body size)
         for p, size in specs:

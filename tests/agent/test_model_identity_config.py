@@ -33,7 +33,7 @@ def examples_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 BASE = '[device]\nname = "lock-1"\n[mqtt]\ntls = false\n[agent]\nstate_dir = "st"\n'
 
 
-def _cfg(tmp: Path, models: str):  # type: ignore[no-untyped-def]
+def _cfg(tmp: Path, models: str):
     p = tmp / "agent.toml"
     p.write_text(BASE + '[models]\ntrust = "keys/public.pem"\n' + models)
     return load_agent_config(p)

@@ -22,7 +22,7 @@ def settings(broker: Mosquitto, ca: TestCA, cn: str, **kw: object) -> MqttSettin
         backoff_base=0.05, backoff_cap=0.5,
     )
     base.update(kw)
-    return MqttSettings(**base)  # type: ignore[arg-type]
+    return MqttSettings(**base)
 
 
 def drain(q: queue.Queue[object], kind: type, timeout: float = 5.0) -> list[object]:

@@ -47,7 +47,7 @@ def _agent(tmp: Path, text: str) -> tuple[Agent, Path, list[NoLink]]:
     links: list[NoLink] = []
 
     class TestRoot(Root):
-        def transport(self, cfg, sink):  # type: ignore[no-untyped-def,override]
+        def transport(self, cfg, sink):
             links.append(NoLink())
             return links[-1]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import cbor2
 import pytest
@@ -178,7 +179,7 @@ def test_tofu_only_when_configured_and_loud(tmp_path, caplog, world_factory):
 
 
 def _nested(depth):
-    obj = b"x"
+    obj: Any = b"x"
     for _ in range(depth):
         obj = [obj]
     return obj

@@ -68,7 +68,7 @@ def clean_test(centers: np.ndarray) -> np.ndarray:
 
 
 @pytest.fixture(scope="session")
-def guard_models(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+def guard_models(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
     """Folder with the reference .tflite models (the shared ``examples_dir`` when present)."""
     try:
         return request.getfixturevalue("examples_dir")

@@ -225,10 +225,10 @@ def test_unknown_and_missing_keys(key: keys.SigningKey) -> None:
     body["admin"] = True
     with pytest.raises(MalformedInputError, match="unknown key"):
         manifest.decode_manifest(cbor.dumps(body))
-    body = payload_dict(key)
-    body[1] = 2
+    body2: dict[Any, Any] = payload_dict(key)
+    body2[1] = 2
     with pytest.raises(MalformedInputError, match="unknown key"):
-        manifest.decode_manifest(cbor.dumps(body))
+        manifest.decode_manifest(cbor.dumps(body2))
     body = payload_dict(key)
     del body["ver"]
     with pytest.raises(MalformedInputError, match="lacks key"):

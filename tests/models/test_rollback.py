@@ -76,7 +76,7 @@ def test_bad_arguments_are_misuse(tmp_path: Path) -> None:
     st = RollbackState(tmp_path)
     for name, version in (("", 1), ("a/b", 1), ("m", -1), ("m", 2**63), ("m", True)):
         with pytest.raises(ValueError):
-            st.accept(name, version)  # type: ignore[arg-type]
+            st.accept(name, version)
 
 
 # --- corruption: must not silently reset -------------------------------------------------------
@@ -172,7 +172,7 @@ def _accept_many(state_dir: str, prefix: str, n: int) -> None:
         st.accept(f"{prefix}-{i}", i)
 
 
-def _bump(state_dir: str, versions: list[int], out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+def _bump(state_dir: str, versions: list[int], out: multiprocessing.Queue) -> None:
     st = RollbackState(Path(state_dir))
     refused = 0
     for v in versions:

@@ -36,7 +36,7 @@ def f32(n: int) -> bytes:
 
 
 def model(op: str, tensors: list[T], inputs: tuple[int, ...], outputs: tuple[int, ...],
-          tag: int = 0, opts: tuple = ()) -> bytes:  # type: ignore[type-arg]
+          tag: int = 0, opts: tuple = ()) -> bytes:
     m = ModelDef()
     for name, dtype, shape, data in tensors:
         m.tensors.append(TensorDef(name, dtype, shape, m.add_buffer(data) if data else 0))

@@ -52,7 +52,7 @@ def tiny(
     m = ModelDef(**model_kw)
     m.buffers.append(BufferDef(W.tobytes() if weights is None else weights))
     m.tensors += [
-        TensorDef(name, "FLOAT32", (1, 4)),  # type: ignore[arg-type]
+        TensorDef(name, "FLOAT32", (1, 4)),
         TensorDef("weights", "FLOAT32", w_shape, w_buffer),
         TensorDef("output", "FLOAT32", (1, 3)),
     ]
@@ -659,4 +659,4 @@ def test_summary_is_frozen():
     summary = validate(TINY)
     assert isinstance(summary, ModelSummary)
     with pytest.raises(AttributeError):
-        summary.schema_version = 4  # type: ignore[misc]
+        summary.schema_version = 4

@@ -37,7 +37,7 @@ def test_invalid_inputs_are_named(x: np.ndarray, needle: str) -> None:
 
 
 def test_non_array_is_refused() -> None:
-    assert "not a numpy array" in d.validity_problems([0.0] * 64, SPEC)[0]  # type: ignore[arg-type]
+    assert "not a numpy array" in d.validity_problems([0.0] * 64, SPEC)[0]
 
 
 def test_mahalanobis_matches_direct_formula_and_shrinkage_keeps_it_finite() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -219,7 +220,7 @@ def test_attack_any_float32_values_get_a_verdict(fake_interp: FakeInterp, profil
 
 def test_logits_found_behind_dequantize_and_delegates() -> None:
     class Ops:
-        def __init__(self, ops: list[dict[str, object]], out: int) -> None:
+        def __init__(self, ops: list[dict[str, Any]], out: int) -> None:
             self.ops, self.out = ops, out
 
         def get_output_details(self) -> list[dict[str, int]]:

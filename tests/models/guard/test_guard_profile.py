@@ -32,12 +32,12 @@ from edgeward.models.guard.profile import (
 
 
 @pytest.fixture(scope="module")
-def key():  # type: ignore[no-untyped-def]
+def key():
     return generate("ed25519")
 
 
 @pytest.fixture(scope="module")
-def profile(centers, clean) -> Profile:  # type: ignore[no-untyped-def]
+def profile(centers, clean) -> Profile:
     from guard_helpers import FakeInterp
 
     interp = FakeInterp(centers.T * 0.8, -0.4 * (centers**2).sum(axis=1))
@@ -53,14 +53,14 @@ def test_roundtrip_is_exact_and_deterministic(profile: Profile) -> None:
     assert back.threshold == profile.threshold and back.detectors == profile.detectors
 
 
-def test_signed_profile_opens_with_trusted_key(profile: Profile, key) -> None:  # type: ignore[no-untyped-def]
+def test_signed_profile_opens_with_trusted_key(profile: Profile, key) -> None:
     data = sign_profile(profile, key)
     for trust in (key.public, TrustStore([key.public])):
         p = open_profile(data, model_sha256=FAKE_SHA, trust=trust)
         assert p.threshold == profile.threshold
 
 
-def test_attack_tampered_profile_is_refused(profile: Profile, key) -> None:  # type: ignore[no-untyped-def]
+def test_attack_tampered_profile_is_refused(profile: Profile, key) -> None:
     data = bytearray(sign_profile(profile, key))
     # Raise the combined threshold so nothing would ever be flagged: change one payload byte.
     raw = encode_profile(profile)
@@ -70,19 +70,19 @@ def test_attack_tampered_profile_is_refused(profile: Profile, key) -> None:  # t
         open_profile(bytes(data), model_sha256=FAKE_SHA, trust=key.public)
 
 
-def test_attack_profile_for_another_model(profile: Profile, key) -> None:  # type: ignore[no-untyped-def]
+def test_attack_profile_for_another_model(profile: Profile, key) -> None:
     data = sign_profile(profile, key)
     with pytest.raises(DigestMismatchError, match="calibrated for model"):
         open_profile(data, model_sha256=hashlib.sha256(b"other").digest(), trust=key.public)
 
 
-def test_attack_profile_signed_by_untrusted_key(profile: Profile, key) -> None:  # type: ignore[no-untyped-def]
+def test_attack_profile_signed_by_untrusted_key(profile: Profile, key) -> None:
     data = sign_profile(profile, generate("ed25519"))
     with pytest.raises(UntrustedKeyError):
         open_profile(data, model_sha256=FAKE_SHA, trust=TrustStore([key.public]))
 
 
-def test_attack_unsigned_profile_needs_explicit_flag(profile: Profile, caplog) -> None:  # type: ignore[no-untyped-def]
+def test_attack_unsigned_profile_needs_explicit_flag(profile: Profile, caplog) -> None:
     raw = encode_profile(profile)
     with pytest.raises(SignatureError, match="not signed"):
         open_profile(raw, model_sha256=FAKE_SHA, trust=None)
@@ -91,24 +91,24 @@ def test_attack_unsigned_profile_needs_explicit_flag(profile: Profile, caplog) -
     assert "UNSIGNED" in caplog.text
 
 
-def test_signed_profile_without_trust_is_refused(profile: Profile, key) -> None:  # type: ignore[no-untyped-def]
+def test_signed_profile_without_trust_is_refused(profile: Profile, key) -> None:
     with pytest.raises(SignatureError):
         open_profile(sign_profile(profile, key), model_sha256=FAKE_SHA, trust=None)
 
 
 @pytest.mark.parametrize("cut", [0, 1, 10, 100, -1])
-def test_attack_truncated_profile(profile: Profile, key, cut: int) -> None:  # type: ignore[no-untyped-def]
+def test_attack_truncated_profile(profile: Profile, key, cut: int) -> None:
     data = sign_profile(profile, key)
     with pytest.raises(IntegrityError):
         open_profile(data[:cut], model_sha256=FAKE_SHA, trust=key.public)
 
 
-def test_attack_oversized_profile(key) -> None:  # type: ignore[no-untyped-def]
+def test_attack_oversized_profile(key) -> None:
     with pytest.raises(MalformedInputError, match="exceeds"):
         open_profile(b"\xa0" * (2 << 20), model_sha256=FAKE_SHA, trust=key.public)
 
 
-def test_attack_signed_payload_that_is_not_a_profile(key) -> None:  # type: ignore[no-untyped-def]
+def test_attack_signed_payload_that_is_not_a_profile(key) -> None:
     from edgeward.models.guard.profile import cbor_sign
 
     for payload in (cbor.dumps({"v": 1}), cbor.dumps([1, 2]), b"\xff"):
@@ -136,7 +136,7 @@ def test_garbage_bytes_only_raise_integrity_errors(data: bytes) -> None:
             open_profile(data, model_sha256=FAKE_SHA, trust=None, allow_unsigned=allow)
 
 
-def test_manifest_binding(profile: Profile, key) -> None:  # type: ignore[no-untyped-def]
+def test_manifest_binding(profile: Profile, key) -> None:
     data = sign_profile(profile, key)
     check_manifest_binding(data, profile_digest(data))
     with pytest.raises(DigestMismatchError):
