@@ -39,18 +39,8 @@ from edgeward.core.limits import DEFAULT_LIMITS, Limits
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "COSE_ALG_EDDSA",
-    "COSE_ALG_ES256",
-    "COSE_SIGN1_TAG",
-    "HDR_ALG",
-    "HDR_CONTENT_TYPE",
-    "HDR_CRIT",
-    "HDR_KID",
-    "Sign1Message",
-    "decode_sign1",
-    "sig_structure",
-    "sign1",
-    "verify1",
+    "COSE_ALG_EDDSA", "COSE_ALG_ES256", "COSE_SIGN1_TAG", "HDR_ALG", "HDR_CONTENT_TYPE",
+    "HDR_CRIT", "HDR_KID", "Sign1Message", "decode_sign1", "sig_structure", "sign1", "verify1",
     "verify_decoded",
 ]
 
@@ -201,16 +191,9 @@ def decode_sign1(data: bytes, *, limits: Limits = DEFAULT_LIMITS) -> Sign1Messag
             or (isinstance(ct, int) and ct < 0)
         ):
             raise _bad("content type is not an unsigned integer or a text string")
-    return Sign1Message(
-        protected=protected,
-        unprotected=unprotected,
-        payload=payload,
-        signature=signature,
-        alg=alg,
-        kid=kid,
-        protected_bytes=protected_bytes,
-        content_type=content_type,
-    )
+    return Sign1Message(protected=protected, unprotected=unprotected, payload=payload,
+                        signature=signature, alg=alg, kid=kid, protected_bytes=protected_bytes,
+                        content_type=content_type)
 
 
 def verify1(

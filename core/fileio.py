@@ -53,10 +53,10 @@ __all__ = [
     "DEVICE_STATE",
     "OPERATOR",
     "UNTRUSTED",
+    "BoundedFile",
     "Faults",
     "open_bounded",
     "read_bounded",
-    "read_bounded_stat",
 ]
 
 _FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
@@ -77,73 +77,66 @@ OPERATOR = Faults(ConfigError, ConfigError, ConfigError)
 DEVICE_STATE = Faults(DeviceError, DeviceError, DeviceError)
 
 
-def read_bounded(
-    path: str | os.PathLike[str],
-    limit: int,
-    *,
-    what: str,
-    faults: Faults = UNTRUSTED,
-    follow_symlinks: bool = True,
-    hint: str | None = None,
-) -> bytes:
+def read_bounded(path: str | os.PathLike[str], limit: int, *, what: str,
+                 faults: Faults = UNTRUSTED, follow_symlinks: bool = True,
+                 hint: str | None = None) -> bytes:
     """The bytes of the regular file ``path``, at most ``limit`` of them (see the module doc).
 
     ``what`` names the file in messages ("model", "evidence", "configuration file"); ``hint``,
     if given, is added to every error raised here.
     """
-    return read_bounded_stat(path, limit, what=what, faults=faults,
-                             follow_symlinks=follow_symlinks, hint=hint)[0]
-
-
-def read_bounded_stat(
-    path: str | os.PathLike[str],
-    limit: int,
-    *,
-    what: str,
-    faults: Faults = UNTRUSTED,
-    follow_symlinks: bool = True,
-    hint: str | None = None,
-) -> tuple[bytes, os.stat_result]:
-    """:func:`read_bounded`, and the ``fstat`` of the very file read (for owner/mode checks)."""
     with open_bounded(path, limit, what=what, faults=faults, follow_symlinks=follow_symlinks,
-                      hint=hint) as (fd, st):
+                      hint=hint) as f:
+        return f.read()
+
+
+@dataclass(frozen=True)
+class BoundedFile:
+    """An open regular file that :func:`open_bounded` checked: its descriptor and ``fstat``."""
+
+    fd: int
+    stat: os.stat_result
+    path: Path
+    limit: int
+    what: str
+    faults: Faults
+    hint: str | None
+
+    def read(self) -> bytes:
+        """Step 3 of the module doc: the bytes, at most ``limit``, in as few reads as it takes."""
         # The first read asks for the whole file plus one byte, so a regular file comes back in
         # one piece (no copy when joined); the loop is for short reads and for /proc files,
         # which report size 0. At most limit + 1 bytes are ever held.
         chunks: list[bytes] = []
-        left = limit + 1
-        size = st.st_size + 1
+        left = self.limit + 1
+        size = self.stat.st_size + 1
         try:
             while left > 0:
-                chunk = os.read(fd, min(left, max(size, 1 << 16)))
+                chunk = os.read(self.fd, min(left, max(size, 1 << 16)))
                 if not chunk:
                     break
                 chunks.append(chunk)
                 left -= len(chunk)
                 size = 1 << 20
         except OSError as e:
-            raise _unreadable(faults, what, Path(path), e, hint) from e
-    data = b"".join(chunks)
-    if len(data) > limit:
-        raise faults.too_large(f"{what} {path} is larger than the limit of {limit} bytes (it "
-                               "grew while being read)", hint=hint)
-    return data, st
+            raise _unreadable(self.faults, self.what, self.path, e, self.hint) from e
+        data = b"".join(chunks)
+        if len(data) > self.limit:
+            raise self.faults.too_large(f"{self.what} {self.path} is larger than the limit of "
+                                        f"{self.limit} bytes (it grew while being read)",
+                                        hint=self.hint)
+        return data
 
 
 @contextlib.contextmanager
-def open_bounded(
-    path: str | os.PathLike[str],
-    limit: int,
-    *,
-    what: str,
-    faults: Faults = UNTRUSTED,
-    follow_symlinks: bool = True,
-    hint: str | None = None,
-) -> Iterator[tuple[int, os.stat_result]]:
-    """Steps 1 and 2 of the module doc: an open descriptor of a regular file within ``limit``.
+def open_bounded(path: str | os.PathLike[str], limit: int, *, what: str,
+                 faults: Faults = UNTRUSTED, follow_symlinks: bool = True,
+                 hint: str | None = None) -> Iterator[BoundedFile]:
+    """Steps 1 and 2 of the module doc: an open, checked regular file within ``limit``.
 
-    For a caller that maps or hashes the file instead of reading it into memory (a model of
-    hundreds of MiB); the descriptor is closed on leaving the block. Errors raised inside the
+    For a caller that needs the ``fstat`` of the very file it reads (owner and mode of a key
+    file), or that maps or hashes the file instead of reading it into memory (a model of
+    hundreds of MiB). The descriptor is closed on leaving the block. Errors raised inside the
     block are the caller's own.
     """
     if limit < 0:
@@ -172,7 +165,7 @@ def open_bounded(
         if st.st_size > limit:
             raise faults.too_large(f"{what} {path} is {st.st_size} bytes, larger than the limit "
                                    f"of {limit} bytes", hint=hint)
-        yield fd, st
+        yield BoundedFile(fd, st, path, limit, what, faults, hint)
     finally:
         os.close(fd)
 

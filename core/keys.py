@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 )
 
 from edgeward.core.errors import ConfigError, DeviceError, SignatureError
-from edgeward.core.fileio import OPERATOR, read_bounded_stat
+from edgeward.core.fileio import OPERATOR, open_bounded
 from edgeward.core.persist import write_atomic
 
 logger = logging.getLogger(__name__)
@@ -244,8 +244,9 @@ def write_keypair(out_dir: Path, key: SigningKey, *, force: bool = False) -> tup
 
 
 def _read_key_file(path: Path, what: str) -> tuple[bytes, os.stat_result]:
-    return read_bounded_stat(path, _MAX_KEY_FILE, what=f"{what} file", faults=OPERATOR,
-                             hint=_GEN_HINT)
+    with open_bounded(path, _MAX_KEY_FILE, what=f"{what} file", faults=OPERATOR,
+                      hint=_GEN_HINT) as f:
+        return f.read(), f.stat
 
 
 def load_signing_key(path: Path) -> SigningKey:

@@ -202,7 +202,8 @@ def _check_digest(path: Path, data: bytes | memoryview | int, size: int, entry: 
 @contextlib.contextmanager
 def _mapped(path: Path, limit: int) -> Iterator[tuple[int, memoryview]]:
     """An open file and a read-only mapping of it (no copy in process memory)."""
-    with open_bounded(path, limit, what="model") as (fd, st):
+    with open_bounded(path, limit, what="model") as f:
+        fd, st = f.fd, f.stat
         if st.st_size == 0:
             yield fd, memoryview(b"")
             return

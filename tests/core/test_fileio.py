@@ -19,7 +19,6 @@ from edgeward.core.fileio import (
     OPERATOR,
     open_bounded,
     read_bounded,
-    read_bounded_stat,
 )
 
 
@@ -27,8 +26,8 @@ def test_reads_a_file_up_to_and_at_the_limit(tmp_path: Path) -> None:
     p = tmp_path / "f"
     p.write_bytes(b"x" * 100)
     assert read_bounded(p, 100, what="model") == b"x" * 100
-    data, st = read_bounded_stat(p, 1000, what="model")
-    assert data == b"x" * 100 and st.st_size == 100
+    with open_bounded(p, 1000, what="model") as f:
+        assert f.read() == b"x" * 100 and f.stat.st_size == 100
     (tmp_path / "empty").write_bytes(b"")
     assert read_bounded(tmp_path / "empty", 0, what="model") == b""
 
@@ -108,9 +107,9 @@ def test_whose_file_decides_the_error(tmp_path: Path) -> None:
 def test_open_bounded_checks_before_the_caller_maps(tmp_path: Path) -> None:
     p = tmp_path / "f"
     p.write_bytes(b"abc")
-    with open_bounded(p, 3, what="model") as (fd, st):
-        assert st.st_size == 3 and os.pread(fd, 3, 0) == b"abc"
+    with open_bounded(p, 3, what="model") as f:
+        assert f.stat.st_size == 3 and os.pread(f.fd, 3, 0) == b"abc"
     with pytest.raises(OSError):
-        os.fstat(fd)  # closed on leaving the block
+        os.fstat(f.fd)  # closed on leaving the block
     with pytest.raises(MalformedInputError), open_bounded(p, 2, what="model"):
         pass
