@@ -197,7 +197,7 @@ def test_attack_one_message_takes_the_worker_down(tmp_path):
     cfg = ServiceConfig(source=tmp_path / "v.toml", worker="w0", store=tmp_path / "f.sqlite",
                         mqtt=MqttSettings(tls=False), shared_group="")
     svc = VerifierService(cfg, appraiser=_Crashing())
-    svc.transport = _Transport()  # type: ignore[assignment]
+    svc.transport = _Transport()
     try:
         for seq in (1, 2):
             payload = encode(Envelope(seq=seq, ts=1.0, device="lock-0001",
@@ -210,7 +210,7 @@ def test_attack_one_message_takes_the_worker_down(tmp_path):
         def explode(msg):
             raise KeyError("unforeseen")
 
-        svc.on_message = explode  # type: ignore[method-assign]
+        svc.on_message = explode
         svc.handle(Incoming(topic("lock-0001", "report"), b"x", False, mid=3, qos=1))
         assert svc.counters.get("crashes") == 1 and len(svc.transport.acked) == 3
     finally:
