@@ -112,7 +112,7 @@ def test_agent_loop_feeds_the_watchdog_every_turn_and_closes_it_on_stop(tmp_path
     t = [0.0]
     wd = SimWatchdog(timeout=3, feed_interval=1.0)
     parts.hardware = HardwareParts("sim", SimPlatform(tmp_path), wd, clock=lambda: t[0])
-    agent = Agent(cfg, parts, transport=FakeTransport(), clock=time.time)  # type: ignore[arg-type]
+    agent = Agent(cfg, parts, transport=FakeTransport(), clock=time.time)
     for _ in range(5):
         agent.turn(max_wait=0)
         t[0] += 0.6
