@@ -52,8 +52,10 @@ def signature_of(exc: BaseException) -> str:
     where = "?"
     for fr in traceback.extract_tb(exc.__traceback__):
         if "/fuzz/" in fr.filename:
+            if where == "?" and fr.name != "test_one_input":
+                where = f"{Path(fr.filename).stem}:{fr.name}"  # an invariant of the target
             continue
-        if where == "?" or "/site-packages/" not in fr.filename:
+        if where.startswith(("?", "fuzz_")) or "/site-packages/" not in fr.filename:
             where = f"{Path(fr.filename).stem}:{fr.name}"
     return f"{type(exc).__name__}@{where}"
 

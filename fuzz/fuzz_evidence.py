@@ -15,7 +15,9 @@ Each input gets a fresh verifier (in-memory store, fixed clock, one issued nonce
 
 Oracle, stricter than the others: ``Verifier.verify`` promises a signed EAR for every input, so
 *any* exception is a bug, an EdgewardError included (one message must never take down a
-``verifier run`` worker). The returned EAR must name no device other than the enrolled one.
+``verifier run`` worker). The returned EAR must name no device other than the enrolled one, and
+its reasons must hold no control characters (device-controlled text in a reason must not forge
+extra lines in the EAR or the terminal).
 """
 
 from __future__ import annotations
@@ -29,6 +31,10 @@ from _common import OneInput, main
 
 class VerdictNotReturnedError(AssertionError):
     """Verifier.verify raised instead of returning a verdict."""
+
+
+class UnescapedReasonError(AssertionError):
+    """An EAR reason carries a control character: device text can forge reason lines."""
 
 
 def setup() -> OneInput:
@@ -71,6 +77,9 @@ def setup() -> OneInput:
         finally:
             v.close()
         assert result.device in (None, _world.DEVICE), result.device
+        for reason in result.ear.reasons:
+            if not reason.isprintable():
+                raise UnescapedReasonError(repr(reason))
 
     return one
 
