@@ -15,7 +15,9 @@ checks had passed:
   ``FULLY_CONNECTED`` input splits into rows of the weights' width;
 * ``SPLIT`` / ``SPLIT_V`` split into 1..65536 parts, as many as they have outputs, and
   ``LOCAL_RESPONSE_NORMALIZATION``'s radius is in 0..1024 (found in review for issue 9,
-  :data:`_INT_RANGES`).
+  :data:`_INT_RANGES`);
+* the declared output of those convolutions and pools is the shape the kernel computes
+  (:func:`check_output_shape`): LiteRT resizes to the computed shape, whatever the file says.
 
 It does not infer shapes through the graph (a declared input that makes a later pool produce an
 empty tensor still passes; tflite-runtime 2.14 crashes on that, LiteRT does not). No I/O.
@@ -150,6 +152,57 @@ def check_options(
         beta = float(options.scalar(0, _F32, 0.0, where))
         if not math.isfinite(beta):
             raise MalformedModelError(f"{where} has SOFTMAX beta {beta}")
+
+
+def check_output_shape(
+    op_name: str,
+    options: Table | None,
+    x: tuple[int, ...] | None,
+    w: tuple[int, ...] | None,
+    y: tuple[int, ...] | None,
+    where: str,
+) -> None:
+    """The declared output of a ``CONV_2D``, ``DEPTHWISE_CONV_2D`` or ``*_POOL_2D`` must be the
+    shape its kernel computes from the input (TFLite ``ComputeOutSize``: SAME ``ceil(n / s)``,
+    VALID ``(n + s - ((f - 1) * d + 1)) // s``; batch kept; channels from the filter).
+
+    LiteRT resizes the output to the computed shape, so a declared shape that differs hides the
+    memory the model needs: fuzzing LiteRT 2.3 found a 12 KB CNN declaring a [1, 8, 8, 16]
+    convolution output over a [1, 16775432, 8, 1] input; it passed and made LiteRT take more
+    than 9 GB and 90 s. Shapes with a ``-1`` (dynamic) dimension are not judged here.
+    """
+    tag = EXPECTED_TAG.get(op_name)
+    if tag not in (1, 2, 5) or options is None or x is None or y is None:
+        return
+    if len(x) != 4 or len(y) != 4 or min(x) < 1 or -1 in y:
+        return  # dynamic, or not 4-D with every dimension >= 1: check_shapes says what is wrong
+    stride_w = int(options.scalar(1, _I32, 0, where))
+    stride_h = int(options.scalar(2, _I32, 0, where))
+    if tag == 5:
+        fw, fh = int(options.scalar(3, _I32, 0, where)), int(options.scalar(4, _I32, 0, where))
+        dw = dh = 1
+        channels = x[3]
+    else:
+        if w is None or len(w) != 4 or min(w) < 1:
+            return
+        fh, fw = w[1], w[2]
+        dslot = 4 if tag == 1 else 5
+        dw = int(options.scalar(dslot, _I32, 1, where))
+        dh = int(options.scalar(dslot + 1, _I32, 1, where))
+        channels = w[0] if tag == 1 else w[3]
+    valid = int(options.scalar(0, _B, 0, where)) == 1
+
+    def out(n: int, f: int, stride: int, dilation: int) -> int:
+        if valid:
+            return (n + stride - ((f - 1) * dilation + 1)) // stride
+        return (n + stride - 1) // stride
+
+    expected = (x[0], out(x[1], fh, stride_h, dh), out(x[2], fw, stride_w, dw), channels)
+    if tuple(y) != expected:
+        raise MalformedModelError(
+            f"{where} declares output shape {list(y)}, but {op_name} computes {list(expected)} "
+            f"from input {list(x)}"
+        )
 
 
 def _dims_ok(shape: tuple[int, ...], rank: int) -> bool:

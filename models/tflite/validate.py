@@ -46,7 +46,7 @@ from edgeward.core.errors import MalformedModelError, PolicyError
 from edgeward.core.limits import DEFAULT_LIMITS, Limits
 from edgeward.models.tflite import schema as s
 from edgeward.models.tflite.flatbuf import Reader, Table
-from edgeward.models.tflite.options import check_options, check_shapes
+from edgeward.models.tflite.options import check_options, check_output_shape, check_shapes
 from edgeward.models.tflite.summary import ModelSummary, TensorInfo, TensorSpec
 from edgeward.models.tflite.tensors import TensorChecks
 
@@ -330,6 +330,7 @@ class _Validator(TensorChecks):
         optional = (None if name in s.ANY_OPTIONAL_INPUTS or name.startswith("CUSTOM:")
                     else s.OPTIONAL_INPUTS.get(name, frozenset()))
         n_outputs = 0
+        op_outputs: tuple[int, ...] = ()
         for slot, what, lowest in (
             (f.INPUTS, "input", -1),
             (f.OUTPUTS, "output", 0),
@@ -345,6 +346,8 @@ class _Validator(TensorChecks):
                     raise MalformedModelError(
                         f"{where} is {name} with {len(values)} inputs; it takes at least {need}"
                     )
+            elif slot == f.OUTPUTS:
+                op_outputs = values
             for k, v in enumerate(values):
                 if not lowest <= int(v) < nt:
                     raise MalformedModelError(f"{where} {what} {k} references tensor {v} of {nt}")
@@ -378,10 +381,13 @@ class _Validator(TensorChecks):
                 self.findings.append(f"{where} has options type {tag}, unknown to this validator")
             options = op.table(table_slot, f"{where} options")
             if type_slot == f.BUILTIN_OPTIONS_TYPE:
-                first = self.op_inputs[-1][1][:1]
+                first = self.op_inputs[-1][1][:2]
                 x = self.shapes[first[0]] if first and first[0] >= 0 else None
                 check_options(self.opcode_names[idx], tag, options, f"{where} options", x,
                               n_outputs=n_outputs)
+                wt = self.shapes[first[1]] if len(first) > 1 and first[1] >= 0 else None
+                y = self.shapes[op_outputs[0]] if op_outputs else None
+                check_output_shape(self.opcode_names[idx], options, x, wt, y, f"{where} options")
         op.vector(f.CUSTOM_OPTIONS, 1, f"{where} custom_options", limit=len(self.mv))
         op.vector(f.MUTATING_VARIABLE_INPUTS, 1, f"{where} mutating_variable_inputs")
         large_off = int(op.scalar(f.LARGE_CUSTOM_OPTIONS_OFFSET, _U64, 0, where))
