@@ -22,6 +22,7 @@ FreshnessError) and the loop sends a ``command.refused`` event naming :func:`ref
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,8 +85,8 @@ def make_command(
 
 def _number(m: dict[str, Any], k: str) -> float:
     v = m.get(k)
-    if isinstance(v, bool) or not isinstance(v, int | float):
-        raise MalformedInputError(f"command field '{k}' is not a number")
+    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+        raise MalformedInputError(f"command field '{k}' is not a finite number")
     return float(v)
 
 

@@ -119,7 +119,11 @@ class Section:
         value = self.str(key, default)
         if value is None:
             return None
-        p = Path(value).expanduser()
+        try:
+            p = Path(value).expanduser()
+        except RuntimeError as e:  # "~name" of a user that does not exist (found by fuzzing)
+            raise ConfigError(f"{self._where(key)} {value!r} names an unknown home directory",
+                              hint="give an absolute path or one relative to this file") from e
         if not p.is_absolute() and base is not None:
             p = base / p
         return p
