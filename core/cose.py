@@ -68,9 +68,12 @@ def sig_structure(protected_bytes: bytes, external_aad: bytes, payload: bytes) -
     ``cbor.dumps`` gives for that array (tests/models/test_cose.py), assembled from
     :func:`edgeward.core.cbor.head` because it is on the verifier's hot path (one per appraisal).
     """
-    aad = bytes(external_aad)
+    if external_aad:
+        aad = bytes(external_aad)
+        return b"".join((_SIG1_CONTEXT, head(BSTR, len(protected_bytes)), protected_bytes,
+                         head(BSTR, len(aad)), aad, head(BSTR, len(payload)), payload))
     return b"".join((_SIG1_CONTEXT, head(BSTR, len(protected_bytes)), protected_bytes,
-                     head(BSTR, len(aad)), aad, head(BSTR, len(payload)), payload))
+                     b"\x40", head(BSTR, len(payload)), payload))  # h'': no external AAD
 
 
 def sign1(
