@@ -202,6 +202,30 @@ def mqtt_settings(sec: Section, base: Path, client_id: str, *, manual_ack: bool 
     return s
 
 
+def _check_certificate_name(path: Path, device: str, cert: Path | None) -> None:
+    """The broker makes the client certificate's CN the client id and grants topics by it
+    (deploy/mosquitto.conf): a device name that differs would have every message refused.
+    A certificate that cannot be read is left to the transport, which reports it."""
+    if cert is None:
+        return
+    try:
+        from cryptography import x509
+        from cryptography.x509.oid import NameOID
+
+        names = x509.load_pem_x509_certificate(Path(cert).read_bytes()).subject \
+            .get_attributes_for_oid(NameOID.COMMON_NAME)
+    except (OSError, ValueError):
+        return
+    cn = str(names[0].value) if names else ""
+    if cn != device:
+        raise ConfigError(
+            f"{path}: key 'device.name' is {device!r} but the MQTT certificate {cert} is for "
+            f"{cn!r}",
+            hint="the broker uses the certificate's name as the device's identity: make them "
+                 "the same",
+        )
+
+
 def limits_from(sec: Section) -> Limits:
     known = tuple(Limits.__dataclass_fields__)
     sec.reject_unknown(known)
@@ -228,6 +252,7 @@ def agent_config_from(root: Section, path: Path, *, need_mqtt: bool = True) -> A
     agent = read_section(AgentSettings, root.section("agent"), base=base)
     if need_mqtt or root.has("mqtt"):
         mqtt = mqtt_settings(root.section("mqtt", required=True), base, device)
+        _check_certificate_name(path, device, mqtt.cert)
     else:
         mqtt = MqttSettings(client_id=device)
 

@@ -363,3 +363,20 @@ def test_a_refused_subscription_is_logged_not_silent(mosquitto: Mosquitto, test_
                                 for r in caplog.records), 5)
     t.stop()
     assert "deploy/broker-register" in caplog.text
+
+
+def test_agent_refuses_a_device_name_that_is_not_its_certificate_name(
+    test_ca: TestCA, tmp_path: Path
+) -> None:
+    """The broker knows a device by its certificate's name; an agent configured with another
+    name would have every message refused, so it does not start (exit 1, one line)."""
+    from edgeward.agent.config import load_agent_config
+
+    c = test_ca.issue("lock-m")
+    text = (f'[device]\nname = "lock-n"\n[mqtt]\nca = "{test_ca.ca}"\ncert = "{c.cert}"\n'
+            f'key = "{c.key}"\n')
+    (tmp_path / "a.toml").write_text(text)
+    with pytest.raises(ConfigError, match=r"certificate .* is for 'lock-m'"):
+        load_agent_config(tmp_path / "a.toml")
+    (tmp_path / "a.toml").write_text(text.replace('"lock-n"', '"lock-m"'))
+    assert load_agent_config(tmp_path / "a.toml").device == "lock-m"
