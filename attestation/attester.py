@@ -30,8 +30,8 @@ from edgeward.attestation.evidence import BootState, EvidenceClaims, sign_eviden
 from edgeward.attestation.measure import load_model_trust, measure
 from edgeward.attestation.nonces import MAX_NONCE_BYTES
 from edgeward.attestation.tpm_quote import qualifying_data
-from edgeward.core.errors import ConfigError, DeviceError
-from edgeward.core.fileio import OPERATOR, read_bounded
+from edgeward.core.errors import ConfigError, DeviceError, MissingFileError
+from edgeward.core.fileio import DEVICE_STATE, OPERATOR, read_bounded
 from edgeward.core.persist import write_atomic
 from edgeward.firmware_shim.signer import Signer
 from edgeward.firmware_shim.sim.signer import SoftwareSigner
@@ -60,13 +60,14 @@ class BootCounter:
         boot_id = self._boot_id()
         count = 0
         try:
-            state = json.loads(self.path.read_text())
+            state = json.loads(read_bounded(self.path, 4096, what="bootcount state",
+                                            faults=DEVICE_STATE))
             count = int(state["bootcount"])
             if state.get("boot_id") == boot_id:
                 return count
-        except FileNotFoundError:
+        except MissingFileError:
             pass
-        except (OSError, ValueError, KeyError, TypeError) as e:
+        except (DeviceError, ValueError, KeyError, TypeError) as e:
             raise DeviceError(f"bootcount state {self.path} is unreadable: {e}",
                               hint="restore it from backup; deleting it resets the counter, "
                               "which the verifier reports as a bootcount going backwards") from e

@@ -33,9 +33,10 @@ from pathlib import Path
 
 from edgeward.attestation.evidence import Measurements, ModelMeasurement
 from edgeward.core.errors import ConfigError, DeviceError, IntegrityError
-from edgeward.core.fileio import read_bounded
+from edgeward.core.fileio import OPERATOR, read_bounded
 from edgeward.core.keys import TrustStore, VerifyingKey
 from edgeward.core.limits import DEFAULT_LIMITS, Limits
+from edgeward.core.tomlconf import MAX_CONFIG_BYTES
 from edgeward.models.manifest import open_manifest
 
 logger = logging.getLogger(__name__)
@@ -117,9 +118,10 @@ def agent_code_digest(
 
 def config_digest(path: Path) -> bytes:
     """SHA-256 of the canonical JSON of AGENT.toml without the per-device ``[device]`` table."""
+    raw = read_bounded(path, MAX_CONFIG_BYTES, what="configuration file", faults=OPERATOR)
     try:
-        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
         raise ConfigError(f"cannot measure configuration {path}: {e}") from e
     data.pop("device", None)
     canon = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)

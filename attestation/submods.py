@@ -57,6 +57,7 @@ from edgeward.attestation import claims as C
 from edgeward.attestation.ear import SubmodResult, TrustVector
 from edgeward.core import cbor
 from edgeward.core.errors import ConfigError, DeviceError, IntegrityError, MalformedInputError
+from edgeward.core.fileio import OPERATOR, open_bounded
 from edgeward.core.limits import DEFAULT_LIMITS, Limits
 from edgeward.core.tomlconf import Section, load_toml
 
@@ -289,14 +290,12 @@ def _hex(sec: Section, key: str, value: Any, size: int | None) -> bytes:
 
 
 def _key_file(path: Path) -> bytes:
-    try:
-        st = path.stat()
-        if st.st_mode & 0o077:
+    with open_bounded(path, 200, what="lock key", faults=OPERATOR) as f:
+        if f.stat.st_mode & 0o077:
             raise ConfigError(f"lock key {path} is readable by others", hint=f"chmod 600 {path}")
-        text = path.read_text(encoding="ascii")[:200].strip()
-        key = bytes.fromhex(text)
-    except OSError as e:
-        raise ConfigError(f"cannot read lock key {path}: {e.strerror}") from e
+        raw = f.read()
+    try:
+        key = bytes.fromhex(raw.decode("ascii").strip())
     except (UnicodeDecodeError, ValueError) as e:
         raise ConfigError(f"lock key {path} is not hex") from e
     if len(key) != 32:

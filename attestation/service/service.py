@@ -43,6 +43,7 @@ from edgeward.agent.transport import MqttTransport
 from edgeward.attestation.text import safe
 from edgeward.core import cbor
 from edgeward.core.errors import ConfigError, EdgewardError, MalformedInputError
+from edgeward.core.fileio import OPERATOR, read_bounded
 
 from .config import ServiceConfig
 from .fleet_store import FleetStore
@@ -55,6 +56,7 @@ RECHALLENGE_ON = frozenset({"attest.request", "model.rejected"})
 
 
 WORKER_PREFIX = "edgeward-verifier"
+MAX_PEM_BYTES = 64 * 1024  # a certificate (chain) in PEM
 
 
 def worker_client_id(cert: Path | None, configured: str) -> str:
@@ -71,10 +73,11 @@ def worker_client_id(cert: Path | None, configured: str) -> str:
     from cryptography import x509
     from cryptography.x509.oid import NameOID
 
+    pem = read_bounded(cert, MAX_PEM_BYTES, what="worker certificate", faults=OPERATOR)
     try:
-        names = x509.load_pem_x509_certificate(Path(cert).read_bytes()).subject \
+        names = x509.load_pem_x509_certificate(pem).subject \
             .get_attributes_for_oid(NameOID.COMMON_NAME)
-    except (OSError, ValueError) as e:
+    except ValueError as e:
         raise ConfigError(f"cannot read the worker certificate {cert}: {e}") from e
     cn = str(names[0].value) if names else ""
     if cn != WORKER_PREFIX and not cn.startswith(WORKER_PREFIX + "-"):
