@@ -59,7 +59,9 @@ def _replay(ctx: ActionContext, dev: SimDevice) -> ActionOutcome:
     # 1. the device's evidence message again, verbatim, from a clone holding its TLS identity
     acfg = load_agent_config(dev.workdir() / "agent.toml")
     broker = ctx.backend.broker
-    settings = dataclasses.replace(acfg.mqtt, port=broker.port, client_id=f"{dev.name}-replay")
+    # straight to the broker on the host (a QEMU guest's AGENT.toml names its guestfwd address)
+    settings = dataclasses.replace(acfg.mqtt, host="127.0.0.1", port=broker.port,
+                                   client_id=f"{dev.name}-replay")
     events: queue.SimpleQueue[object] = queue.SimpleQueue()
     t = MqttTransport(settings, events.put)
     t.start()
