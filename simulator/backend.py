@@ -128,12 +128,15 @@ class BackendView:
 class SimBackend:
     """Broker and verifier service for one run; a context manager that always stops both."""
 
-    def __init__(self, root: Path, ca: Any) -> None:
+    def __init__(self, root: Path, ca: Any, *, broker_hosts: tuple[str, ...] = ()) -> None:
         from edgeward.simulator.devbroker import Mosquitto
 
         (root / "broker").mkdir(parents=True, exist_ok=True)
         self.root = root
         self.broker = Mosquitto(root / "broker", ca)
+        if broker_hosts:  # the broker as QEMU guests reach it: its certificate must name that
+            self.broker.server = ca.issue("localhost", server=True,
+                                          hosts=("localhost", "127.0.0.1", *broker_hosts))
         self.service: subprocess.Popen[bytes] | None = None
         self.service_log = root / "backend" / "verifier.log"
 

@@ -64,7 +64,7 @@ class SimFleet:
         kit = FleetKit(self.root)
         self.say("training, signing and calibrating the reference model (digits_mlp)")
         kit.build_model()
-        self.backend = SimBackend(self.root, kit.ca)
+        self.backend = SimBackend(self.root, kit.ca, broker_hosts=self._guest_broker_hosts())
         broker = self.backend.broker
         specs, pcr_sets = [], []
         from edgeward.simulator.process_device import free_port_pair
@@ -96,6 +96,14 @@ class SimFleet:
             dev.start()
         self.say(f"{self.count} device(s) started in {self.mode} mode "
                  f"({time.monotonic() - t0:.1f} s of setup)")
+
+    def _guest_broker_hosts(self) -> tuple[str, ...]:
+        """The address a QEMU guest dials for the broker (its ``guestfwd``), in QEMU mode."""
+        if self.mode != "qemu":
+            return ()
+        from edgeward.simulator.image import recipe  # type: ignore[attr-defined]
+
+        return (str(recipe.BROKER_ADDR),)
 
     def state(self, i: int) -> str:
         dev, name = self.devices[i], self.names[i]
