@@ -30,6 +30,12 @@ from edgeward.simulator.scenario import Step
 ONDEVICE = "python3 -m edgeward.simulator.ondevice"
 
 
+def _last_line(out: str) -> str:
+    """What a tool says is its last line (a guest's Python may print warnings before it)."""
+    lines = out.strip().splitlines()
+    return lines[-1] if lines else ""
+
+
 @dataclass
 class ActionOutcome:
     output: str = ""
@@ -117,16 +123,17 @@ def perform(step: Step, dev: SimDevice | None, ctx: ActionContext) -> ActionOutc
         ctx.backend.broker_up()
         return ActionOutcome(f"broker was down {secs:.1f} s, restarted on the same port")
     assert dev is not None
+    p = step.params
     if a == "tamper_model":
-        return ActionOutcome(dev.run(f"{ONDEVICE} tamper-model {step.params['model']}").strip())
+        return ActionOutcome(_last_line(dev.run(f"{ONDEVICE} tamper-model {p['model']}")))
     if a == "restore_model":
-        return ActionOutcome(dev.run(f"{ONDEVICE} restore-model {step.params['model']}").strip())
+        return ActionOutcome(_last_line(dev.run(f"{ONDEVICE} restore-model {p['model']}")))
     if a == "reboot":
         dev.stop()
         dev.start()
         return ActionOutcome(f"{dev.name} rebooted")
     if a == "extend_pcr":
-        return ActionOutcome(dev.run(f"{ONDEVICE} extend-pcr {step.params['pcr']}").strip())
+        return ActionOutcome(_last_line(dev.run(f"{ONDEVICE} extend-pcr {p['pcr']}")))
     if a == "link_down":
         dev.set_link(False)
         return ActionOutcome(f"{dev.name}'s network link cut")
@@ -136,7 +143,6 @@ def perform(step: Step, dev: SimDevice | None, ctx: ActionContext) -> ActionOutc
     if a == "replay_evidence":
         return _replay(ctx, dev)
     if a == "guard_burst":
-        p = step.params
         out = dev.run(f"{ONDEVICE} guard-burst --seed {ctx.seed} --clean {p['clean']} "
                       f"--ood {p['ood']} --adversarial {p['adversarial']}", timeout=120)
         try:

@@ -98,7 +98,6 @@ def guard_burst(cfg_path: Path, seed: int, clean: int, ood: int,
     from edgeward.core.keys import TrustStore
     from edgeward.models import guard as g
     from edgeward.models.integrity import verify_model
-    from edgeward.models.refmodels.data import load_digits_split
     from edgeward.models.runtime import load_interpreter
 
     cfg = load_agent_config(cfg_path)
@@ -115,8 +114,13 @@ def guard_burst(cfg_path: Path, seed: int, clean: int, ood: int,
     guarded = g.GuardedInterpreter(load_interpreter(vm.content, preserve_all_tensors=True),
                                    profile, link=link)
     rng = np.random.default_rng(seed)
-    _, _, x_test, _ = load_digits_split()
-    held = x_test[300:].astype(np.float32)
+    saved = cfg_path.parent / "sim-inputs" / "digits.npy"  # provisioned with the device
+    if saved.is_file():
+        held = np.load(saved, allow_pickle=False).astype(np.float32)
+    else:
+        from edgeward.models.refmodels.data import load_digits_split
+
+        held = load_digits_split()[2][300:].astype(np.float32)
     pick = held[rng.choice(len(held), size=max(clean, adversarial, ood // 2 + 1),
                            replace=False)]
     inputs: list[tuple[str, Any]] = [("clean", x) for x in pick[:clean]]

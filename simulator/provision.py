@@ -75,6 +75,12 @@ class FleetKit:
         from edgeward.models.runtime import load_interpreter
 
         x_train, y_train, x_test, _ = load_digits_split()
+        # held-back digits the on-device guard burst draws its clean inputs from (a device has
+        # no scikit-learn to load them itself)
+        inputs = self.root / "vendor" / "sim-inputs"
+        inputs.mkdir(parents=True, exist_ok=True)
+        with open(inputs / "digits.npy", "wb") as f:
+            np.save(f, x_test[300:].astype(np.float32))
         content = mlp_tflite(train_mlp(x_train, y_train, **MLP_PARAMS))  # type: ignore[arg-type]
         path = self.models / f"{MODEL}.tflite"
         self.models.mkdir(parents=True, exist_ok=True)
@@ -104,6 +110,8 @@ class FleetKit:
         folder = self.root / "devices" / name
         (folder / "device").mkdir(parents=True, exist_ok=True)
         shutil.copytree(self.models, folder / "models", dirs_exist_ok=True)
+        shutil.copytree(self.root / "vendor" / "sim-inputs", folder / "sim-inputs",
+                        dirs_exist_ok=True)
         tls = self.ca.issue(name)
         trust = folder / "backend-keys"
         trust.mkdir(exist_ok=True)
