@@ -5,10 +5,11 @@ the CBOR map ``{device, seq, iat, exp, op, args}`` (docs/protocol.cddl ``command
 accepts it only if
 
 1. the signature verifies with a key in the device's command trust store (so a broker that is
-   compromised, or another device, cannot command it);
+   compromised, or another device, cannot command it), and the signed content type is
+   :data:`CONTENT_TYPE` (no other signed object, an EAR or an ack, passes as a command);
 2. ``device`` is this device (a command for B replayed to A is refused);
-3. ``iat - max_skew <= now <= exp`` and the lifetime ``exp - iat`` is at most
-   :data:`MAX_LIFETIME`;
+3. ``iat`` and ``exp`` are finite numbers, ``iat - max_skew <= now <= exp`` and the lifetime
+   ``exp - iat`` is at most :data:`MAX_LIFETIME`;
 4. ``seq`` is greater than the last accepted seq (replay);
 5. ``op`` is known and its ``args`` are valid.
 
@@ -148,6 +149,9 @@ class CommandGate:
             msg = verify1(data, self.trust, limits=self.limits)
         except MalformedInputError as e:
             raise SignatureError(f"command is not a valid COSE_Sign1 ({e})") from e
+        if msg.content_type != CONTENT_TYPE:  # another signed object (an EAR, an ack, ...)
+            raise SignatureError(f"signed object of content type {msg.content_type!r} is not a "
+                                 "command")
         cmd = parse_payload(msg.payload, self.limits)
         if cmd.device != self.device:
             raise ReplayError(f"command for device '{cmd.device}' sent to '{self.device}'")

@@ -47,6 +47,7 @@ class Reloaded:
     attester_changed: bool
     attester: Attester | None
     transport: MqttTransport | None
+    ear_trust: Any = None
 
 
 class Root:
@@ -105,6 +106,7 @@ class Root:
             ha=seams.ha_discovery(cfg.device, cfg.home_assistant),
             local=self.local(cfg, sink),
             hardware=hw,
+            ear_trust=seams.ear_trust(cfg.attester),
         )
 
     def agent(self, cfg: AgentConfig) -> Agent:
@@ -143,6 +145,7 @@ class Root:
             attester_changed=changed,
             attester=with_submods(seams.attester(new), links) if changed else None,
             transport=self.transport(new, sink) if new.mqtt != old.mqtt else None,
+            ear_trust=seams.ear_trust(new.attester),
         )
 
 

@@ -45,7 +45,6 @@ class MqttSettings:
     key: Path | None = setting(None)
     tls: bool = setting(True)
     insecure: bool = setting(False)  # skip broker verification: tests and labs only
-    server_name: str | None = setting(None)  # expected broker host name, if not ``host``
     keepalive: int = setting(30, min=5, max=3600)
     clean_start: bool = setting(True)
     session_expiry: int = setting(0, min=0, max=2**32 - 1)
@@ -182,6 +181,11 @@ TABLES = ("device", "agent", "mqtt", "outbox", "metrics", "models", "commands", 
 def mqtt_settings(sec: Section, base: Path, client_id: str, *, manual_ack: bool = False,
                   **defaults: object) -> MqttSettings:
     """``[mqtt]`` (also read by the verifier service, with its own ``defaults``)."""
+    if sec.has("server_name"):  # accepted once and never used: refuse it rather than ignore it
+        raise ConfigError(
+            f"{sec.source}: key 'mqtt.server_name' is not supported",
+            hint="the broker certificate is checked against 'host': set host to the name "
+            "in the broker's certificate (and map it in /etc/hosts if needed)")
     tls = sec.bool("tls", MqttSettings.tls)
     port = MqttSettings.port if tls else 1883
     s = read_section(MqttSettings, sec, base=base,

@@ -49,8 +49,10 @@ class Inputs:
         attester: Attester | None = None,
         notify: Callable[..., None] | None = None,
         local_rate: float = 50.0,
+        ear_trust: Any = None,
     ) -> None:
         self.device = device
+        self.ear_trust = ear_trust  # the verifier's EAR keys; never the command trust store
         self.limits = limits
         self.gate = gate
         self.seq_path = seq_path
@@ -150,7 +152,8 @@ class Inputs:
                   PRIORITY_EVIDENCE)
 
     def on_result(self, data: bytes) -> None:
-        status = parse_result(data, self.limits, self.gate.trust, now=self.clock())
+        status = parse_result(data, self.limits, self.ear_trust, now=self.clock(),
+                              device=self.device)
         if status is None:
             self.count("malformed")
             return

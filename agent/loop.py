@@ -74,6 +74,7 @@ class Parts:
     ha: Any = None  # .ha_discovery.HomeAssistant
     local: Any = None  # .localsock.LocalSocketServer
     hardware: Any = None  # edgeward.firmware_shim.wiring.HardwareParts (watchdog, lock links)
+    ear_trust: Any = None  # the verifier's EAR keys ([attestation] verifier_key), not commands'
 
 
 class Agent:
@@ -116,7 +117,8 @@ class Agent:
                              emit=self.emit, on_command=self.run_command,
                              on_backend_ack=self.delivery.on_backend_ack, e2e=self.e2e,
                              attester=parts.attester, notify=self._notify,
-                             local_rate=cfg.local.rate)
+                             local_rate=cfg.local.rate,
+                             ear_trust=parts.ear_trust)
         self._topics = {k: topic(cfg.device, k) for k in ("report", "event", "attest/evidence")}
         self._new: list[NewMessage] = []
         self._stop = threading.Event()
@@ -370,6 +372,7 @@ class Agent:
         gate, inputs, d = self.inputs.gate, self.inputs, self.delivery
         gate.trust, gate.max_skew, gate.limits = fresh.trust, new.commands.max_skew, new.limits
         inputs.limits = new.limits
+        inputs.ear_trust = fresh.ear_trust
         inputs.local_bucket.rate, inputs.local_bucket.burst = new.local.rate, max(10.0,
                                                                                  new.local.rate)
         d.window, d.metrics_expiry, d.ack_timeout = (new.outbox.window, new.metrics.expiry,

@@ -100,14 +100,26 @@ def parse_challenge(data: bytes, limits: Limits) -> bytes:
     return nonce
 
 
-def parse_result(data: bytes, limits: Limits, trust: Any, *, now: float) -> str | None:
-    """The status name of a signed EAR, or None if it cannot be checked."""
+def ear_trust(attester: Any) -> Any:
+    """The verifier's EAR keys (``[attestation] verifier_key``): their own trust store, apart
+    from the command keys. None: results are not checked."""
+    path = getattr(attester, "verifier_key", None)
+    if path is None:
+        return None
+    from edgeward.core.keys import TrustStore
+
+    return TrustStore.from_path(path)
+
+
+def parse_result(data: bytes, limits: Limits, trust: Any, *, now: float,
+                 device: str | None = None) -> str | None:
+    """The status name of a signed EAR about ``device``, or None if it cannot be checked."""
     if trust is None:
         return None
     try:
         from edgeward.attestation.ear import check_ear
 
-        ear = check_ear(data, trust, now=now, max_age=EAR_MAX_AGE, limits=limits)
+        ear = check_ear(data, trust, now=now, max_age=EAR_MAX_AGE, device=device, limits=limits)
     except (ImportError, EdgewardError) as e:
         logger.warning("attestation result not accepted: %s", e)
         return None

@@ -44,7 +44,8 @@ DBGSTAT = {
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 DEVICE_KEYS = ("name", "board", "hwversion", "oemid", "ueid", "key", "key_file", "cert_file",
                "tpm_tcti", "tpm_ak_handle")
-ATTESTATION_KEYS = ("state_dir", "models", "pcrs", "agent_root", "swname", "dbgstat")
+ATTESTATION_KEYS = ("state_dir", "models", "pcrs", "agent_root", "swname", "dbgstat",
+                    "verifier_key")
 
 
 def _hex(sec: Section, key: str, *, min_len: int, max_len: int) -> bytes | None:
@@ -82,6 +83,9 @@ class AttesterConfig:
     ueid: bytes | None = None
     dbgstat: int | None = None
     model_trust: Path | None = None  # [models] trust: verifies the manifests it measures
+    # [attestation] verifier_key: the verifier's EAR key(s), file or folder. A trust store of
+    # its own: an EAR key never signs commands, a command key never signs results.
+    verifier_key: Path | None = None
 
 
 def attester_from_section(
@@ -149,6 +153,7 @@ def attester_from_section(
         ueid=_hex(dev, "ueid", min_len=7, max_len=33),
         dbgstat=DBGSTAT[dbg] if dbg is not None else None,
         model_trust=root.section("models").path("trust", None, base=base),
+        verifier_key=att.path("verifier_key", None, base=base),
     )
 
 

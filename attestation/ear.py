@@ -30,8 +30,9 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from edgeward.attestation import claims as C
+from edgeward.attestation.text import safe
 from edgeward.core import cbor, cose
-from edgeward.core.errors import FreshnessError, MalformedInputError
+from edgeward.core.errors import FreshnessError, MalformedInputError, UnknownDeviceError
 from edgeward.core.keys import SigningKey, TrustStore, VerifyingKey
 from edgeward.core.limits import DEFAULT_LIMITS, Limits
 
@@ -246,19 +247,25 @@ def check_ear(
     now: float,
     nonce: bytes | None = None,
     max_age: float | None = None,
+    device: str | None = None,
     limits: Limits = DEFAULT_LIMITS,
 ) -> Ear:
     """The Relying Party's offline check of an EAR (RFC 9334 §5.1 passport model).
 
-    Verifies the signature, then freshness: the EAR must echo ``nonce`` if one is given, else be
-    at most ``max_age`` seconds old (and not from the future). Returns the :class:`Ear`; the
-    caller decides on ``ear.status`` (``ear.affirming``). Raises
-    :class:`~edgeward.core.errors.SignatureError`, :class:`MalformedInputError` or
-    :class:`~edgeward.core.errors.FreshnessError`.
+    Verifies the signature, then that the EAR is about ``device`` (pass the device you expect:
+    an affirming EAR of another device says nothing about this one), then freshness: the EAR
+    must echo ``nonce`` if one is given, else be at most ``max_age`` seconds old (and not from
+    the future). Returns the :class:`Ear`; the caller decides on ``ear.status``
+    (``ear.affirming``). Raises :class:`~edgeward.core.errors.SignatureError`,
+    :class:`MalformedInputError`, :class:`~edgeward.core.errors.FreshnessError` or, for another
+    device's EAR, :class:`~edgeward.core.errors.UnknownDeviceError`.
     """
     if nonce is None and max_age is None:
         raise ValueError("check_ear needs a nonce or a max_age")
     ear = decode_ear(data, verifier_key, limits=limits)
+    if device is not None and ear.device != device:
+        shown = "no device" if ear.device is None else f"device {safe(ear.device)}"
+        raise UnknownDeviceError(f"EAR is about {shown}, not {safe(device)}")
     if nonce is not None:
         if ear.nonce is None or not hmac.compare_digest(ear.nonce, nonce):
             raise FreshnessError("EAR does not answer this relying party's nonce")

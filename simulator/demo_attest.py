@@ -92,13 +92,15 @@ class Vendor:
 
 
 def agent_toml(folder: Path, name: str, *, board: str, key: str, tcti: str | None = None,
-                extra: str = "", model_trust: Path | None = None) -> Path:
+                extra: str = "", model_trust: Path | None = None,
+                verifier_key: Path | None = None) -> Path:
     dev = [f'name = "{name}"', f'board = "{board}"', 'hwversion = "rev-b"', f'key = "{key}"',
            'cert_file = "device/cert.pem"']
     dev.append(f'tpm_tcti = "{tcti}"' if tcti else 'key_file = "device/private.pem"')
     models = ", ".join(f'"models/{m}.tflite"' for m in MODELS)
     text = ("[device]\n" + "\n".join(dev) + "\n\n[attestation]\n"
             'state_dir = "state"\ndbgstat = "disabled-permanently"\n'
+            + (f'verifier_key = "{verifier_key}"\n' if verifier_key else "")
             + (f"models = [{models}]\n" if not extra else "") + extra)
     if model_trust is not None:  # the manifests the measurement names must verify
         text += f'\n[models]\ntrust = "{model_trust}"\n'

@@ -60,15 +60,16 @@ def _fleet_files(root: Path, vendor: Vendor, broker: Any, ca: Any, dev: str) -> 
     tls, vtls = ca.issue(dev), ca.issue("edgeward-verifier-w1")
     cmd_priv, cmd_pub = keys.write_keypair(root / "command-key", keys.generate("ed25519"))
     _, ear_pub = keys.write_keypair(root / "ear-key", keys.generate("ed25519"))
-    trust = folder / "backend-keys"  # the command key, and the EAR key to check results with
+    trust = folder / "backend-keys"  # the command key only: EARs have their own trust store
     trust.mkdir()
     shutil.copy(cmd_pub, trust / "command.pem")
-    shutil.copy(ear_pub, trust / "ear.pem")
+    shutil.copy(ear_pub, folder / "verifier-ear.pem")
     mqtt = (f'host = "127.0.0.1"\nport = {broker.port}\nca = "{ca.ca}"\nkeepalive = 5\n'
             "backoff_base = 0.1\nbackoff_cap = 1.0\n")
     models = "".join(f'\n[[models.model]]\npath = "models/{m}.tflite"\nname = "{m}"\n'
                      for m in MODELS)
-    agent = agent_toml(folder, dev, board=BOARD, key="software", extra=(
+    agent = agent_toml(folder, dev, board=BOARD, key="software",
+                       verifier_key=folder / "verifier-ear.pem", extra=(
         f'\n[agent]\nstate_dir = "state"\n\n[mqtt]\n{mqtt}cert = "{tls.cert}"\n'
         f'key = "{tls.key}"\n\n[metrics]\ninterval = 0.5\n\n[commands]\ntrust = "{trust}"\n'
         f'\n[models]\ntrust = "{vendor.out / "keys" / "public.pem"}"\nstate_dir = "state/models"'

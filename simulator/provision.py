@@ -115,8 +115,8 @@ class FleetKit:
         tls = self.ca.issue(name)
         trust = folder / "backend-keys"
         trust.mkdir(exist_ok=True)
-        shutil.copy(self.cmd_pub, trust / "command.pem")
-        shutil.copy(self.ear_pub, trust / "ear.pem")
+        shutil.copy(self.cmd_pub, trust / "command.pem")  # command keys only
+        shutil.copy(self.ear_pub, folder / "device" / "verifier-ear.pem")
         shutil.copy(self.vendor_pub, folder / "device" / "vendor.pem")
         text = f"""[device]
 name = "{name}"
@@ -129,6 +129,7 @@ tpm_tcti = "swtpm:host=127.0.0.1,port={tpm_port}"
 [attestation]
 state_dir = "state"
 dbgstat = "disabled-permanently"
+verifier_key = "device/verifier-ear.pem"
 pcrs = [{", ".join(map(str, pcrs))}]
 
 [agent]

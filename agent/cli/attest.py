@@ -139,9 +139,13 @@ def verify(evidence_file: Path, config: Path, as_json: bool, out: Path | None) -
 @click.option("--verifier-key", required=True, type=_cfg_path, help="Verifier public.pem")
 @click.option("--nonce", help="The relying party's nonce (hex) the EAR must echo.")
 @click.option("--max-age", type=float, help="Accept an EAR at most this many seconds old.")
+@click.option("--device", required=True,
+              help="The device the EAR must be about (an EAR of another device is refused).")
 def check_ear_cmd(ear_file: Path, verifier_key: Path, nonce: str | None,
-                  max_age: float | None) -> int:
-    """Relying party: check an EAR offline (signature, then nonce or age). Exit 0 if affirming."""
+                  max_age: float | None, device: str) -> int:
+    """Relying party: check an EAR offline (signature, device, then nonce or age).
+
+    Exit 0 if affirming."""
     from edgeward.attestation.ear import check_ear
     from edgeward.core.keys import load_verifying_key
 
@@ -151,7 +155,8 @@ def check_ear_cmd(ear_file: Path, verifier_key: Path, nonce: str | None,
     if not raw.startswith(b"\xd2") and not raw.startswith(b"\x84"):
         raw = _unb64(raw.decode("ascii", "replace"))
     ear = check_ear(raw, load_verifying_key(verifier_key), now=time.time(),
-                    nonce=_hex(nonce, "--nonce") if nonce else None, max_age=max_age)
+                    nonce=_hex(nonce, "--nonce") if nonce else None, max_age=max_age,
+                    device=device)
     echo_json(ear.to_json())
     return 0 if ear.affirming else EXIT_REJECTED
 

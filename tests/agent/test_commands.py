@@ -94,3 +94,32 @@ def test_last_seq_persists(tmp_path: Path) -> None:
     assert load_last_seq(p) == 0
     save_last_seq(p, 42)
     assert load_last_seq(p) == 42
+
+
+# --- issue 9, hole 8 ----------------------------------------------------------------------------
+
+
+def test_attack_command_with_nan_expiry_never_expires(backend_key) -> None:  # type: ignore[no-untyped-def]
+    from edgeward.agent.commands import CONTENT_TYPE
+    from edgeward.core.cose import sign1
+
+    payload = cbor.dumps({"device": "dev-a", "seq": 1, "iat": NOW, "exp": float("nan"),
+                          "op": "attest", "args": {}})
+    data = sign1(payload, backend_key, content_type=CONTENT_TYPE)
+    assert reason(gate(backend_key), data, NOW + 10 * 365 * 86400) == "malformed"
+    inf = cbor.dumps({"device": "dev-a", "seq": 1, "iat": float("-inf"), "exp": float("inf"),
+                      "op": "attest", "args": {}})
+    assert reason(gate(backend_key), sign1(inf, backend_key, content_type=CONTENT_TYPE)) == \
+        "malformed"
+
+
+def test_attack_other_signed_object_passes_as_a_command(backend_key) -> None:  # type: ignore[no-untyped-def]
+    """A payload shaped like a command, signed by a trusted key for another purpose (an EAR or
+    an ack content type, or none), is not a command."""
+    from edgeward.core.cose import sign1
+
+    payload = cbor.dumps({"device": "dev-a", "seq": 1, "iat": NOW, "exp": NOW + 60,
+                          "op": "attest", "args": {}})
+    for ctype in (None, "application/vnd.edgeward.ack+cbor"):
+        data = sign1(payload, backend_key, content_type=ctype)
+        assert reason(gate(backend_key), data) == "unsigned"

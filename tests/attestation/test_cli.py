@@ -104,7 +104,8 @@ def test_walkthrough_key_generation_to_affirming(tmp_path, capsys, monkeypatch, 
     assert hardware == (2 if key == "tpm" else 0)
 
     code, out, _ = run(capsys, "attest", "check-ear", "ear.cbor", "--verifier-key",
-                       "verifier/key/public.pem", "--nonce", nonce.strip())
+                       "verifier/key/public.pem", "--nonce", nonce.strip(),
+                       "--device", "lock-0001")
     assert code == 0
 
     # replay: the same evidence again is refused with exit 2, EAR still printed
