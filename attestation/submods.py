@@ -55,6 +55,7 @@ import cbor2
 
 from edgeward.attestation import claims as C
 from edgeward.attestation.ear import SubmodResult, TrustVector
+from edgeward.attestation.text import safe
 from edgeward.core import cbor
 from edgeward.core.errors import ConfigError, DeviceError, IntegrityError, MalformedInputError
 from edgeward.core.fileio import OPERATOR, open_bounded
@@ -227,7 +228,8 @@ def appraise_one(name: str, value: Any, *, nonce: bytes, registration: LockRegis
     missing = sorted(set(registration.scripts) - seen)
     if bad or missing:
         r.set("file-system", C.CONTRAINDICATED_FILES,
-              f"{name}: scripts {', '.join(bad + missing)} are modified, unknown or missing")
+              f"{name}: scripts {safe(', '.join(bad + missing), 200)} are modified, unknown or "
+              "missing")
     elif scripts:
         r.set("file-system", C.APPROVED_FILES, f"{name}: {len(scripts)} script(s) approved")
     r.reasons.append(f"{name}: a symmetric key vouches for no hardware")
@@ -247,8 +249,9 @@ def appraise_submods(submods: Mapping[Any, Any], *, device: str, nonce: bytes,
         return (bad.result("submods"),)
     out = []
     for name in sorted(submods, key=str):
-        label = name if isinstance(name, str) else repr(name)[:32]
-        reg = registry(device, label) if registry is not None and isinstance(name, str) else None
+        # the name comes from the device: escaped before it goes into reasons (.text)
+        label = safe(name, 64) if isinstance(name, str) else repr(name)[:32]
+        reg = registry(device, name) if registry is not None and isinstance(name, str) else None
         out.append(appraise_one(label, submods[name], nonce=nonce, registration=reg,
                                 limits=limits))
     return tuple(out)

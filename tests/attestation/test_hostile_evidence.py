@@ -215,3 +215,13 @@ def test_attack_one_message_takes_the_worker_down(tmp_path):
         assert svc.counters.get("crashes") == 1 and len(svc.transport.acked) == 3
     finally:
         svc.store.close()
+
+
+def test_attack_newline_in_a_submodule_name_forges_a_reason_line(world):
+    """The names of submodules (a lock's microcontroller) come from the device too."""
+    nonce = world.verifier.challenge("lock-0001")
+    forged = "lock\n  - all locks approved\x1b[32m"
+    result = world.verifier.verify(_resign(world, nonce, submods={forged: b"\x00"}))
+    reasons = [r for sub in result.ear.submods for r in sub.reasons] + list(result.ear.reasons)
+    assert reasons and all("\n" not in r and "\x1b" not in r for r in reasons), reasons
+    assert all("\n" not in sub.name for sub in result.ear.submods)
