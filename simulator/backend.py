@@ -110,7 +110,8 @@ class BackendView:
             if blob:
                 try:
                     ear = check_ear(bytes(blob), self._ear_key, now=time.time(),
-                                    max_age=10**9)  # the signature, not freshness
+                                    max_age=10**9,  # the signature, not freshness
+                                    device=device)
                     hardware, reasons = ear.vector.hardware, tuple(ear.reasons)
                 except Exception as e:  # an EAR we cannot check is itself a finding
                     status, reasons = "unverifiable-ear", (str(e),)

@@ -153,9 +153,10 @@ def run_attestation(out: Path, n: int, vendor: Vendor) -> None:
             raise DemoFailed(f"genuine evidence was {result.ear.status_name}: {result.ear.reasons}")
         ok(f"EAR {result.ear.status_name} ({len(result.signed)} bytes, signed by the verifier); "
             f"AR4SI: {vector_text(result.ear)}; hardware: no claim (software key)")
-        ear = check_ear(result.signed, verifier.public_key, now=time.time(), max_age=300)
+        ear = check_ear(result.signed, verifier.public_key, now=time.time(), max_age=300,
+                        device="lock-0001")
         ok(f"relying party (the lock app), offline with the verifier's public key only: "
-            f"signature good, fresh, {ear.status_name} for {ear.device}")
+            f"signature good, about {ear.device}, fresh, {ear.status_name}")
         forged = bytearray(result.signed)
         forged[-10] ^= 0x01
         expect_rejection("an EAR altered in transit", lambda: check_ear(

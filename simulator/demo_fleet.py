@@ -147,7 +147,8 @@ def _run_fleet_steps(root: Path, n: int, vendor: Vendor) -> None:
 
         def latest_ear() -> Any:
             return check_ear(appraiser.verifier.store.history(dev, 1)[0][2],
-                             appraiser.verifier.public_key, now=time.time(), max_age=60)
+                             appraiser.verifier.public_key, now=time.time(), max_age=60,
+                             device=dev)
 
         first = wait("the first attestation result", done)
         if first != ["affirming"]:
