@@ -174,7 +174,10 @@ class Agent:
         self.transport.start()
         if self.local is not None:
             self.local.start()
-        self.event("agent.started", {"pending": self.outbox.count()})
+        started: dict[str, object] = {"pending": self.outbox.count()}
+        if self.hardware is not None:  # which firmware-shim backend drives this board
+            started["hardware"] = self.hardware.backend
+        self.event("agent.started", started)
         try:
             while not self._stop.is_set():
                 self.turn()

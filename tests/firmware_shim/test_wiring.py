@@ -120,6 +120,14 @@ def test_agent_loop_feeds_the_watchdog_every_turn_and_closes_it_on_stop(tmp_path
     agent._stop.set()
     agent.run(install_signals=False)
     assert wd.closed_cleanly and not wd.starved(100.0)
+    from edgeward.agent.outbox import Outbox
+
+    ob = Outbox(cfg.outbox.path, "gw-1")
+    try:
+        started = [m for m in ob.pending(100) if m.type == "agent.started"]
+    finally:
+        ob.close()
+    assert started and b"hardware" in started[0].payload and b"sim" in started[0].payload
 
 
 def test_hardware_settings_are_checked(tmp_path: Path) -> None:
