@@ -48,7 +48,6 @@ class Inputs:
         e2e: bool,
         attester: Attester | None = None,
         notify: Callable[..., None] | None = None,
-        local_rate: float = 50.0,
         ear_trust: Any = None,
     ) -> None:
         self.device = device
@@ -64,7 +63,6 @@ class Inputs:
         self.attester = attester
         self.notify = notify
         self.kinds = ("cmd", "attest/challenge", "attest/result", *(("ack",) if e2e else ()))
-        self.local_bucket = TokenBucket(local_rate, burst=max(10.0, local_rate))
         self._refusals = TokenBucket(1.0, burst=5.0)
         self._challenges = TokenBucket(0.5, burst=2.0)
 

@@ -117,7 +117,6 @@ class Agent:
                              emit=self.emit, on_command=self.run_command,
                              on_backend_ack=self.delivery.on_backend_ack, e2e=self.e2e,
                              attester=parts.attester, notify=self._notify,
-                             local_rate=cfg.local.rate,
                              ear_trust=parts.ear_trust)
         self._topics = {k: topic(cfg.device, k) for k in ("report", "event", "attest/evidence")}
         self._new: list[NewMessage] = []
@@ -376,8 +375,6 @@ class Agent:
         gate.trust, gate.max_skew, gate.limits = fresh.trust, new.commands.max_skew, new.limits
         inputs.limits = new.limits
         inputs.ear_trust = fresh.ear_trust
-        inputs.local_bucket.rate, inputs.local_bucket.burst = new.local.rate, max(10.0,
-                                                                                 new.local.rate)
         d.window, d.metrics_expiry, d.ack_timeout = (new.outbox.window, new.metrics.expiry,
                                                      new.outbox.ack_timeout)
         self.watch, self.metrics, self.ha = fresh.watch, fresh.metrics, fresh.ha

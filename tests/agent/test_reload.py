@@ -66,11 +66,12 @@ def test_sighup_reloads_every_part_from_the_one_file(tmp_path: Path) -> None:
     agent, path, links = _agent(tmp_path, _config(tmp_path, board=False))
     trust, metrics = agent.inputs.gate.trust, agent.metrics
     assert agent.attester is None and agent.delivery.window == 1024
-    path.write_text(_config(tmp_path, board=True, window=64).replace("5.0", "9.0"))
+    path.write_text(_config(tmp_path, board=True, window=64).replace(
+        "[outbox]", "max_skew = 7.0\n[outbox]"))
     agent.reload()
     assert _events(agent) == ["agent.reloaded"]
     assert agent.attester is not None  # [device] board added: attestation is on
-    assert agent.delivery.window == 64 and agent.inputs.local_bucket.rate == 9.0
+    assert agent.delivery.window == 64 and agent.inputs.gate.max_skew == 7.0
     assert agent.inputs.gate.trust is not trust and agent.metrics is not metrics
     assert len(links) == 1  # same broker settings: the same connection
     path.write_text(_config(tmp_path, board=True, window=64, host="10.0.0.9"))
