@@ -171,6 +171,7 @@ class Mosquitto:
             "plugin_opt_config_file ": f"plugin_opt_config_file {self.dynsec}",
             "listener ": f"listener {self.port} 127.0.0.1",
             "cafile ": f"cafile {ca.ca}",
+            "crlfile ": f"crlfile {ca.crl}",
             "certfile ": f"certfile {self.server.cert}",
             "keyfile ": f"keyfile {self.server.key}",
         }

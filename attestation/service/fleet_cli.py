@@ -74,3 +74,19 @@ def ca_issue(ca_dir: Path, role: str, name: str, hosts: tuple[str, ...], out_dir
     click.echo(f"wrote {cert.cert} and {cert.key} (0600) for {role} {name}")
     if role in ("device", "worker"):
         click.echo(f"register it with the broker: deploy/broker-register {role} {name}")
+
+
+@ca.command("revoke")
+@click.option("--ca", "ca_dir", required=True, type=DIR, help="Folder made by `fleet ca init`.")
+@click.option("--cert", "certs", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="A certificate to revoke (repeat). Without one, the CRL is only re-issued.")
+@click.option("--days", default=30, show_default=True, type=click.IntRange(1, 3650),
+              help="Validity of the CRL: re-issue it before then, or the broker refuses everyone.")
+def ca_revoke(ca_dir: Path, certs: tuple[Path, ...], days: int) -> None:
+    """Revoke device or worker certificates: write the CA's crl.pem for the broker's crlfile."""
+    from edgeward.attestation.service.pki import FleetCA
+
+    fleet_ca = FleetCA.load(ca_dir)
+    serials = fleet_ca.revoke(certs, days=days)
+    click.echo(f"wrote {fleet_ca.crl} ({len(serials)} revoked, valid {days} days); copy it to "
+               "the broker's crlfile and restart mosquitto")

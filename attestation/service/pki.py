@@ -33,6 +33,8 @@ from edgeward.core.persist import write_atomic
 
 CA_CERT = "ca.pem"
 CA_KEY = "ca.key"
+CA_CRL = "crl.pem"  # the broker's crlfile: revoked device and worker certificates
+CRL_DAYS = 30
 ROLES = ("broker", "device", "worker")
 _MAX_PEM = 64 * 1024
 _CA_HINT = "create it with `edgeward fleet ca init --out DIR`"
@@ -73,6 +75,7 @@ class FleetCA:
         self._key = key
         self.days = days
         self.ca = root / CA_CERT
+        self.crl = root / CA_CRL
 
     @classmethod
     def create(cls, root: Path, name: str, *, days: int = 3650, leaf_days: int = 365,
@@ -108,7 +111,9 @@ class FleetCA:
                                   "issue`, or choose another --out folder") from None
         write_atomic(root / CA_CERT, cert.public_bytes(serialization.Encoding.PEM), mode=0o644,
                      overwrite=not keep_key)
-        return cls(root, cert, key, days=leaf_days)
+        made = cls(root, cert, key, days=leaf_days)
+        made.write_crl(set())  # the broker's crlfile must exist from the start
+        return made
 
     @classmethod
     def load(cls, root: Path, *, days: int = 365) -> FleetCA:
@@ -163,3 +168,48 @@ class FleetCA:
         write_atomic(cp, cert.public_bytes(serialization.Encoding.PEM), mode=0o644,
                      overwrite=True)
         return Cert(cp, kp)
+
+    # --- revocation (RFC 5280 §5): the broker refuses a revoked certificate at the handshake ---
+
+    def revoked(self) -> set[int]:
+        """The serials the current ``crl.pem`` revokes (empty if there is none yet)."""
+        if not self.crl.exists():
+            return set()
+        data = read_bounded(self.crl, 4 * 1024 * 1024, what="fleet CRL", faults=OPERATOR)
+        try:
+            crl = x509.load_pem_x509_crl(data)
+        except ValueError as e:
+            raise ConfigError(f"{self.crl} is not a PEM CRL: {e}") from e
+        if not crl.is_signature_valid(self._key.public_key()):
+            raise ConfigError(f"{self.crl} is not signed by this fleet CA")
+        return {r.serial_number for r in crl}
+
+    def write_crl(self, serials: set[int], *, days: int = CRL_DAYS) -> Path:
+        """Sign and write the cumulative CRL; it must be re-issued before ``days`` pass."""
+        now = _now()
+        b = (x509.CertificateRevocationListBuilder().issuer_name(self._cert.subject)
+             .last_update(now - datetime.timedelta(minutes=5))
+             .next_update(now + datetime.timedelta(days=days)))
+        for serial in sorted(serials):
+            b = b.add_revoked_certificate(x509.RevokedCertificateBuilder()
+                                          .serial_number(serial).revocation_date(now).build())
+        crl = b.sign(self._key, hashes.SHA256())
+        write_atomic(self.crl, crl.public_bytes(serialization.Encoding.PEM), mode=0o644,
+                     overwrite=True)
+        return self.crl
+
+    def revoke(self, certs: Sequence[Path], *, days: int = CRL_DAYS) -> set[int]:
+        """Add the certificates' serials to the CRL (they must be this CA's); return them all."""
+        serials = self.revoked()
+        for path in certs:
+            data = read_bounded(path, _MAX_PEM, what="certificate", faults=OPERATOR)
+            try:
+                cert = x509.load_pem_x509_certificate(data)
+            except ValueError as e:
+                raise ConfigError(f"{path} is not a PEM certificate: {e}") from e
+            if cert.issuer != self._cert.subject:
+                raise ConfigError(f"{path} was not issued by this fleet CA",
+                                  hint="revoke it with the CA that issued it")
+            serials.add(cert.serial_number)
+        self.write_crl(serials, days=days)
+        return serials

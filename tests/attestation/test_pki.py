@@ -60,3 +60,22 @@ def test_load_missing_or_garbage_ca_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "ca.key").write_text("junk")
     with pytest.raises(ConfigError, match="does not hold a fleet CA"):
         FleetCA.load(tmp_path)
+
+
+def test_cli_revoke_writes_the_crl(tmp_path: Path, capsys) -> None:
+    from edgeward.agent.cli import main
+
+    def run(*args: str) -> int:
+        with pytest.raises(SystemExit) as e:
+            main(list(args))
+        return int(e.value.code or 0)
+
+    assert run("fleet", "ca", "init", "--out", str(tmp_path / "ca")) == 0
+    assert run("fleet", "ca", "issue", "--ca", str(tmp_path / "ca"), "--role", "device",
+               "--name", "lock-0001") == 0
+    assert run("fleet", "ca", "revoke", "--ca", str(tmp_path / "ca"), "--cert",
+               str(tmp_path / "ca" / "lock-0001.crt")) == 0
+    assert "1 revoked" in capsys.readouterr().out
+    assert FleetCA.load(tmp_path / "ca").revoked()
+    assert run("fleet", "ca", "revoke", "--ca", str(tmp_path / "ca"), "--cert",
+               str(tmp_path / "nope.crt")) == 1
