@@ -37,9 +37,9 @@ KNOWN_DEVICE_IMPORTS_OF_SERVER_CODE = {
     "agent/cli/__init__.py": {"edgeward.attestation.service.cli",
                               "edgeward.attestation.service.fleet_cli",
                               "edgeward.simulator.demo", "edgeward.simulator.cli"},
-    # `edgeward attest verify` and `attest enroll` are one-shot verifier commands that still
-    # live beside the device's `attest evidence`; they belong in attestation/service/.
-    "agent/cli/attest.py": {"edgeward.attestation.service.verifier"},
+    # `edgeward attest` names its verifier-side commands (challenge, verify, enroll), which
+    # live in attestation/service/attest_cli.py, the same way.
+    "agent/cli/attest.py": {"edgeward.attestation.service.attest_cli"},
 }
 
 

@@ -11,8 +11,6 @@ other exception is a bug: one line and exit 3, the traceback only with ``--debug
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import logging
 import sys
 from typing import Any
@@ -20,6 +18,8 @@ from typing import Any
 import click
 
 from edgeward.core.errors import EXIT_OPERATIONAL, EXIT_USAGE, EdgewardError
+
+from .common import LazyGroup
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT: Ctrl-C, as shells report it
 
@@ -39,31 +39,6 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 }
 
 
-class LazyGroup(click.Group):
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(name for name in COMMANDS if self._available(name))
-
-    @staticmethod
-    def _available(name: str) -> bool:
-        module = COMMANDS[name][0]
-        return importlib.util.find_spec(module) is not None
-
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        entry = COMMANDS.get(cmd_name)
-        if entry is None or not self._available(cmd_name):
-            return None
-        module = importlib.import_module(entry[0])
-        cmd = getattr(module, entry[1])
-        assert isinstance(cmd, click.Command)
-        return cmd
-
-    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        rows = [(name, COMMANDS[name][2]) for name in self.list_commands(ctx)]
-        if rows:
-            with formatter.section("Commands"):
-                formatter.write_dl(rows)
-
-
 EPILOG = """\b
 Exit codes: 0 done/verified/affirming, 1 usage or configuration error,
 2 security verdict negative (rejected model, failed attestation, replay),
@@ -71,7 +46,8 @@ Exit codes: 0 done/verified/affirming, 1 usage or configuration error,
 Start with `edgeward demo`, or see README.md for a five-minute tour."""
 
 
-@click.group(cls=LazyGroup, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=LazyGroup, lazy=COMMANDS, epilog=EPILOG,
+             context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
 @click.option("-v", "--verbose", is_flag=True, help="Show informational logs.")
 @click.version_option("0.1.0", prog_name="edgeward")

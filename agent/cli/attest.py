@@ -17,13 +17,14 @@ import click
 from edgeward.core.errors import EXIT_REJECTED, ConfigError
 from edgeward.core.fileio import OPERATOR, read_bounded
 
-from .common import echo_json
-
-_cfg_path = click.Path(path_type=Path, dir_okay=False)
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+from .common import (
+    MAX_SMALL_FILE,
+    LazyGroup,
+    LazyTable,
+    echo_json,
+    file_arg,
+    write_file,
+)
 
 
 def _unb64(text: str) -> bytes:
@@ -38,40 +39,25 @@ def _hex(value: str, what: str) -> bytes:
         raise click.BadParameter(f"{what} must be hex") from e
 
 
-_MAX_FILE = 4 * 1024 * 1024  # an EAR or a PEM certificate chain
+# The verifier's side of the one-shot verbs runs on the server, never on a device: imported
+# from attestation/service only when used (and absent where that part is not installed).
+SERVER_COMMANDS: LazyTable = {
+    "challenge": ("edgeward.attestation.service.attest_cli", "challenge",
+                  "Print a fresh nonce (hex) for a device (verifier side)."),
+    "verify": ("edgeward.attestation.service.attest_cli", "verify",
+               "Appraise evidence and print the signed EAR (verifier side)."),
+    "enroll": ("edgeward.attestation.service.attest_cli", "enroll",
+               "Enroll a device ahead of time from its maker certificate (verifier side)."),
+}
 
 
-def _write(path: Path, data: bytes, mode: int = 0o644) -> None:
-    from edgeward.core.persist import write_atomic
-
-    write_atomic(path, data, mode=mode)
-
-
-@click.group()
+@click.group(cls=LazyGroup, lazy=SERVER_COMMANDS)
 def attest() -> None:
     """Remote attestation: challenge, evidence, verify; plus enrollment and reference values."""
 
 
 @attest.command()
-@click.option("--verifier-config", "config", required=True, type=_cfg_path,
-              help="VERIFIER.toml")
-@click.option("--device", help="Device name the nonce is bound to (its certificate CN).")
-def challenge(config: Path, device: str | None) -> None:
-    """Print a fresh nonce (hex), stored in the verifier database for one use by DEVICE."""
-    from edgeward.attestation.config import load_verifier_config
-    from edgeward.attestation.service.verifier import Verifier
-
-    if not device:
-        raise click.UsageError("a nonce is bound to one device: pass --device NAME")
-    v = Verifier.from_config(load_verifier_config(config))
-    try:
-        click.echo(v.challenge(device).hex())
-    finally:
-        v.close()
-
-
-@attest.command()
-@click.option("--config", required=True, type=_cfg_path, help="AGENT.toml")
+@click.option("--config", required=True, type=file_arg, help="AGENT.toml")
 @click.option("--nonce", required=True, help="The verifier's nonce, hex.")
 @click.option("--out", required=True, type=click.Path(path_type=Path, dir_okay=False),
               help="Where to write the evidence (COSE_Sign1 CWT).")
@@ -88,55 +74,14 @@ def evidence(config: Path, nonce: str, out: Path) -> None:
         token = a.evidence(n)
     finally:
         a.close()
-    _write(out, token)
+    write_file(out, token)
     click.echo(f"wrote {out} ({len(token)} bytes, {a.signer.kind} key "
                f"{a.signer.key_id.hex()[:16]})", err=True)
 
 
-@attest.command()
-@click.argument("evidence_file", metavar="EVIDENCE", type=_cfg_path)
-@click.option("--verifier-config", "config", required=True, type=_cfg_path,
-              help="VERIFIER.toml")
-@click.option("--json", "as_json", is_flag=True, help="Print the EAR in readable JSON.")
-@click.option("--out", type=click.Path(path_type=Path, dir_okay=False),
-              help="Also write the signed EAR (COSE_Sign1) to this file.")
-def verify(evidence_file: Path, config: Path, as_json: bool, out: Path | None) -> int:
-    """Appraise EVIDENCE and print the signed EAR (base64url; --json: readable).
-
-    Exit 0 when the result is affirming, 2 for anything else.
-    """
-    from edgeward.attestation.config import load_verifier_config
-    from edgeward.attestation.service.verifier import Verifier
-    from edgeward.attestation.text import safe
-
-    cfg = load_verifier_config(config)
-    limit = cfg.limits.max_cbor_bytes
-    try:  # oversized evidence is a verdict (a signed EAR, exit 2), not an input error
-        size = evidence_file.stat().st_size
-    except OSError:
-        size = 0  # read_bounded names the problem
-    data = b"" if size > limit else read_bounded(evidence_file, limit, what="evidence")
-    v = Verifier.from_config(cfg)
-    try:
-        result = v.refuse_oversized(size) if size > limit else v.verify(data)
-    finally:
-        v.close()
-    if out is not None:
-        _write(out, result.signed)
-    if as_json:
-        echo_json({**result.ear.to_json(), "signed": _b64(result.signed)})
-    else:
-        click.echo(_b64(result.signed))
-        click.echo(f"{result.ear.status_name}: {safe(result.device or 'unknown device')}",
-                   err=True)
-        for reason in result.ear.reasons:  # escaped again: one reason is one line
-            click.echo(f"  - {safe(reason, 400)}", err=True)
-    return 0 if result.ear.affirming else EXIT_REJECTED
-
-
 @attest.command("check-ear")
-@click.argument("ear_file", metavar="EAR", type=_cfg_path)
-@click.option("--verifier-key", required=True, type=_cfg_path, help="Verifier public.pem")
+@click.argument("ear_file", metavar="EAR", type=file_arg)
+@click.option("--verifier-key", required=True, type=file_arg, help="Verifier public.pem")
 @click.option("--nonce", help="The relying party's nonce (hex) the EAR must echo.")
 @click.option("--max-age", type=float, help="Accept an EAR at most this many seconds old.")
 @click.option("--device", required=True,
@@ -151,7 +96,7 @@ def check_ear_cmd(ear_file: Path, verifier_key: Path, nonce: str | None,
 
     if nonce is None and max_age is None:
         raise click.UsageError("pass --nonce or --max-age")
-    raw = read_bounded(ear_file, _MAX_FILE, what="EAR")
+    raw = read_bounded(ear_file, MAX_SMALL_FILE, what="EAR")
     if not raw.startswith(b"\xd2") and not raw.startswith(b"\x84"):
         raw = _unb64(raw.decode("ascii", "replace"))
     ear = check_ear(raw, load_verifying_key(verifier_key), now=time.time(),
@@ -162,7 +107,7 @@ def check_ear_cmd(ear_file: Path, verifier_key: Path, nonce: str | None,
 
 
 @attest.command()
-@click.option("--config", required=True, type=_cfg_path, help="AGENT.toml")
+@click.option("--config", required=True, type=file_arg, help="AGENT.toml")
 @click.option("--out", type=click.Path(path_type=Path, dir_okay=False),
               help="Write the public key (PEM) here; default: print it.")
 def pubkey(config: Path, out: Path | None) -> None:
@@ -178,7 +123,7 @@ def pubkey(config: Path, out: Path | None) -> None:
         if close:
             close()
     if out:
-        _write(out, pem)
+        write_file(out, pem)
         click.echo(f"wrote {out} ({signer.kind} key {signer.key_id.hex()})", err=True)
     else:
         click.echo(pem.decode(), nl=False)
@@ -205,14 +150,14 @@ def ca_init(out: Path, name: str, alg: str) -> None:
     key = generate(alg)
     write_keypair(out, key)
     cert = make_ca(key, name, now=time.time())
-    _write(out / "ca.pem", cert.public_bytes(Encoding.PEM))
+    write_file(out / "ca.pem", cert.public_bytes(Encoding.PEM))
     click.echo(f"wrote {out}/ca.pem and the CA key pair")
 
 
 @ca.command("issue")
 @click.option("--ca", "ca_dir", required=True, type=click.Path(path_type=Path, file_okay=False),
               help="Folder made by `attest ca init`.")
-@click.option("--pubkey", "pub", required=True, type=_cfg_path, help="Device public key PEM.")
+@click.option("--pubkey", "pub", required=True, type=file_arg, help="Device public key PEM.")
 @click.option("--device", required=True, help="Device name (certificate CN).")
 @click.option("--out", required=True, type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--tpm", is_flag=True,
@@ -227,20 +172,20 @@ def ca_issue(ca_dir: Path, pub: Path, device: str, out: Path, tpm: bool,
     from edgeward.core.keys import load_signing_key, load_verifying_key
 
     ca_key = load_signing_key(ca_dir / "private.pem")
-    ca_pem = read_bounded(ca_dir / "ca.pem", _MAX_FILE, what="CA certificate", faults=OPERATOR)
+    ca_pem = read_bounded(ca_dir / "ca.pem", MAX_SMALL_FILE, what="CA certificate", faults=OPERATOR)
     ca_cert = load_certs(ca_pem)[0]
     if board is not None and not 0 < len(board.encode()) <= 32:
         raise click.BadParameter("--board must be 1..32 bytes")
     cert = issue_device_cert(ca_key, ca_cert, load_verifying_key(pub), device, now=time.time(),
                              tpm=tpm, board=board)
-    _write(out, cert.public_bytes(Encoding.PEM))
+    write_file(out, cert.public_bytes(Encoding.PEM))
     click.echo(f"wrote {out} for device {device}" + (" (TPM key)" if tpm else ""))
 
 
 @ca.command("revoke")
 @click.option("--ca", "ca_dir", required=True, type=click.Path(path_type=Path, file_okay=False),
               help="Folder made by `attest ca init`; its crl.pem is created or extended.")
-@click.option("--cert", "certs", required=True, multiple=True, type=_cfg_path,
+@click.option("--cert", "certs", required=True, multiple=True, type=file_arg,
               help="Certificate (PEM) this CA issued, to revoke; may be repeated.")
 @click.option("--days", type=click.IntRange(1, 3650), default=30, show_default=True,
               help="Days until the CRL's nextUpdate.")
@@ -257,49 +202,25 @@ def ca_revoke(ca_dir: Path, certs: tuple[Path, ...], days: int) -> None:
     from edgeward.core.keys import load_signing_key
 
     ca_key = load_signing_key(ca_dir / "private.pem")
-    ca_cert = load_certs(read_bounded(ca_dir / "ca.pem", _MAX_FILE, what="CA certificate"))[0]
+    ca_cert = load_certs(read_bounded(ca_dir / "ca.pem", MAX_SMALL_FILE, what="CA certificate"))[0]
     serials: list[int] = []
     crl_path = ca_dir / "crl.pem"
     if crl_path.exists():
-        old = x509.load_pem_x509_crl(read_bounded(crl_path, 16 * _MAX_FILE, what="CRL"))
+        old = x509.load_pem_x509_crl(read_bounded(crl_path, 16 * MAX_SMALL_FILE, what="CRL"))
         serials += [r.serial_number for r in old]
     for path in certs:
-        cert = load_certs(read_bounded(path, _MAX_FILE, what="certificate"))[0]
+        cert = load_certs(read_bounded(path, MAX_SMALL_FILE, what="certificate"))[0]
         if cert.issuer != ca_cert.subject:
             raise ConfigError(f"{path} is not issued by the CA in {ca_dir}",
                               hint="revoke it with the CA that issued it")
         serials.append(cert.serial_number)
     crl = make_crl(ca_key, ca_cert, serials, now=time.time(), days=days)
-    _write(crl_path, crl.public_bytes(Encoding.PEM))
+    write_file(crl_path, crl.public_bytes(Encoding.PEM))
     click.echo(f"wrote {crl_path}: {len(set(serials))} certificate(s) revoked")
 
 
 @attest.command()
-@click.option("--verifier-config", "config", required=True, type=_cfg_path)
-@click.option("--cert", required=True, type=_cfg_path,
-              help="Device certificate (PEM; chain leaf first).")
-@click.option("--board", help="The device's board, if its certificate does not fix one.")
-@click.option("--replace", is_flag=True,
-              help="Re-enroll an enrolled device with this new maker-signed certificate (its "
-              "old key is no longer accepted). Without it an enrolled key is never replaced.")
-def enroll(config: Path, cert: Path, board: str | None, replace: bool) -> None:
-    """Enroll a device ahead of time from its maker-CA certificate."""
-    from edgeward.attestation.config import load_verifier_config
-    from edgeward.attestation.enroll import load_certs
-    from edgeward.attestation.service.verifier import Verifier
-
-    v = Verifier.from_config(load_verifier_config(config))
-    try:
-        pem = read_bounded(cert, _MAX_FILE, what="certificate")
-        e = v.enroll(load_certs(pem), board=board, replace=replace)
-    finally:
-        v.close()
-    verb = "re-enrolled" if replace else "enrolled"
-    click.echo(f"{verb} {e.device} (key {e.key.key_id.hex()[:16]}, CA '{e.issuer}')")
-
-
-@attest.command()
-@click.option("--config", required=True, type=_cfg_path, help="AGENT.toml")
+@click.option("--config", required=True, type=file_arg, help="AGENT.toml")
 @click.option("--json", "as_json", is_flag=True)
 def measure(config: Path, as_json: bool) -> None:
     """Print this device's measurements as a reference-values TOML skeleton (or JSON)."""
@@ -341,8 +262,8 @@ def refvalues() -> None:
 
 
 @refvalues.command("sign")
-@click.argument("toml_file", metavar="REF.toml", type=_cfg_path)
-@click.option("--key", required=True, type=_cfg_path, help="Vendor private.pem")
+@click.argument("toml_file", metavar="REF.toml", type=file_arg)
+@click.option("--key", required=True, type=file_arg, help="Vendor private.pem")
 @click.option("--out", required=True, type=click.Path(path_type=Path, dir_okay=False),
               help="Output, e.g. refvalues/smartlock-pi4.ewref")
 def refvalues_sign(toml_file: Path, key: Path, out: Path) -> None:
@@ -353,6 +274,6 @@ def refvalues_sign(toml_file: Path, key: Path, out: Path) -> None:
 
     rv = from_toml(load_toml(toml_file), issued=int(time.time()))
     data = sign_refvalues(rv, load_signing_key(key))
-    _write(out, data)
+    write_file(out, data)
     click.echo(f"wrote {out} for board {rv.board} ({len(rv.releases)} release(s), "
                f"{len(rv.models)} model(s))")

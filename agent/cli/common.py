@@ -5,6 +5,8 @@ Only the command line writes to stdout/stderr; library code reports progress thr
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import json
 import sys
 from collections.abc import Callable
@@ -44,4 +46,63 @@ def is_tty() -> bool:
 
 
 existing_file = click.Path(exists=False, dir_okay=True, path_type=Path)
+file_arg = click.Path(path_type=Path, dir_okay=False)  # a file argument or option
+MAX_SMALL_FILE = 4 * 1024 * 1024  # an EAR or a PEM certificate chain
+
+
+def b64url(data: bytes) -> str:
+    """Unpadded base64url (RFC 4648 §5), as EARs and tokens are printed."""
+    import base64
+
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def write_file(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Write a command's output file atomically."""
+    from edgeward.core.persist import write_atomic
+
+    write_atomic(path, data, mode=mode)
 out_path = click.Path(dir_okay=True, file_okay=True, path_type=Path)
+
+
+# name -> (module, attribute, short help)
+LazyTable = dict[str, tuple[str, str, str]]
+
+
+class LazyGroup(click.Group):
+    """A group whose commands (beyond those added to it directly) are imported on first use.
+
+    A command whose module is not installed is simply absent: the device's command line lists
+    no server or simulator command when those parts are not there, and device code never
+    imports them.
+    """
+
+    def __init__(self, *args: Any, lazy: LazyTable | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy: LazyTable = lazy or {}
+
+    def _available(self, name: str) -> bool:
+        return name in self.lazy and importlib.util.find_spec(self.lazy[name][0]) is not None
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        lazy = [name for name in self.lazy if self._available(name)]
+        return sorted({*super().list_commands(ctx), *lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.commands or not self._available(cmd_name):
+            return super().get_command(ctx, cmd_name)
+        module, attr, _help = self.lazy[cmd_name]
+        cmd = getattr(importlib.import_module(module), attr)
+        assert isinstance(cmd, click.Command)
+        return cmd
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            if name in self.commands:
+                rows.append((name, self.commands[name].get_short_help_str(80)))
+            else:
+                rows.append((name, self.lazy[name][2]))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)

@@ -99,7 +99,7 @@ def test_last_seq_persists(tmp_path: Path) -> None:
 # --- issue 9, hole 8 ----------------------------------------------------------------------------
 
 
-def test_attack_command_with_nan_expiry_never_expires(backend_key) -> None:  # type: ignore[no-untyped-def]
+def test_attack_command_with_nan_expiry_never_expires(backend_key) -> None:
     from edgeward.agent.commands import CONTENT_TYPE
     from edgeward.core.cose import sign1
 
@@ -113,7 +113,7 @@ def test_attack_command_with_nan_expiry_never_expires(backend_key) -> None:  # t
         "malformed"
 
 
-def test_attack_other_signed_object_passes_as_a_command(backend_key) -> None:  # type: ignore[no-untyped-def]
+def test_attack_other_signed_object_passes_as_a_command(backend_key) -> None:
     """A payload shaped like a command, signed by a trusted key for another purpose (an EAR or
     an ack content type, or none), is not a command."""
     from edgeward.core.cose import sign1
