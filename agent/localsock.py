@@ -105,7 +105,7 @@ class LocalSocketServer:
     def __init__(
         self,
         path: Path,
-        sink: Callable[[object], None],
+        sink: Callable[[LocalEvent], None],
         *,
         mode: int = 0o660,
         max_clients: int = 8,

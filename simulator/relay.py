@@ -139,6 +139,6 @@ class LinkRelay:
                 elif key.data == "accept":
                     self._accept()
                 elif key.fileobj in self._peers:
-                    self._forward(key.fileobj)  # type: ignore[arg-type]
+                    self._forward(key.fileobj)
                 if self._stop:
                     return

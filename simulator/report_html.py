@@ -131,8 +131,8 @@ def render(result: RunResult) -> str:
             checks = f"<i>{_t(s.output)}</i><br>" + checks
         if s.error:
             checks += f"<br><span class=fail>{_t(s.error)}</span>"
-        for d in s.devices:
-            checks += f"<br><b>{_t(d.device)}</b>: {_t(d.verdict)}<pre>{_t(d.console)}</pre>"
+        for v in s.devices:
+            checks += f"<br><b>{_t(v.device)}</b>: {_t(v.verdict)}<pre>{_t(v.console)}</pre>"
         h.append(f"<tr><td>{_t(s.scenario)}</td><td>{_t(s.step)}</td><td>{_t(s.target or '')}"
                  f'</td><td class="{"pass" if s.ok else "fail"}">{"pass" if s.ok else "FAIL"}'
                  f"</td><td>{s.duration:.1f} s</td><td>{checks}</td></tr>")

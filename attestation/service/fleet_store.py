@@ -198,7 +198,7 @@ class FleetStore:
         if device is not None:
             sql += " WHERE device=?"
             args = (device,)
-        return [tuple(r) for r in self._tx(sql + " ORDER BY device, evidence_seq", args)]  # type: ignore[misc]
+        return [tuple(r) for r in self._tx(sql + " ORDER BY device, evidence_seq", args)]
 
     def close(self) -> None:
         self._db.close()

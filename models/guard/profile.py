@@ -280,7 +280,7 @@ def decode_profile(payload: bytes, *, limits: Limits = DEFAULT_LIMITS) -> Profil
         thresholds=thresholds,
         threshold=_get(m, "threshold", float),
         critical=_get(m, "critical", float),
-        squeeze=SqueezeConfig(bits=bits, rate=rate, image_shape=tuple(ishape) if ishape else None),  # type: ignore[arg-type]
+        squeeze=SqueezeConfig(bits=bits, rate=rate, image_shape=tuple(ishape) if ishape else None),
         drift=drift,
         n_calibration=_get(m, "n", int),
     )

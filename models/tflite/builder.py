@@ -67,7 +67,7 @@ class SparsityDef:
 
 @dataclass(frozen=True)
 class TensorDef:
-    name: str
+    name: str | bytes  # bytes: a name that is not UTF-8 (a hostile model)
     dtype: str
     shape: tuple[int, ...]
     buffer: int = 0
