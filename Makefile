@@ -12,7 +12,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PIP_FLAGS := --disable-pip-version-check --no-input -q
 
 .PHONY: sbom demo test lint typecheck system venv venv-tflite unit runtime-tflite bench clean fuzz fuzz-ci \
-	micropython mcu-typecheck mpy
+	micropython mcu-typecheck mpy mypy-path
 
 demo: system venv
 	$(VENV)/bin/edgeward demo
@@ -54,9 +54,16 @@ $(VENV_TFLITE)/.installed: setup.py pyproject.toml
 lint: venv
 	$(VENV)/bin/ruff check .
 
-typecheck: venv
-	$(VENV)/bin/mypy core models attestation agent firmware_shim boards simulator deploy
-	$(VENV)/bin/mypy --warn-unused-ignores tests
+# mypy checks each part under its import name edgeward.<part> (pyproject.toml [tool.mypy]):
+# build/mypy-path/edgeward/<part> links to folder <part>, and MYPYPATH lists build/mypy-path.
+PARTS := core models attestation agent firmware_shim boards simulator deploy
+mypy-path:
+	@mkdir -p build/mypy-path/edgeward
+	@for p in $(PARTS); do ln -sfn ../../../$$p build/mypy-path/edgeward/$$p; done
+
+typecheck: venv mypy-path
+	MYPYPATH=build/mypy-path $(VENV)/bin/mypy $(addprefix -p edgeward.,$(PARTS))
+	MYPYPATH=build/mypy-path $(VENV)/bin/mypy --warn-unused-ignores tests
 
 # Tests marked tflite_runtime check the tflite-runtime venv itself; they run in runtime-tflite.
 unit: venv

@@ -35,7 +35,7 @@ def make_device(mode: str, spec: DeviceSpec, board: SimBoard, relay: LinkRelay) 
 
         return ProcessDevice(spec, board, relay)
     try:
-        from edgeward.simulator.qemu_device import QemuDevice  # type: ignore[import-not-found]
+        from edgeward.simulator.qemu_device import QemuDevice
     except ImportError as e:
         raise DeviceError("QEMU mode is not available in this build",
                           hint="run with --mode process") from e
@@ -101,7 +101,7 @@ class SimFleet:
         """The address a QEMU guest dials for the broker (its ``guestfwd``), in QEMU mode."""
         if self.mode != "qemu":
             return ()
-        from edgeward.simulator.image import recipe  # type: ignore[attr-defined]
+        from edgeward.simulator.image import recipe
 
         return (str(recipe.BROKER_ADDR),)
 

@@ -126,7 +126,7 @@ class Collector:
         self.t.stop()
 
 
-def service_cfg(broker: Mosquitto, ca: TestCA, tmp: Path, worker: str, **kw: object) -> ServiceConfig:
+def service_cfg(broker: Mosquitto, ca: TestCA, tmp: Path, worker: str, **kw: Any) -> ServiceConfig:
     c = ca.issue(f"edgeward-verifier-{worker}")  # one certificate per worker: CN = client id
     mq = MqttSettings(host=broker.host, port=broker.port, client_id=f"edgeward-verifier-{worker}",
                       ca=ca.ca, cert=c.cert, key=c.key, backoff_base=0.05, backoff_cap=0.3,

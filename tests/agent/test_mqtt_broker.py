@@ -6,6 +6,7 @@ import queue
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 from fixtures_mqtt import Mosquitto, TestCA, paho_client
 
@@ -15,9 +16,9 @@ from edgeward.agent.events import Acked, Connected, Incoming
 from edgeward.agent.transport import MqttTransport, StatusTopic
 
 
-def settings(broker: Mosquitto, ca: TestCA, cn: str, **kw: object) -> MqttSettings:
+def settings(broker: Mosquitto, ca: TestCA, cn: str, **kw: Any) -> MqttSettings:
     c = ca.issue(cn)
-    base: dict[str, object] = dict(
+    base: dict[str, Any] = dict(
         host=broker.host, port=broker.port, client_id=cn, ca=ca.ca, cert=c.cert, key=c.key,
         backoff_base=0.05, backoff_cap=0.5,
     )
@@ -119,6 +120,7 @@ def test_acl_device_cannot_write_or_read_other_prefix(mosquitto: Mosquitto, test
     spoof = a.publish(topic("dev-b", "report"), b"spoofed")
     a.publish(topic("dev-a", "report"), b"own")
     spoof_ha = a.publish("homeassistant/sensor/dev-b/x/config", b"{}")
+    assert spoof is not None and spoof_ha is not None
     v.publish(topic("dev-b", "cmd"), b"for-b-only")
     v.publish(topic("dev-a", "cmd"), b"for-a")
     got_v = [(m.topic, m.payload) for m in drain(vq, Incoming, 2)]  # type: ignore[attr-defined]

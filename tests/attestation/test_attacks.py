@@ -16,6 +16,7 @@ from edgeward.attestation.appraisal import Policy
 from edgeward.attestation.enroll import issue_device_cert, make_ca
 from edgeward.attestation.evidence import sign_evidence
 from edgeward.core import cbor, keys
+from edgeward.firmware_shim.signer import SignerKind
 from edgeward.firmware_shim.sim.signer import SoftwareSigner
 
 
@@ -262,7 +263,8 @@ def test_attack_p256_software_key_fakes_a_tpm_quote(tmp_path, world_factory):
     ev = dataclasses.replace(w.attester.claims(nonce), key_kind="tpm", boot=boot)
 
     class Claiming:  # the same key, lying about its kind
-        alg, key_id, kind, public = signer.alg, signer.key_id, "tpm", signer.public
+        alg, key_id, public = signer.alg, signer.key_id, signer.public
+        kind: SignerKind = "tpm"
         sign = staticmethod(signer.sign)
 
     ear = _verify(w, sign_evidence(ev, Claiming(), x5chain=w.attester.cert_chain))

@@ -41,14 +41,16 @@ def test_store_consumes_a_nonce_once(tmp_path):
     st.put_session(s)
     st.record_appraisal(device=None, nonce=s.nonce, now=6.0, status=2,
                         evidence_sha256=b"h" * 32, ear=b"e", bootcount=None)
-    assert st.session(s.nonce).used_at == 6.0
+    got = st.session(s.nonce)
+    assert got is not None and got.used_at == 6.0
     with pytest.raises(ReplayError):
         st.record_appraisal(device=None, nonce=s.nonce, now=7.0, status=2,
                             evidence_sha256=b"h" * 32, ear=b"e", bootcount=None)
     st.close()
     # persisted across reopen
     st = Store(tmp_path / "s.sqlite")
-    assert st.session(s.nonce).used_at == 6.0
+    got = st.session(s.nonce)
+    assert got is not None and got.used_at == 6.0
     st.close()
 
 
@@ -65,7 +67,8 @@ def test_attack_second_name_for_an_enrolled_key_is_refused_by_the_store(tmp_path
     with pytest.raises(UnknownDeviceError, match="already enrolled under another device name") as e:
         st.put_device(DeviceRecord("lock-2", b"k" * 32, b"spki", "x509", "CA", 2.0, None))
     assert isinstance(e.value.__cause__, sqlite3.IntegrityError)
-    assert st.device_by_key(b"k" * 32).device == "lock-1" and st.device("lock-2") is None
+    first = st.device_by_key(b"k" * 32)
+    assert first is not None and first.device == "lock-1" and st.device("lock-2") is None
     st.close()
 
 

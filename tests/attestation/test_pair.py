@@ -182,8 +182,9 @@ digests = ["{h}"]
 """
     rv = from_toml(parse_toml(text), issued=9)
     assert rv.require_tpm and rv.pcrs == {0: bytes.fromhex(h), 7: bytes.fromhex(h)}
-    assert rv.release("1.2.0").agent_code == {bytes.fromhex(h)}
-    assert rv.model("lockface").min_version == 3
+    release, model = rv.release("1.2.0"), rv.model("lockface")
+    assert release is not None and release.agent_code == {bytes.fromhex(h)}
+    assert model is not None and model.min_version == 3
     with pytest.raises(ConfigError):
         from_toml(parse_toml(text.replace(f'0 = "{h}"', '0 = "abc"')), issued=9)
     with pytest.raises(ConfigError):

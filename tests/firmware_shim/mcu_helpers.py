@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -58,8 +59,8 @@ def firmware(blocks: int = 128, block: int = 512) -> bytes:
     return bytes((i * 7 + 3) & 0xFF for i in range(block * blocks))
 
 
-def registration(**kw) -> LockRegistration:
-    base = dict(name="lock-mcu", key_id=KID, key=KEY,
+def registration(**kw: Any) -> LockRegistration:
+    base: dict[str, Any] = dict(name="lock-mcu", key_id=KID, key=KEY,
                 firmware=frozenset({hashlib.sha256(firmware()).digest()}),
                 scripts={n: frozenset({hashlib.sha256(d).digest()}) for n, d in SCRIPTS.items()},
                 hwmodel="esp32-lock")

@@ -11,6 +11,7 @@ import pytest
 from mcu_helpers import LoopbackPort, cpython_lock
 
 from edgeward.agent.config import load_agent_config
+from edgeward.agent.events import Acked
 from edgeward.attestation.submods import SUBMOD_ERROR
 from edgeward.core.errors import ConfigError, DeviceError
 from edgeward.firmware_shim.serial_link import McuLink
@@ -88,12 +89,13 @@ def test_agent_evidence_carries_the_lock_token_or_says_it_is_unreachable() -> No
 class FakeTransport:
     def start(self) -> None: ...
 
-    def stop(self) -> None: ...
+    def stop(self, timeout: float = 5.0) -> None: ...
 
-    def take_acks(self) -> list:
+    def take_acks(self) -> list[Acked]:
         return []
 
-    def publish(self, topic: str, payload: bytes, *, expiry: int | None = None) -> int:
+    def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False,
+                expiry: int | None = None) -> int | None:
         return 1
 
     def __getattr__(self, name: str) -> Any:

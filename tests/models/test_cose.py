@@ -78,7 +78,7 @@ def test_sign1_misuse() -> None:
     with pytest.raises(ValueError):
         cose.sign1(b"x", k, extra_protected={-1: 1}, unprotected={-1: 2})
     with pytest.raises(TypeError):
-        cose.sign1("x", k)
+        cose.sign1("x", k)  # type: ignore[arg-type]  # the wrong type on purpose
 
 
 # --- known vectors (COSE WG Examples, sign1-tests; RFC 9052 Appendix C.2.1 key "11") --------

@@ -358,7 +358,8 @@ def test_attack_custom_op_model_needs_the_signers_explicit_consent(tmp_path):
         sign_model(model, key, name="custom", version=1)
     _sign(model, key, name="custom", allow_custom_ops=True)
     vm = verify_model(model, trust)
-    assert vm.manifest.allow_custom_ops and "CUSTOM:EvilOp" in vm.summary.operators
+    assert vm.manifest is not None and vm.manifest.allow_custom_ops
+    assert "CUSTOM:EvilOp" in vm.summary.operators
 
 
 def test_attack_custom_op_swapped_into_a_model_signed_without_consent(tmp_path):

@@ -45,12 +45,15 @@ def test_es256_signature_is_raw_r_s() -> None:
     k = keys.generate("p256")
     sig = k.sign(b"m")
     r, s = int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:], "big")
-    k.public.crypto_key.verify(
+    pub, priv = k.public.crypto_key, k.crypto_key
+    assert isinstance(pub, ec.EllipticCurvePublicKey)
+    assert isinstance(priv, ec.EllipticCurvePrivateKey)
+    pub.verify(
         encode_dss_signature(r, s),
         b"m",
         ec.ECDSA(hashes.SHA256()),
     )
-    der = k.crypto_key.sign(b"m", ec.ECDSA(hashes.SHA256()))
+    der = priv.sign(b"m", ec.ECDSA(hashes.SHA256()))
     with pytest.raises(SignatureError):
         k.public.verify(b"m", der)
 

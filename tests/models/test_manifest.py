@@ -293,8 +293,8 @@ def test_fuzz_mutated_payloads_only_malformed(data: st.DataObject) -> None:
 def test_attack_shard_digests_that_do_not_cover_the_file_are_refused():
     from edgeward.models.manifest import encode_manifest
 
-    base = dict(name="m", version=1, tflite={"ops": [], "inputs": [], "outputs": []},
-                created=0, key_id=b"k" * 32)
+    base: dict[str, Any] = dict(name="m", version=1, created=0, key_id=b"k" * 32,
+                                tflite={"ops": [], "inputs": [], "outputs": []})
     ok = FileEntry("m.tflite", 5 * 1024 * 1024, b"a" * 32, 4 * 1024 * 1024, (b"b" * 32, b"c" * 32))
     manifest.decode_manifest(encode_manifest(Manifest(files=(ok,), **base)))
     for bad in (

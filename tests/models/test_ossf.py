@@ -81,7 +81,9 @@ def craft(statement: dict[str, Any], key: keys.SigningKey, **over: Any) -> bytes
     """A bundle in model_signing's format, signed by ``key`` over any statement we like."""
     payload = json.dumps(statement).encode()
     ptype = over.get("payload_type", ossf.INTOTO_PAYLOAD_TYPE)
-    der = key.crypto_key.sign(
+    priv = key.crypto_key
+    assert isinstance(priv, ec.EllipticCurvePrivateKey)
+    der = priv.sign(
         ossf.pae(ptype, payload),
         ec.ECDSA(hashes.SHA256()),
     )

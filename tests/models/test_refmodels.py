@@ -83,9 +83,11 @@ def test_int8_model_is_int8_inside_with_float_io(digits_split):
     assert summary.inputs[0].dtype == "FLOAT32" and summary.outputs[0].dtype == "FLOAT32"
     by_name = {t.name: t for t in summary.tensors}
     assert by_name["dense_0/weights"].dtype == "INT8"
-    assert by_name["dense_0/weights"].quantization.zero_point == (0,)
+    wq, pq = by_name["dense_0/weights"].quantization, by_name["probabilities_int8"].quantization
+    assert wq is not None and pq is not None
+    assert wq.zero_point == (0,)
     assert by_name["dense_0/bias"].dtype == "INT32"
-    assert by_name["probabilities_int8"].quantization.per_tensor() == (1 / 256, -128)
+    assert pq.per_tensor() == (1 / 256, -128)
     io = validate(mlp_int8_tflite(weights, x, int8_io=True))
     assert io.inputs[0].dtype == "INT8" and io.inputs[0].quantization is not None
 

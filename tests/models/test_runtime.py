@@ -106,7 +106,7 @@ def test_preserve_all_tensors_exposes_logits(digits_mlp_bytes, digits_split):
 
 def test_only_immutable_bytes_are_loaded(digits_mlp_bytes):
     with pytest.raises(TypeError, match="must be bytes"):
-        load_interpreter(bytearray(digits_mlp_bytes))
+        load_interpreter(bytearray(digits_mlp_bytes))  # type: ignore[arg-type]  # on purpose
 
 
 @pytest.mark.parametrize(

@@ -659,4 +659,4 @@ def test_summary_is_frozen():
     summary = validate(TINY)
     assert isinstance(summary, ModelSummary)
     with pytest.raises(AttributeError):
-        summary.schema_version = 4
+        summary.schema_version = 4  # type: ignore[misc]  # the assignment it refuses

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -37,7 +39,8 @@ def test_invalid_inputs_are_named(x: np.ndarray, needle: str) -> None:
 
 
 def test_non_array_is_refused() -> None:
-    assert "not a numpy array" in d.validity_problems([0.0] * 64, SPEC)[0]
+    not_array: Any = [0.0] * 64  # what a caller without types may hand over
+    assert "not a numpy array" in d.validity_problems(not_array, SPEC)[0]
 
 
 def test_mahalanobis_matches_direct_formula_and_shrinkage_keeps_it_finite() -> None:

@@ -256,9 +256,8 @@ def test_logits_that_do_not_match_the_output_switch_energy_off(
 def test_float64_input_is_cast_not_critical(fake_interp: FakeInterp, profile: Profile,
                                             clean_test: np.ndarray, caplog) -> None:
     """numpy's default float64 for a float32 model: same verdict as float32, said once."""
-    g = GuardedInterpreter(fake_interp, profile, squeeze_rate=0.0)
     failsafe: list[Verdict] = []
-    g.on_critical = failsafe.append
+    g = GuardedInterpreter(fake_interp, profile, squeeze_rate=0.0, on_critical=failsafe.append)
     for x in clean_test[:50]:
         a = g.invoke(x.astype(np.float64)).verdict
         b = g.invoke(x.astype(np.float32)).verdict
