@@ -13,6 +13,8 @@ RecursionError from tomllib, ...) is a bug.
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -31,8 +33,13 @@ def setup() -> OneInput:
     from edgeward.core.tomlconf import load_toml
 
     shm = Path("/dev/shm")
-    folder = Path(tempfile.mkdtemp(prefix="edgeward-fuzz-toml-",
-                                   dir=shm if shm.is_dir() else None))
+    top = shm if shm.is_dir() else Path(tempfile.gettempdir())
+    for stale in top.glob("edgeward-fuzz-toml-*"):  # left by runs that ended (libFuzzer exits)
+        pid = stale.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(stale, ignore_errors=True)
+    folder = top / f"edgeward-fuzz-toml-{os.getpid()}"
+    folder.mkdir(exist_ok=True)
     path = folder / "config.toml"
     loaders = (load_agent_config, load_attester_config, load_verifier_config, load_service_config,
                lambda p: refvalues.from_toml(load_toml(p), issued=1),

@@ -29,8 +29,13 @@ def test_every_target_has_a_saved_corpus():
 @pytest.mark.parametrize("target", TARGETS)
 def test_every_seed_passes_the_oracle(target):
     one = load_target(target).setup()
-    for seed in sorted((FUZZ_DIR / "corpus" / target).iterdir()):
-        run_one(one, seed.read_bytes())
+    try:
+        for seed in sorted((FUZZ_DIR / "corpus" / target).iterdir()):
+            run_one(one, seed.read_bytes())
+    finally:
+        worker = getattr(one, "worker", None)  # the LiteRT subprocess of the litert target
+        if worker is not None:
+            worker.close()
 
 
 def test_evidence_seed_is_affirming_so_the_fuzzer_starts_deep():
