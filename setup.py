@@ -61,6 +61,8 @@ setup(
             "hypothesis>=6.100",
             "ruff>=0.6",
             "mypy>=1.10",
+            "types-psutil",
+            "types-pyserial",
             "model-signing>=1.0",
             "pyopenssl>=24",
             "flatbuffers>=23.5",

@@ -84,17 +84,18 @@ class MetricsCollector:
             tcp, udp = [], []
         listen_tcp = _ports(tcp, psutil.CONN_LISTEN)
         listen_udp = _ports(udp, None)
-        est = [c for c in tcp if c.status == psutil.CONN_ESTABLISHED and c.raddr]
+        est = [(c.laddr, c.raddr) for c in tcp
+               if c.status == psutil.CONN_ESTABLISHED and c.laddr and c.raddr]
         out["listening_tcp_ports"] = {"total": len(listen_tcp), "ports": listen_tcp[:MAX_LIST]}
         out["listening_udp_ports"] = {"total": len(listen_udp), "ports": listen_udp[:MAX_LIST]}
         out["tcp_connections"] = {
             "established": len(est),
             "connections": [
                 {
-                    "local_port": int(c.laddr.port),
-                    "remote_addr": f"{c.raddr.ip}:{c.raddr.port}",
+                    "local_port": int(local.port),
+                    "remote_addr": f"{remote.ip}:{remote.port}",
                 }
-                for c in est[:MAX_LIST]
+                for local, remote in est[:MAX_LIST]
             ],
         }
         io = psutil.net_io_counters()

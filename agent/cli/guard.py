@@ -98,7 +98,7 @@ def _image_shape(spec: str | None, input_shape: tuple[int, ...]) -> tuple[int, i
             or dims[0] * dims[1] * dims[2] != int(__import__("numpy").prod(input_shape))
         ):
             raise ConfigError(f"--image-shape {spec} does not fit the input {input_shape}")
-        return dims  # type: ignore[return-value]
+        return dims
     if len(input_shape) == 3:  # (H, W, C) after the batch axis
         return (int(input_shape[0]), int(input_shape[1]), int(input_shape[2]))
     return None
