@@ -41,7 +41,7 @@ DBGSTAT = {
     "disabled-permanently": C.DBG_DISABLED_PERMANENTLY,
     "disabled-fully-and-permanently": C.DBG_DISABLED_FULLY_AND_PERMANENTLY,
 }
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_NAME_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 DEVICE_KEYS = ("name", "board", "hwversion", "oemid", "ueid", "key", "key_file", "cert_file",
                "tpm_tcti", "tpm_ak_handle")
 ATTESTATION_KEYS = ("state_dir", "models", "pcrs", "agent_root", "swname", "dbgstat",

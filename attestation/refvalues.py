@@ -32,7 +32,7 @@ from edgeward.core.tomlconf import Section
 
 CONTENT_TYPE = "application/vnd.edgeward.refvalues+cbor"
 DOC_TYPE = "edgeward-refvalues"
-_VERSION_RE = re.compile(r"^\d{1,6}(\.\d{1,6}){0,3}$")
+_VERSION_RE = re.compile(r"\A\d{1,6}(\.\d{1,6}){0,3}\Z")
 
 
 @functools.lru_cache(maxsize=1024)

@@ -33,7 +33,7 @@ from edgeward.core.tomlconf import Section, parse_toml
 MAX_BOARD_BYTES = 16 * 1024
 MAX_BOARD_FILES = 256
 SCHEMA = 1
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,47}$")
+NAME_RE = re.compile(r"\A[a-z0-9][a-z0-9-]{0,47}\Z")
 
 RootOfTrust = Literal["tpm", "secure-element", "none"]
 ROOTS_OF_TRUST: tuple[str, ...] = ("tpm", "secure-element", "none")

@@ -16,7 +16,7 @@ from edgeward.core.errors import ConfigError, DeviceError, MissingFileError
 from edgeward.core.fileio import DEVICE_STATE, read_bounded
 from edgeward.core.persist import write_atomic
 
-_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+_NAME = re.compile(r"\A[a-z0-9][a-z0-9_-]{0,31}\Z")
 MAX_COUNTER = (1 << 63) - 1
 
 

@@ -41,7 +41,7 @@ MACHINE_ID = "etc/machine-id"
 THERMAL = "sys/class/thermal/thermal_zone0/temp"
 WATCHDOG = "dev/watchdog"
 WDIOC_SETTIMEOUT = 0xC0045706  # _IOWR('W', 6, int)
-_SERIAL_RE = re.compile(r"^[0-9A-Za-z]{4,64}$")
+_SERIAL_RE = re.compile(r"\A[0-9A-Za-z]{4,64}\Z")
 _CPUINFO_SERIAL = re.compile(r"^Serial\s*:\s*([0-9A-Za-z]+)\s*$", re.MULTILINE)
 
 
