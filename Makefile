@@ -8,6 +8,8 @@ VENV_TFLITE := .venv-tflite
 VENV_BENCH := .venv-bench
 APT_PACKAGES := mosquitto mosquitto-clients swtpm swtpm-tools tpm2-tools libtss2-dev \
 	pkg-config cpio chromium
+# the QEMU simulator: qemu-system-aarch64, and readelf to check an image's shared libraries
+APT_PACKAGES += qemu-system-arm binutils
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PIP_FLAGS := --disable-pip-version-check --no-input -q
 
@@ -19,6 +21,9 @@ demo: system venv
 
 test: system venv venv-tflite micropython lint typecheck mcu-typecheck mpy unit runtime-tflite \
 	fuzz-ci
+# the QEMU simulator's tests, once, last
+test: sim-test
+.PHONY: sim-system sim-test
 
 # Debian packages: skipped when every one is already installed. Node.js and npm (for the
 # MicroPython interpreter's npm package): any install will do, Debian's or another's (a
@@ -33,6 +38,12 @@ system:
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
+
+# Simulator images are built from Debian's arm64 packages (apt-get download): apt learns arm64.
+sim-system: system
+	@dpkg --print-foreign-architectures | grep -qx arm64 || { \
+	  echo "Adding the arm64 architecture to apt (simulator images)"; \
+	  $(SUDO) dpkg --add-architecture arm64 && $(SUDO) apt-get update -qq; }
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: setup.py pyproject.toml requirements/device.txt
@@ -67,7 +78,12 @@ typecheck: venv mypy-path
 
 # Tests marked tflite_runtime check the tflite-runtime venv itself; they run in runtime-tflite.
 unit: venv
-	$(VENV)/bin/pytest -q -m "not tflite_runtime"
+	$(VENV)/bin/pytest -q -m "not tflite_runtime and not qemu"
+
+# The QEMU simulator end to end (tests marked qemu): builds the ARM64 image (or takes it from
+# the cache) and boots a device.
+sim-test: sim-system venv
+	nice -n 10 $(VENV)/bin/pytest -q -m qemu tests/simulator
 
 runtime-tflite: venv-tflite
 	$(VENV_TFLITE)/bin/pytest -q -p no:cacheprovider tests/models/test_runtime.py \
