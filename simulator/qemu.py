@@ -1,4 +1,4 @@
-"""A simulated device as a QEMU ``-M virt`` ARM64 guest: :class:`QemuDevice` (a ``SimDevice``).
+"""A simulated device as a QEMU ``-M virt`` ARM64 guest: :class:`QemuGuest` (a ``SimDevice``).
 
 One device is three host processes, all started and stopped here:
 
@@ -15,7 +15,7 @@ AGENT.toml come from a folder packed as a tar into ``-fw_cfg name=opt/edgeward/c
 guest's /init unpacks it into /etc/edgeward and runs ``edgeward agent run`` as on a device.
 
 The serial console (kernel and agent log) goes to ``console.log`` in the work folder; a second
-console (``virtconsole``, /dev/hvc0 in the guest) runs a shell for :meth:`QemuDevice.run`; the
+console (``virtconsole``, /dev/hvc0 in the guest) runs a shell for :meth:`QemuGuest.run`; the
 QEMU monitor (QMP, a unix socket) cuts and restores the link (``set_link``) and powers off.
 
 I/O: the work folder, the processes above and their unix sockets.
@@ -98,8 +98,8 @@ class Forward:
     guest_addr: str = recipe.BROKER_ADDR
 
 
-def pack_config(folder: Path) -> bytes:
-    """The config drive: ``folder`` as an uncompressed tar, root-owned, modes kept."""
+def pack_config(folder: Path, exclude: tuple[str, ...] = ()) -> bytes:
+    """The config drive: ``folder`` (less the names in ``exclude``) as a root-owned tar."""
     buf = io.BytesIO()
 
     def owner(ti: tarfile.TarInfo) -> tarfile.TarInfo:
@@ -109,16 +109,22 @@ def pack_config(folder: Path) -> bytes:
 
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
         for p in sorted(folder.iterdir()):
+            if p.name in exclude:
+                continue
             tar.add(p, arcname=p.name, filter=owner)
     return buf.getvalue()
 
 
-class QemuDevice:
-    """One ARM64 guest running the real agent, with its own swtpm (see the module docstring)."""
+class QemuGuest:
+    """One ARM64 guest running the real agent, with its own swtpm (see the module docstring).
+
+    A ``SimDevice``; the fleet runner's adapter is
+    :class:`edgeward.simulator.qemu_device.QemuDevice`.
+    """
 
     def __init__(self, name: str, board: str, image: Image, config: Path, work: Path,
                  forwards: list[Forward], *, machine: QemuMachine | None = None,
-                 tpm_state: Path | None = None) -> None:
+                 tpm_state: Path | None = None, exclude: tuple[str, ...] = ()) -> None:
         self.name = name
         self.board = board
         self.image = image
@@ -127,6 +133,7 @@ class QemuDevice:
         self.forwards = forwards
         self.machine = machine or machine_for(board)
         self.tpm_state = tpm_state or work / "tpm"
+        self.exclude = exclude  # names in ``config`` that stay off the config drive
         self.console = work / "console.log"
         self._qemu: subprocess.Popen[bytes] | None = None
         self._swtpm: subprocess.Popen[bytes] | None = None
@@ -153,7 +160,7 @@ class QemuDevice:
         for sock in ("swtpm.sock", "qmp.sock", "cmd.sock"):
             with contextlib.suppress(FileNotFoundError):
                 (self._work / sock).unlink()
-        (self._work / "config.tar").write_bytes(pack_config(self.config))
+        (self._work / "config.tar").write_bytes(pack_config(self.config, self.exclude))
         self.console.write_bytes(b"")
         self._swtpm = self._spawn("swtpm", [
             swtpm, "socket", "--tpm2", "--tpmstate", f"dir={self.tpm_state}",

@@ -26,7 +26,7 @@ from typing import Any
 from edgeward.core.errors import DeviceError
 
 from .image import Image, recipe
-from .qemu import BROKER_PORT, Forward, QemuDevice, QemuMachine
+from .qemu import BROKER_PORT, Forward, QemuGuest, QemuMachine
 
 MODELS = ("digits_mlp", "digits_cnn")
 PCRS = tuple(range(8))
@@ -70,7 +70,7 @@ class QemuBackend:
         self.image = image
         self.board = board
         self._stack = contextlib.ExitStack()
-        self.devices: list[QemuDevice] = []
+        self.devices: list[QemuGuest] = []
         self.service: Any = None
         self.store: Any = None
 
@@ -195,7 +195,7 @@ class QemuBackend:
 
     # -- devices ----------------------------------------------------------------------------
 
-    def device(self, name: str, *, machine: QemuMachine | None = None) -> QemuDevice:
+    def device(self, name: str, *, machine: QemuMachine | None = None) -> QemuGuest:
         """Provision device ``name`` (TPM key, certificates, config folder); not yet started."""
         from cryptography.hazmat.primitives.serialization import Encoding
 
@@ -208,7 +208,7 @@ class QemuBackend:
         cert = issue_device_cert(self.vendor.ca_key, self.vendor.ca_cert, public, name,
                                  now=time.time(), tpm=True)
         self._guest_folder(work / "config", name, cert.public_bytes(Encoding.PEM))
-        dev = QemuDevice(name, self.board, self.image, work / "config", work,
+        dev = QemuGuest(name, self.board, self.image, work / "config", work,
                          [Forward(self.broker.port)], machine=machine, tpm_state=work / "tpm")
         self.devices.append(dev)
         return dev

@@ -5,6 +5,6 @@
 from Debian and PyPI, :mod:`.cpio` writes the archive.
 """
 
-from .build import Image, build_image, cache_root
+from .build import Image, build_image, cache_root, cached_image
 
-__all__ = ["Image", "build_image", "cache_root"]
+__all__ = ["Image", "build_image", "cache_root", "cached_image"]

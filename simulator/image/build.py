@@ -59,9 +59,14 @@ class Image:
     initrd: Path
     manifest: dict[str, object]
 
+    def __str__(self) -> str:
+        return str(self.folder)
+
 
 def _device_code() -> list[tuple[str, Path]]:
-    """edgeward's device code as (path under ``edgeward/``, file), every file of each part."""
+    """edgeward's device code as (path under ``edgeward/``, file), every file of each part,
+    and the simulator's on-device tools (:data:`recipe.GUEST_TOOLS`, not part of the agent's
+    code measurement, which covers only the device code)."""
     from edgeward.attestation.measure import DEVICE_CODE, installed_parts
 
     files: list[tuple[str, Path]] = []
@@ -75,6 +80,10 @@ def _device_code() -> list[tuple[str, Path]]:
                 if skip and rel.parts[0] in skip:
                     continue
                 files.append((f"{part}/{rel.as_posix()}", p))
+    sim = Path(__file__).resolve().parents[1]  # the simulator's on-device tools, if any
+    for tool in recipe.GUEST_TOOLS:
+        if (sim / tool).is_file():
+            files.append((f"simulator/{tool}", sim / tool))
     return files
 
 
@@ -101,18 +110,39 @@ def _load(folder: Path) -> Image | None:
     return Image(str(manifest.get("key")), folder, kernel, initrd, manifest)
 
 
-def build_image(*, cache: Path | None = None, progress: Progress = lambda _m: None,
-                force: bool = False) -> Image:
-    """The image for the current recipe and code: from the cache, or built now."""
-    t0 = time.monotonic()
-    root = cache or cache_root()
-    images = root / "images"
-    images.mkdir(parents=True, exist_ok=True)
+def _stderr(msg: str) -> None:
+    print(f"sim image: {msg}", file=sys.stderr, flush=True)
+
+
+def _key(images: Path) -> tuple[str, dict[str, str], list[tuple[str, Path]]]:
     versions = fetch.candidate_versions([*recipe.DEBS, recipe.KERNEL_META],
                                         memo=images / "apt-versions.json")
     code = _device_code()
     key = recipe.image_key(debs=versions, code_digest=_digest_files(code),
                            builder_digest=_builder_digest())
+    return key, versions, code
+
+
+def cached_image(board: str | None = None, *, cache: Path | None = None) -> Image | None:
+    """The image for the current recipe and code if it is already built, else None.
+
+    One image serves every Pi-class ARM64 board (the board picks QEMU's CPU, cores and memory,
+    not the image), so ``board`` is accepted for the command line's sake and not used.
+    """
+    images = (cache or cache_root()) / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    return _load(images / _key(images)[0])
+
+
+def build_image(board: str | None = None, *, cache: Path | None = None,
+                progress: Progress = _stderr, force: bool = False) -> Image:
+    """The image for the current recipe and code: from the cache, or built now (see
+    :func:`cached_image` for ``board``)."""
+    t0 = time.monotonic()
+    root = cache or cache_root()
+    images = root / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    key, versions, code = _key(images)
     folder = images / key
     if not force and (img := _load(folder)) is not None:
         progress(f"image {key} from the cache ({folder})")
@@ -258,6 +288,7 @@ def _finish_tree(stage: Path) -> None:
     (stage / "bin").mkdir(exist_ok=True)
     (stage / "bin" / "sh").symlink_to("busybox")
     (stage / "usr" / "bin" / "python3").symlink_to("python3.11")
+    (stage / "usr" / "bin" / "python").symlink_to("python3.11")
     init = stage / "init"
     init.write_text(recipe.init_script())
     init.chmod(0o755)

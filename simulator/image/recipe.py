@@ -93,6 +93,10 @@ PRUNE_GLOBS: tuple[str, ...] = (
     "usr/lib/python3.11/lib-dynload/nis.*", "usr/lib/python3.11/lib-dynload/readline.*",
 )
 
+# The simulator's tools that scenarios run inside a device (``python3 -m
+# edgeward.simulator.ondevice ...``), copied into the image when they exist.
+GUEST_TOOLS: tuple[str, ...] = ("__init__.py", "ondevice.py")
+
 # Where things live in the guest.
 GUEST_SITE = "/opt/edgeward/lib"  # edgeward's device code and the wheels
 GUEST_CONFIG = "/etc/edgeward"  # the config drive's contents

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from edgeward.simulator.image import cpio, recipe
-from edgeward.simulator.qemu import Forward, QemuDevice, machine_for, pack_config, qemu_binary
+from edgeward.simulator.qemu import Forward, QemuGuest, machine_for, pack_config, qemu_binary
 from edgeward.simulator.qemu_relay import relay
 
 # -- the image's pieces --------------------------------------------------------------------
@@ -92,11 +92,11 @@ def test_config_drive_is_a_root_owned_tar_of_the_folder(tmp_path: Path) -> None:
 # -- the device's isolation and plumbing ---------------------------------------------------
 
 
-def _device(tmp_path: Path, forwards: list[Forward]) -> QemuDevice:
+def _device(tmp_path: Path, forwards: list[Forward]) -> QemuGuest:
     from edgeward.simulator.image import Image
 
     img = Image("k", tmp_path, tmp_path / "vmlinuz", tmp_path / "initrd.img", {})
-    return QemuDevice("lock-1", "smartlock-pi4", img, tmp_path / "cfg", tmp_path / "w", forwards)
+    return QemuGuest("lock-1", "smartlock-pi4", img, tmp_path / "cfg", tmp_path / "w", forwards)
 
 
 def test_guest_network_reaches_only_the_forwarded_services(tmp_path: Path) -> None:
@@ -147,7 +147,7 @@ def test_relay_copies_both_ways_and_ends_with_the_guest(tmp_path: Path) -> None:
 # -- one real device -----------------------------------------------------------------------
 
 
-def _wait(what: str, pred, dev: QemuDevice, timeout: float):  # type: ignore[no-untyped-def]
+def _wait(what: str, pred, dev: QemuGuest, timeout: float):  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = pred()
@@ -195,3 +195,52 @@ def test_qemu_device_attests_with_its_tpm_then_a_model_tampered_in_the_guest_is_
         assert results[0] == "contraindicated"
         bad = backend.latest_ear("sim-0001")
         assert any("digits_mlp" in r for r in bad.reasons)
+
+
+# -- the fleet runner's adapter ------------------------------------------------------------
+
+
+def test_raw_pcr_extend_of_the_guest_hook_matches_the_tpm_stack(tmp_path: Path) -> None:
+    """The guest's start hook extends PCR 7 with raw bytes; swtpm must agree with tpm2-pytss."""
+    import hashlib
+
+    pytest.importorskip("tpm2_pytss")
+    from edgeward.firmware_shim.linux.tpm import TpmSigner
+    from edgeward.firmware_shim.sim.swtpm import start_swtpm
+    from edgeward.simulator.qemu_device import pcr_extend_command
+
+    digest = hashlib.sha256(b"simulated firmware").digest()
+    with start_swtpm(tmp_path / "tpm") as tpm:
+        with socket.create_connection(("127.0.0.1", tpm.port), timeout=5) as s:
+            s.sendall(pcr_extend_command(7, digest))
+            reply = s.recv(64)
+        assert reply[6:10] == bytes(4)  # TPM_RC_SUCCESS
+        with TpmSigner(tpm.tcti) as signer:
+            assert signer.read_pcrs([7])[7] == hashlib.sha256(bytes(32) + digest).digest()
+
+
+def test_adapter_points_the_guests_config_at_the_forwarded_broker_and_its_tpm(
+    tmp_path: Path,
+) -> None:
+    from types import SimpleNamespace
+
+    from edgeward.simulator.qemu_device import QemuDevice
+
+    folder = tmp_path / "dev"
+    (folder / "device").mkdir(parents=True)
+    for name in ("ca.pem", "tls.crt", "tls.key"):
+        (tmp_path / name).write_text(name)
+    cfg = folder / "agent.toml"
+    cfg.write_text(
+        '[device]\nname = "d1"\ntpm_tcti = "swtpm:host=127.0.0.1,port=2321"\n\n'
+        f'[mqtt]\nhost = "127.0.0.1"\nport = 40001\nca = "{tmp_path / "ca.pem"}"\n'
+        f'cert = "{tmp_path / "tls.crt"}"\nkey = "{tmp_path / "tls.key"}"\nkeepalive = 5\n')
+    spec = SimpleNamespace(name="d1", folder=folder, config=cfg, relay_port=40001, tpm_port=2321)
+    board = SimpleNamespace(name="rpi4b", cpu="cortex-a72", cores=4, memory_mb=1024)
+    QemuDevice(spec=spec, board=board, relay=SimpleNamespace(port=40001))
+    text = cfg.read_text()
+    assert 'tpm_tcti = "device:/dev/tpmrm0"' in text
+    assert f'host = "{recipe.BROKER_ADDR}"' in text and "port = 8883" in text
+    assert 'ca = "device/fleet-ca.pem"' in text and str(tmp_path) not in text
+    assert (folder / "device" / "tls.key").read_text() == "tls.key"
+    assert "keepalive = 5" in text
