@@ -46,7 +46,8 @@ def provision_tpm(state: Path) -> tuple[Any, dict[int, bytes]]:
 
 def guest_agent_toml(name: str, board: str) -> str:
     """AGENT.toml as the guest reads it from /etc/edgeward (paths relative to that folder)."""
-    models = "".join(f'\n[[models.model]]\npath = "models/{m}.tflite"\n' for m in MODELS)
+    models = "".join(f'\n[[models.model]]\npath = "models/{m}.tflite"\nname = "{m}"\n'
+                     for m in MODELS)
     return (
         f'[device]\nname = "{name}"\nboard = "{board}"\nhwversion = "qemu-virt"\nkey = "tpm"\n'
         'cert_file = "device/cert.pem"\ntpm_tcti = "device:/dev/tpmrm0"\n\n'
@@ -161,7 +162,7 @@ class QemuBackend:
         from edgeward.core.keys import load_signing_key
 
         cfg = load_service_config(self.verifier_toml)
-        self.appraiser = AttestationAppraiser.from_config_path(self.verifier_toml)
+        self.appraiser = AttestationAppraiser.from_config(cfg.verifier)
         self._stack.callback(self.appraiser.close)
         assert cfg.command_key is not None
         svc = VerifierService(cfg, appraiser=self.appraiser,

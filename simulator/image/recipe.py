@@ -165,7 +165,7 @@ cd @CONFIG@ 2>/dev/null || cd /
 while true; do
   if [ -f @CONFIG@/agent.toml ]; then
     echo "edgeward-sim: starting the agent at $(cut -d' ' -f1 /proc/uptime) s"
-    edgeward agent run --config @CONFIG@/agent.toml
+    edgeward -v agent run --config @CONFIG@/agent.toml
     echo "edgeward-sim: agent exited with $?"
   fi
   sleep 5

@@ -73,7 +73,7 @@ def test_cache_key_moves_with_every_input() -> None:
 def test_guest_init_runs_the_agent_from_the_config_drive() -> None:
     init = recipe.init_script()
     assert "@" not in init  # every placeholder filled in
-    assert f"edgeward agent run --config {recipe.GUEST_CONFIG}/agent.toml" in init
+    assert f"edgeward -v agent run --config {recipe.GUEST_CONFIG}/agent.toml" in init
     assert recipe.FW_CFG_NAME in init and recipe.MODULE_ORDER_FILE in init
 
 
