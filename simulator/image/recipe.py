@@ -52,7 +52,8 @@ DEBS: tuple[str, ...] = (
     "libsasl2-2", "libssh2-1", "libtasn1-6", "libunistring2", "libzstd1",
 )
 
-# aarch64 wheels for CPython 3.11, pinned so the cache key is stable.
+# aarch64 wheels for CPython 3.11, pinned so the cache key is stable: the versions of
+# requirements/device.txt, except ai-edge-litert (no aarch64 wheel after 1.4.0) and tpm2-pytss.
 WHEELS: tuple[str, ...] = (
     "cryptography==50.0.2",
     "cffi==2.1.1",
@@ -66,6 +67,7 @@ WHEELS: tuple[str, ...] = (
     "backports-strenum==1.2.8",  # ai-edge-litert's own dependencies
     "typing-extensions==4.16.0",
     "tqdm==4.70.1",
+    "pyserial==3.5",  # the gateway's serial line to a lock's microcontroller
 )
 WHEEL_PLATFORMS = ("manylinux2014_aarch64", "manylinux_2_17_aarch64", "manylinux_2_28_aarch64")
 PYTHON_VERSION = "3.11"

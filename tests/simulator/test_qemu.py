@@ -244,3 +244,20 @@ def test_adapter_points_the_guests_config_at_the_forwarded_broker_and_its_tpm(
     assert 'ca = "device/fleet-ca.pem"' in text and str(tmp_path) not in text
     assert (folder / "device" / "tls.key").read_text() == "tls.key"
     assert "keepalive = 5" in text
+
+
+def test_guest_wheels_are_the_tested_device_pins() -> None:
+    """The guest runs the versions `make test` tests, except where aarch64 has no wheel."""
+    import re
+
+    pins = {}
+    for line in (Path(__file__).resolve().parents[2] / "requirements" / "device.txt").open():
+        if "==" in line and not line.startswith("#"):
+            name, version = line.strip().split("==")
+            pins[re.sub(r"[-_.]+", "-", name).lower()] = version
+    for wheel in recipe.WHEELS:
+        name, version = wheel.split("==")
+        if name == "ai-edge-litert":
+            assert version == "1.4.0"  # the newest with an aarch64 wheel for CPython 3.11
+            continue
+        assert pins.get(re.sub(r"[-_.]+", "-", name).lower()) == version, wheel
