@@ -30,6 +30,7 @@ BENCHES: dict[str, list[str]] = {
     "agent": ["benchmarks/bench_agent.py"],
     "guard": ["benchmarks/bench_guard.py"],
     "hardware": ["benchmarks/bench_hardware.py"],
+    "qemu": ["benchmarks/bench_qemu.py"],
 }
 TITLES = {
     "models": "## Model verification",
@@ -37,6 +38,7 @@ TITLES = {
     "agent": "## Agent: delivery through the durable outbox, idle cost, metrics collection",
     "guard": "## Inference guard: guarded against raw invoke",
     "hardware": "## Hardware layer: the lock's answer, the gateway's added cost, per-turn costs",
+    "qemu": "## Simulator: QEMU image build and boot to the first affirming attestation",
 }
 MARK = "<!-- bench:{} -->"
 

@@ -76,7 +76,7 @@ def machine_for(board: str) -> QemuMachine:
             b = loader(board)
             q = getattr(b, "qemu", None)
             if q is not None:
-                return QemuMachine(q.cpu, int(q.smp), int(q.memory_mb))
+                return QemuMachine(q.cpu, int(q.smp), int(q.memory_mib))
     except Exception:  # noqa: S110 - an unknown or unloadable board falls back to the table
         pass
     for key, machine in MACHINES.items():

@@ -66,7 +66,7 @@ def guest_agent_toml(name: str, board: str) -> str:
 class QemuBackend:
     """Broker, verifier service, vendor and CAs on loopback for QEMU devices; a context manager."""
 
-    def __init__(self, root: Path, image: Image, *, board: str = "smartlock-pi4") -> None:
+    def __init__(self, root: Path, image: Image, *, board: str = "rpi4b") -> None:
         self.root = root.resolve()
         self.image = image
         self.board = board
