@@ -147,7 +147,9 @@ class Mosquitto:
         self.ca = ca
         self.port = free_port()
         self.host = "127.0.0.1"
-        self.server = ca.issue("localhost", server=True)
+        # 10.0.2.100: the host's broker as the simulator's QEMU guests reach it (a guestfwd)
+        self.server = ca.issue("localhost", server=True,
+                               hosts=("localhost", "127.0.0.1", "10.0.2.100"))
         self.admin = ca.issue(ADMIN)
         self.proc: subprocess.Popen[bytes] | None = None
         self._control = threading.Lock()

@@ -115,9 +115,6 @@ class QemuBackend:
         self.fleet_ca = DevCA(r / "fleet-ca", name="edgeward simulator fleet CA")
         (r / "broker").mkdir()
         self.broker = Mosquitto(r / "broker", self.fleet_ca)
-        # the guest reaches the broker at 10.0.2.100: its certificate names that address too
-        self.broker.server = self.fleet_ca.issue(
-            "localhost", server=True, hosts=("localhost", "127.0.0.1", recipe.BROKER_ADDR))
         self._files()
         self.broker.start()
         self._stack.callback(self.broker.stop)

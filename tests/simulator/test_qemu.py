@@ -261,3 +261,14 @@ def test_guest_wheels_are_the_tested_device_pins() -> None:
             assert version == "1.4.0"  # the newest with an aarch64 wheel for CPython 3.11
             continue
         assert pins.get(re.sub(r"[-_.]+", "-", name).lower()) == version, wheel
+
+
+def test_the_dev_brokers_certificate_names_the_address_guests_reach_it_at(tmp_path: Path) -> None:
+    from cryptography import x509
+
+    from edgeward.simulator.devbroker import DevCA, Mosquitto
+
+    broker = Mosquitto(tmp_path, DevCA(tmp_path / "ca"))
+    cert = x509.load_pem_x509_certificate(broker.server.cert.read_bytes())
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert recipe.BROKER_ADDR in [str(ip) for ip in san.get_values_for_type(x509.IPAddress)]
