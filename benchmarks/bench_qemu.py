@@ -24,11 +24,10 @@ from pathlib import Path
 from edgeward.simulator.image import build_image
 from edgeward.simulator.qemu_provision import QemuBackend
 
-AGENT_STATS = (
-    "p=$(pgrep -f 'agent run' | head -1); "
-    "echo $(grep VmRSS /proc/$p/status | tr -s ' ' | cut -d' ' -f2) "
-    "$(cut -d' ' -f14,15 /proc/$p/stat) $(getconf CLK_TCK 2>/dev/null || echo 100) "
-    "$(cut -d' ' -f1 /proc/uptime)"
+AGENT_STATS = (  # [e]: the pattern must not match this command's own shell
+    "p=$(ps | awk '/[e]dgeward.agent.cli/ {print $1; exit}'); "
+    "echo $(awk '/^VmRSS/ {print $2}' /proc/$p/status) "
+    "$(awk '{print $14, $15}' /proc/$p/stat) 100 $(cut -d' ' -f1 /proc/uptime)"
 )
 
 
@@ -40,6 +39,7 @@ def build_times(runs: int) -> tuple[list[float], list[float], dict[str, object]]
             t0 = time.monotonic()
             img = build_image(cache=Path(tmp))
             cold.append(time.monotonic() - t0)
+            print(f"cold build {cold[-1]:.1f} s", file=sys.stderr, flush=True)
             t0 = time.monotonic()
             build_image(cache=Path(tmp))
             cached.append(time.monotonic() - t0)
@@ -91,6 +91,7 @@ def main() -> None:
         for run in range(args.runs if n == 1 else 1):
             print(f"booting {n} device(s), run {run + 1}...", file=sys.stderr, flush=True)
             rows.append((n, run + 1, boot(n, image)))
+            print(f"  {rows[-1]}", file=sys.stderr, flush=True)
     print("## Simulator: QEMU image build and boot to the first affirming attestation\n")
     print(f"Image `{manifest.get('key')}`: {manifest.get('kernel')}, "
           f"{int(manifest.get('unpacked_bytes', 0)) / 2**20:.0f} MiB unpacked "  # type: ignore[call-overload]

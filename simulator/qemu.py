@@ -237,8 +237,10 @@ class QemuGuest:
         """Stop the agent (SIGTERM, so it says goodbye), power off, then end swtpm; idempotent."""
         if self.alive():
             with contextlib.suppress(DeviceError, OSError):
-                self.run("pkill -TERM -f 'agent run'; for i in $(seq 50); do "
-                         "pgrep -f 'agent run' >/dev/null || break; sleep 0.2; done", 15)
+                # busybox has no pgrep/pkill; [e] keeps the pattern from matching this shell
+                self.run("agent() { ps | awk '/[e]dgeward.agent.cli/ {print $1}'; }; "
+                         "kill -TERM $(agent); for i in $(seq 50); do "
+                         "[ -z \"$(agent)\" ] && break; sleep 0.2; done", 15)
             with contextlib.suppress(DeviceError, OSError):
                 self.qmp("quit")
         self._end(self._qemu, "qemu")
