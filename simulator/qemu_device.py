@@ -107,20 +107,21 @@ class QemuDevice:
         from edgeward.firmware_shim.linux.tpm import TpmSigner
         from edgeward.firmware_shim.sim.swtpm import start_swtpm
 
-        try:
-            from edgeward.simulator.provision import (  # type: ignore[attr-defined]
-                BOOT_MEASUREMENT,
-                BOOT_PCR,
-            )
+        boot_pcr: int | None = None
+        boot_measurement = b""
+        try:  # the runner's simulated firmware measurement, when the runner defines one
+            from edgeward.simulator.provision import BOOT_MEASUREMENT, BOOT_PCR
+
+            boot_pcr, boot_measurement = BOOT_PCR, BOOT_MEASUREMENT
         except ImportError:
-            BOOT_PCR, BOOT_MEASUREMENT = None, b""
+            pass
         try:
             with start_swtpm(self.folder / "tpm") as tpm, TpmSigner(tpm.tcti) as signer:
-                if BOOT_PCR is not None:
-                    digest = hashlib.sha256(BOOT_MEASUREMENT).digest()
-                    signer.extend_pcr(BOOT_PCR, digest)
+                if boot_pcr is not None:
+                    digest = hashlib.sha256(boot_measurement).digest()
+                    signer.extend_pcr(boot_pcr, digest)
                     hook = self.folder / "start"
-                    hook.write_text(_start_hook(BOOT_PCR, digest))
+                    hook.write_text(_start_hook(boot_pcr, digest))
                     hook.chmod(0o755)
                 return signer.public, signer.read_pcrs(pcrs)
         except RuntimeError as e:

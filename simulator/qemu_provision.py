@@ -159,6 +159,7 @@ class QemuBackend:
         from edgeward.core.keys import load_signing_key
 
         cfg = load_service_config(self.verifier_toml)
+        assert cfg.verifier is not None  # read in the same parse as the service's tables
         self.appraiser = AttestationAppraiser.from_config(cfg.verifier)
         self._stack.callback(self.appraiser.close)
         assert cfg.command_key is not None

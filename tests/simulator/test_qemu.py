@@ -147,7 +147,7 @@ def test_relay_copies_both_ways_and_ends_with_the_guest(tmp_path: Path) -> None:
 # -- one real device -----------------------------------------------------------------------
 
 
-def _wait(what: str, pred, dev: QemuGuest, timeout: float):  # type: ignore[no-untyped-def]
+def _wait(what: str, pred, dev: QemuGuest, timeout: float):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = pred()
