@@ -36,6 +36,8 @@ setup(
         # deploy/: the broker configuration and ACL, the systemd unit, example configurations
         "edgeward.deploy": ["mosquitto.conf", "acl", "dynamic-security.json", "broker-register",
                             "*.service", "*.example"],
+        # the simulator's scenarios (`edgeward sim run --scenario NAME` reads them at run time)
+        "edgeward.simulator": ["py.typed", "*.toml", "data/*", "scenarios/*.toml"],
     },
     include_package_data=True,
     # installed under <prefix>/share/doc/edgeward: the systemd unit's Documentation= points there

@@ -22,7 +22,7 @@ def test_deploy_files_resolve() -> None:
         deploy_file("../setup.py")
 
 
-def test_wheel_ships_deploy_files_and_board_definitions(tmp_path: Path) -> None:
+def test_wheel_ships_deploy_files_board_definitions_and_scenarios(tmp_path: Path) -> None:
     src = tmp_path / "src"  # a copy, so the build leaves nothing in the checkout
     shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(
         ".git", ".venv*", "build", "*.egg-info", "__pycache__", ".*_cache", "tests", "benchmarks"))
@@ -34,6 +34,10 @@ def test_wheel_ships_deploy_files_and_board_definitions(tmp_path: Path) -> None:
         assert f"edgeward/deploy/{name}" in names, name
     assert any(n.startswith("edgeward/boards/") and n.endswith(".toml") for n in names)
     assert "edgeward/core/py.typed" in names
+    scenarios = sorted(p.name for p in (REPO / "simulator" / "scenarios").glob("*.toml"))
+    assert scenarios, "the simulator has no scenarios to ship"
+    for name in scenarios:  # `edgeward sim run` reads them from the installed package
+        assert f"edgeward/simulator/scenarios/{name}" in names, name
     assert not any(n.startswith("edgeward/tests/") for n in names)
 
 
