@@ -168,7 +168,6 @@ class Mosquitto:
         # the shipped deploy/mosquitto.conf, with these paths, port and the loopback address
         subst = {
             "persistence ": f"persistence {'true' if persistence else 'false'}",
-            "persistence_location ": f"persistence_location {data}/",
             "plugin ": f"plugin {dynsec_plugin()}",
             "plugin_opt_config_file ": f"plugin_opt_config_file {self.dynsec}",
             "listener ": f"listener {self.port} 127.0.0.1",
@@ -177,8 +176,9 @@ class Mosquitto:
             "certfile ": f"certfile {self.server.cert}",
             "keyfile ": f"keyfile {self.server.key}",
         }
+        # the shipped file leaves persistence_location to Debian's main mosquitto.conf
         lines = [user.strip(), "log_dest stderr", "log_type error", "log_type warning",
-                 "log_type notice"]
+                 "log_type notice", f"persistence_location {data}/"]
         for line in DEPLOY_CONF.read_text().splitlines():
             for prefix, repl in subst.items():
                 if line.startswith(prefix):
