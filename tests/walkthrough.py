@@ -12,14 +12,27 @@ What a block must show is written in the page itself, so the reader sees it too:
   with (default 0);
 * ``<!-- not run: why -->`` before a block says why it cannot run here (a real device's paths);
   the reason is required, so a page never skips a block silently.
+
+Services: each block runs in a session of its own, so a daemon a page starts in the background
+(``edgeward verifier run ... &``) stays in that block's process group; when the page ends, or a
+block fails or runs out of time, every such group is stopped (SIGTERM, then SIGKILL), so a page
+never leaves a process behind. A page that needs a port uses a variable with its real default,
+``${MQTT_PORT:-8883}``, and says so; the test passes a free loopback port in ``env_extra`` (see
+:func:`free_port`). A page waits for a service with a bounded loop of its own (``for i in $(seq
+50); do ... && break; sleep 0.2; done``); the block's timeout bounds it too. Output goes to a
+file, not a pipe, so a background process that keeps its output open cannot hang the block.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import signal
+import socket
 import subprocess
 import sys
+import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -85,27 +98,88 @@ def _pattern(expect: str) -> re.Pattern[str]:
     return re.compile(r".*?".join(parts))
 
 
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (for ``env_extra``, e.g. ``{"MQTT_PORT": str(free_port())}``)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stop_groups(procs: list[subprocess.Popen[bytes]], grace: float = 5.0) -> None:
+    """SIGTERM every block's process group, wait up to ``grace`` seconds, then SIGKILL what is
+    left (each block's shell leads its group: the group id is the shell's pid)."""
+    pgids = [p.pid for p in procs]
+    for pgid in pgids:
+        try:
+            os.killpg(pgid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        for p in procs:
+            p.poll()  # reap a shell that was still running, so its group can empty
+        if not any(_alive(g) for g in pgids):
+            break
+        time.sleep(0.05)
+    for pgid in pgids:
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    for p in procs:
+        if p.poll() is None:
+            p.wait(5)
+
+
 def run_page(page: Path, workdir: Path, env_extra: dict[str, str] | None = None,
              timeout: float = 600) -> list[str]:
-    """Run every block of ``page`` in ``workdir``; return the failures, one line each."""
+    """Run every block of ``page`` in ``workdir``; return the failures, one line each.
+
+    Whatever the blocks left running in the background is stopped before this returns."""
     env = dict(os.environ)
     venv_bin = Path(sys.executable).parent
     env["PATH"] = f"{venv_bin}{os.pathsep}{env.get('PATH', '')}"
     env.update(env_extra or {})
     failures: list[str] = []
-    for b in blocks(page):
-        if b.skip is not None:
-            if not b.skip.strip():
-                failures.append(f"{b.where}: a block marked 'not run' must say why")
-            continue
-        p = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", b.code], cwd=workdir, env=env,
-                           capture_output=True, text=True, timeout=timeout)
-        text = p.stdout + p.stderr
-        if p.returncode != b.exit_code:
-            failures.append(f"{b.where}: exit {p.returncode}, the page expects {b.exit_code}:\n"
-                            f"{b.code}\n--- output ---\n{text[-3000:]}")
-            break  # later blocks build on this one
-        for e in b.expects:
-            if not _pattern(e).search(text):
-                failures.append(f"{b.where}: output lacks '# {e}':\n{text[-3000:]}")
+    groups: list[subprocess.Popen[bytes]] = []
+    try:
+        for b in blocks(page):
+            if b.skip is not None:
+                if not b.skip.strip():
+                    failures.append(f"{b.where}: a block marked 'not run' must say why")
+                continue
+            with tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace") as out:
+                p = subprocess.Popen(["bash", "-e", "-o", "pipefail", "-c", b.code], cwd=workdir,
+                                     env=env, stdin=subprocess.DEVNULL, stdout=out,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+                groups.append(p)
+                try:
+                    rc: int | None = p.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    rc = None
+                out.seek(0)
+                text = out.read()
+            if rc is None:
+                failures.append(f"{b.where}: still running after {timeout:g} s:\n{b.code}\n"
+                                f"--- output ---\n{text[-3000:]}")
+                break
+            if rc != b.exit_code:
+                failures.append(f"{b.where}: exit {rc}, the page expects {b.exit_code}:\n"
+                                f"{b.code}\n--- output ---\n{text[-3000:]}")
+                break  # later blocks build on this one
+            for e in b.expects:
+                if not _pattern(e).search(text):
+                    failures.append(f"{b.where}: output lacks '# {e}':\n{text[-3000:]}")
+    finally:
+        stop_groups(groups)
     return failures

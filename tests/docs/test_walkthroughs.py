@@ -5,6 +5,8 @@ The harness is :mod:`walkthrough` (tests/walkthrough.py); its own tests below sh
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -46,3 +48,36 @@ def test_harness_fails_on_missing_output(page, tmp_path: Path) -> None:
 
 def test_harness_refuses_a_silent_skip(page, tmp_path: Path) -> None:
     assert run_page(page("<!-- not run:  -->\n```sh\nfalse\n```\n"), tmp_path)
+
+
+def _gone(pid: int) -> bool:
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_harness_stops_what_a_page_started_in_the_background(page, tmp_path: Path) -> None:
+    """A daemon a page starts with `&` (and one that ignores SIGTERM) is gone when it ends."""
+    p = page("```sh\nsleep 300 &\necho $! > bg.pid\n"
+             "bash -c 'trap \"\" TERM; echo $$ > stubborn.pid; sleep 300' &\n"
+             "for i in $(seq 50); do test -s stubborn.pid && break; sleep 0.1; done\n```\n"
+             "```sh\necho still here\n# still here\n```\n")
+    assert run_page(p, tmp_path) == []
+    for name in ("bg.pid", "stubborn.pid"):
+        assert _gone(int((tmp_path / name).read_text())), name
+
+
+def test_harness_stops_background_processes_when_a_block_fails(page, tmp_path: Path) -> None:
+    p = page("```sh\nsleep 300 &\necho $! > bg.pid\n```\n```sh\nfalse\n```\n")
+    assert run_page(p, tmp_path)
+    assert _gone(int((tmp_path / "bg.pid").read_text()))
+
+
+def test_harness_bounds_a_block_that_never_ends(page, tmp_path: Path) -> None:
+    failures = run_page(page("```sh\nsleep 300\n```\n"), tmp_path, timeout=1)
+    assert failures and "still running" in failures[0]
