@@ -6,11 +6,12 @@ The harness is :mod:`walkthrough` (tests/walkthrough.py); its own tests below sh
 from __future__ import annotations
 
 import os
+import socket
 import time
 from pathlib import Path
 
 import pytest
-from walkthrough import REPO, blocks, run_page
+from walkthrough import REPO, blocks, free_port, run_page
 
 
 def test_readme_tour_runs_as_written(tmp_path: Path) -> None:
@@ -50,6 +51,15 @@ def test_harness_refuses_a_silent_skip(page, tmp_path: Path) -> None:
     assert run_page(page("<!-- not run:  -->\n```sh\nfalse\n```\n"), tmp_path)
 
 
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def _gone(pid: int) -> bool:
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
@@ -81,3 +91,14 @@ def test_harness_stops_background_processes_when_a_block_fails(page, tmp_path: P
 def test_harness_bounds_a_block_that_never_ends(page, tmp_path: Path) -> None:
     failures = run_page(page("```sh\nsleep 300\n```\n"), tmp_path, timeout=1)
     assert failures and "still running" in failures[0]
+
+
+def test_attestation_walkthrough_runs_as_written(tmp_path: Path) -> None:
+    """docs/ATTESTATION.md: a software-key lock and a swtpm lock reach `affirming`; a lock run
+    with a configuration other than the measured one gets `warning`; a replay is refused."""
+    port = free_port()
+    while port + 1 > 65535 or not _port_free(port + 1):  # swtpm takes PORT and PORT + 1
+        port = free_port()
+    failures = run_page(REPO / "docs" / "ATTESTATION.md", tmp_path,
+                        env_extra={"HOME": str(tmp_path), "TPM_PORT": str(port)})
+    assert not failures, "\n\n".join(failures)
