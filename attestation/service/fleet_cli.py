@@ -1,8 +1,9 @@
 """``edgeward fleet``: the operator's tools for the fleet (server side, never on a device).
 
 ``fleet ca init|issue`` makes the fleet's TLS identities: the CA the broker trusts, the broker's
-server certificate, and each device's and verifier worker's client certificate (the common name
-is the MQTT client id and the name the ACL grants).
+server certificate, each device's and verifier worker's client certificate (the common name
+is the MQTT client id and the name the ACL grants), and the broker admin's, with which
+deploy/broker-register registers the others.
 """
 
 from __future__ import annotations
@@ -41,8 +42,11 @@ def ca_init(out_dir: Path, name: str, days: int) -> None:
 
 @ca.command("issue")
 @click.option("--ca", "ca_dir", required=True, type=DIR, help="Folder made by `fleet ca init`.")
-@click.option("--role", required=True, type=click.Choice(["broker", "device", "worker"]),
-              help="broker: a server certificate; device or worker: a client certificate.")
+@click.option("--role", required=True,
+              type=click.Choice(["broker", "device", "worker", "admin"]),
+              help="broker: a server certificate; device or worker: a client certificate; "
+              "admin: the client certificate deploy/broker-register uses (name "
+              "edgeward-broker-admin).")
 @click.option("--name", required=True,
               help="Common name: the device name, the worker's client id, or the broker's name.")
 @click.option("--host", "hosts", multiple=True,
@@ -65,6 +69,9 @@ def ca_issue(ca_dir: Path, role: str, name: str, hosts: tuple[str, ...], out_dir
                                                                "edgeward-broker-admin"))
     if role == "device" and service:
         raise ConfigError(f"{name!r} is a service name; a device may not have it")
+    if role == "admin" and name != "edgeward-broker-admin":
+        raise ConfigError(f"the broker admin's name is edgeward-broker-admin (got {name!r})",
+                          hint="--name edgeward-broker-admin (deploy/dynamic-security.json)")
     if role == "worker" and not (name == "edgeward-verifier"
                                  or name.startswith("edgeward-verifier-")):
         raise ConfigError(f"a worker's name starts with edgeward-verifier- (got {name!r})",

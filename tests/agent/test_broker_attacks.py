@@ -339,12 +339,14 @@ def test_fleet_ca_issue_refuses_a_device_certificate_with_a_worker_name(tmp_path
     subprocess.run([EDGEWARD, "fleet", "ca", "init", "--out", tmp_path / "ca"], check=True,
                    capture_output=True)
     for role, name in (("device", "edgeward-verifier-w1"), ("device", "edgeward-verifier"),
-                       ("device", "edgeward-broker-admin"), ("worker", "lock-1")):
+                       ("device", "edgeward-broker-admin"), ("worker", "lock-1"),
+                       ("admin", "lock-1"), ("admin", "edgeward-verifier-w1")):
         r = issue(role, name)
         assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, (role, name, r)
     ok = issue("worker", "edgeward-verifier-w1")
     assert ok.returncode == 0 and "deploy/broker-register worker edgeward-verifier-w1" in ok.stdout
     assert issue("device", "lock-1").returncode == 0
+    assert issue("admin", "edgeward-broker-admin").returncode == 0  # broker-register's client
 
 
 def test_a_refused_subscription_is_logged_not_silent(mosquitto: Mosquitto, test_ca: TestCA,
