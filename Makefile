@@ -7,7 +7,7 @@ VENV := .venv
 VENV_TFLITE := .venv-tflite
 VENV_BENCH := .venv-bench
 APT_PACKAGES := mosquitto mosquitto-clients swtpm swtpm-tools tpm2-tools libtss2-dev \
-	pkg-config cpio chromium
+	pkg-config cpio chromium sqlite3
 # the QEMU simulator: qemu-system-aarch64, and readelf to check an image's shared libraries
 APT_PACKAGES += qemu-system-arm binutils
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)

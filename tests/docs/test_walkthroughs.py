@@ -102,3 +102,11 @@ def test_attestation_walkthrough_runs_as_written(tmp_path: Path) -> None:
     failures = run_page(REPO / "docs" / "ATTESTATION.md", tmp_path,
                         env_extra={"HOME": str(tmp_path), "TPM_PORT": str(port)})
     assert not failures, "\n\n".join(failures)
+
+
+def test_agent_walkthrough_runs_as_written(tmp_path: Path) -> None:
+    """docs/AGENT.md: fleet CA, the shipped broker files on loopback, registration, a verifier
+    worker and an agent; the device's reports reach the fleet store and it is affirmed."""
+    failures = run_page(REPO / "docs" / "AGENT.md", tmp_path,
+                        env_extra={"HOME": str(tmp_path), "MQTT_PORT": str(free_port())})
+    assert not failures, "\n\n".join(failures)
