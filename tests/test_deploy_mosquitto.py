@@ -49,6 +49,7 @@ def _install(root: Path, extra: str = "") -> tuple[Path, int, FleetCA]:
     shipped = deploy_file("mosquitto.conf").read_text()
     for old, new in {"/var/lib/mosquitto/": f"{data}/",
                      "/etc/mosquitto/ca/fleet-ca.pem": str(ca.ca),
+                     "/etc/mosquitto/ca/fleet-crl.pem": str(ca.crl),
                      "/etc/mosquitto/certs/broker.pem": str(broker.cert),
                      "/etc/mosquitto/certs/broker.key": str(broker.key),
                      "\nlistener 8883\n": f"\nlistener {port} 127.0.0.1\n"}.items():
