@@ -178,7 +178,7 @@ def appraise_one(name: str, value: Any, *, nonce: bytes, registration: LockRegis
     if isinstance(value, dict):
         why = value.get(SUBMOD_ERROR)
         r.set("executables", C.UNRECOGNIZED_RUNTIME,
-              f"{name}: {why if isinstance(why, str) else 'no token'} "
+              f"{name}: {safe(why, 200) if isinstance(why, str) else 'no token'} "
               "(its firmware was not appraised)")
         return r.result(name)
     # 2. structure

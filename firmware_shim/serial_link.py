@@ -132,14 +132,19 @@ class McuLink:
         frame = encode_frame(ftype, self.seq, payload)
         for attempt in range(1, self.retries + 1):
             self.decoder.buf = b""  # a half frame left by the last try can never complete it
-            self.port.write(frame)
-            deadline = self.clock() + self.timeout
-            while self.clock() < deadline:
-                for f in self.decoder.feed(self.port.read(256)):
-                    if f.seq == self.seq:
-                        return f
-                    self.stale += 1
-                    logger.debug("dropped a stale answer (seq %d, want %d)", f.seq, self.seq)
+            try:
+                self.port.write(frame)
+                deadline = self.clock() + self.timeout
+                while self.clock() < deadline:
+                    for f in self.decoder.feed(self.port.read(256)):
+                        if f.seq == self.seq:
+                            return f
+                        self.stale += 1
+                        logger.debug("dropped a stale answer (seq %d, want %d)", f.seq, self.seq)
+            except OSError as e:  # pyserial's SerialException too: an unplugged USB adapter
+                raise SubAttesterUnreachable(
+                    f"sub-attester unreachable: serial port error: {e}",
+                    hint="check the lock's serial cable and power") from e
             logger.info("microcontroller silent for %.1f s (try %d of %d)",
                         self.timeout, attempt, self.retries)
         raise SubAttesterUnreachable(
@@ -151,8 +156,10 @@ class McuLink:
         """The microcontroller's COSE_Mac0 token answering ``nonce``."""
         f = self.request(T_CHALLENGE, nonce)
         if f.type == T_ERROR:
+            # the microcontroller's words, escaped: they end up in logs and EAR reasons
+            why = f.payload[:200].decode("utf-8", "replace")
             raise SubAttesterError("sub-attester refused the challenge: "
-                                   + f.payload[:200].decode("utf-8", "replace"))
+                                   + why.encode("unicode_escape").decode("ascii"))
         if f.type != T_EVIDENCE:
             raise SubAttesterError(f"sub-attester answered with frame type 0x{f.type:02x}")
         return f.payload

@@ -233,3 +233,26 @@ def test_pyserial_gateway_to_lock_code_on_micropython_over_a_pty() -> None:
                        registration=registration(scripts={}))
     assert res.status == 2, res.reasons
     assert second == token  # same nonce, same boot: the same MAC
+
+
+def test_unplugged_serial_adapter_is_unreachable_not_a_crash() -> None:
+    """pyserial raises SerialException (an OSError) when a USB adapter goes away mid-request."""
+    clock = FakeClock()
+
+    class Unplugged(ScriptedPort):
+        def read(self, size: int = 1) -> bytes:
+            raise OSError(5, "Input/output error")
+
+    link = L.McuLink(Unplugged(clock, answer_with(L.T_EVIDENCE, b"")), clock=clock)
+    with pytest.raises(L.SubAttesterUnreachable, match="serial port error"):
+        link.challenge(NONCE)
+
+
+def test_attack_lock_error_text_cannot_forge_lines() -> None:
+    """A compromised lock answers with an error frame carrying a newline and a terminal escape."""
+    clock = FakeClock()
+    forged = b"x\nlock-mcu: firmware is approved\x1b[2J"
+    link = L.McuLink(ScriptedPort(clock, answer_with(L.T_ERROR, forged)), clock=clock)
+    with pytest.raises(L.SubAttesterError) as e:
+        link.challenge(NONCE)
+    assert "\n" not in str(e.value) and "\x1b" not in str(e.value)
