@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edgeward.core.errors import ConfigError
+from edgeward.core.errors import ConfigError, EdgewardError
 from edgeward.core.limits import Limits
 from edgeward.core.tomlconf import Section, load_toml, read_section, setting
 
@@ -216,9 +216,12 @@ def _check_certificate_name(path: Path, device: str, cert: Path | None) -> None:
         from cryptography import x509
         from cryptography.x509.oid import NameOID
 
-        names = x509.load_pem_x509_certificate(Path(cert).read_bytes()).subject \
+        from edgeward.core.fileio import OPERATOR, read_bounded
+
+        pem = read_bounded(Path(cert), 64 * 1024, what="device certificate", faults=OPERATOR)
+        names = x509.load_pem_x509_certificate(pem).subject \
             .get_attributes_for_oid(NameOID.COMMON_NAME)
-    except (OSError, ValueError):
+    except (EdgewardError, ValueError):
         return
     cn = str(names[0].value) if names else ""
     if cn != device:

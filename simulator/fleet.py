@@ -67,7 +67,7 @@ class SimFleet:
         self.backend = SimBackend(self.root, kit.ca, broker_hosts=self._guest_broker_hosts())
         broker = self.backend.broker
         specs, pcr_sets = [], []
-        from edgeward.simulator.process_device import free_port_pair
+        from edgeward.firmware_shim.sim.swtpm import free_port_pair
 
         for i, name in enumerate(self.names):
             relay = LinkRelay(("127.0.0.1", broker.port)).start()

@@ -32,23 +32,6 @@ from edgeward.simulator.relay import LinkRelay
 AGENT_CMD = [sys.executable, "-c", "from edgeward.agent.cli import main; main()"]
 
 
-def free_port_pair() -> int:
-    """A port P with P and P+1 free on 127.0.0.1 (swtpm's server and control ports)."""
-    for _ in range(100):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if port >= 65535:
-            continue
-        with socket.socket() as s2:
-            try:
-                s2.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-        return port
-    raise DeviceError("no free port pair on 127.0.0.1 for swtpm")
-
-
 def _tail(path: Path, lines: int) -> str:
     try:
         with open(path, "rb") as f:

@@ -183,9 +183,8 @@ class VerifierService:
             return  # not acknowledged: the broker redelivers it on reconnect
         except Exception as e:  # any message, however hostile, must not stop the worker
             self.count("crashes")
-            logger.exception("message on %s could not be processed (%s: %s); recorded as "
-                             "contraindicated and skipped", safe(ev.topic), type(e).__name__,
-                             safe(e, 200))
+            logger.exception("message on %s could not be processed (%s: %s); skipped",
+                             safe(ev.topic), type(e).__name__, safe(e, 200))
         self.transport.ack(ev)
 
     def on_message(self, msg: Incoming) -> None:
@@ -232,8 +231,9 @@ class VerifierService:
     def on_envelope(self, env: Envelope, now: float) -> None:
         if env.type == "outbox.dropped":
             ranges = env.body.get("ranges", [])
-            ok = [(int(a), int(b)) for a, b in ranges
-                  if isinstance(a, int) and isinstance(b, int) and 0 < a <= b < env.seq]
+            ok = [(r[0], r[1]) for r in (ranges if isinstance(ranges, list) else [])
+                  if isinstance(r, list) and len(r) == 2 and isinstance(r[0], int)
+                  and isinstance(r[1], int) and 0 < r[0] <= r[1] < env.seq]
             self.store.record_drops(env.device, ok, env.seq)
         elif env.type in RECHALLENGE_ON:
             self.issue_challenge(env.device, now)

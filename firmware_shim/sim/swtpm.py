@@ -51,7 +51,8 @@ class Swtpm:
         self.stop()
 
 
-def _free_port_pair() -> int:
+def free_port_pair() -> int:
+    """A port P with P and P+1 free on 127.0.0.1 (swtpm's server and control ports)."""
     for _ in range(50):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
@@ -87,7 +88,7 @@ def start_swtpm(state_dir: Path, *, attempts: int = 3) -> Swtpm:
         raise RuntimeError("swtpm is not installed (apt-get install swtpm)")
     state_dir.mkdir(parents=True, exist_ok=True)
     for _attempt in range(attempts):
-        port = _free_port_pair()
+        port = free_port_pair()
         proc = subprocess.Popen(
             [
                 binary, "socket", "--tpm2",

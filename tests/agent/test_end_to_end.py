@@ -19,7 +19,6 @@ from fixtures_mqtt import Mosquitto, TestCA
 
 pytestmark = pytest.mark.slow
 
-att = pytest.importorskip("edgeward.attestation.service.verifier")
 
 
 @pytest.fixture(scope="module")
