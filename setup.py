@@ -47,7 +47,7 @@ setup(
                                         "docs/protocol.cddl"])],
     install_requires=[
         "cryptography>=42",
-        "cbor2>=5.6",
+        "cbor2>=5.6,<6",  # 6.x decodes arrays as tuples, which COSE_Sign1 decoding refuses
         "click>=8.1",
         "numpy>=1.24",
         "flatbuffers>=23.5",
