@@ -16,7 +16,10 @@ PIP_FLAGS := --disable-pip-version-check --no-input -q
 .PHONY: sbom demo test lint typecheck system venv venv-tflite unit runtime-tflite bench clean fuzz fuzz-ci \
 	micropython mcu-typecheck mpy mypy-path
 
-demo: system venv
+# The demo's last step boots two Pi 4 devices in QEMU: build (or reuse) their ARM64 image first.
+# If that cannot be done here, the demo says why and runs the same scenarios as processes.
+demo: sim-system venv
+	-$(VENV)/bin/edgeward sim image build
 	$(VENV)/bin/edgeward demo
 
 test: system venv venv-tflite micropython lint typecheck mcu-typecheck mpy unit runtime-tflite \
