@@ -1,4 +1,5 @@
-"""VERIFIER.toml, read once for a worker: ``[service]``, ``[mqtt]``, ``[commands]``, and the
+"""VERIFIER.toml, read once for a worker: ``[service]``, ``[mqtt]``, ``[commands]``,
+``[early_warning]`` (:class:`.early_warning.EarlyWarningConfig`), and the
 attestation part's tables (``[verifier]``, ``[enrollment]``, ``[refvalues]``, ``[policy]``,
 ``[limits]``) through :func:`edgeward.attestation.config.verifier_from_section`, from the same
 parse. ``[limits]`` bounds both the appraisal and the worker's envelope decoding
@@ -21,6 +22,8 @@ from edgeward.attestation.config import (
 )
 from edgeward.core.limits import Limits
 from edgeward.core.tomlconf import load_toml, read_section, setting
+
+from .early_warning import EarlyWarningConfig
 
 ATTESTATION_TABLES = ("verifier", "enrollment", "refvalues", "policy", "limits")
 
@@ -61,12 +64,13 @@ class ServiceConfig:
     ack_interval: float = ServiceSettings.ack_interval
     limits: Limits = VERIFIER_LIMITS  # [limits]: envelope decoding bounds
     verifier: VerifierConfig | None = None  # [verifier] and its tables; None: not appraised
+    early_warning: EarlyWarningConfig = EarlyWarningConfig()  # [early_warning]
 
 
 def load_service_config(path: Path) -> ServiceConfig:
     path = Path(path).resolve()
     root = load_toml(path)
-    root.reject_unknown(("service", "mqtt", "commands", *ATTESTATION_TABLES))
+    root.reject_unknown(("service", "mqtt", "commands", "early_warning", *ATTESTATION_TABLES))
     base = path.parent
     s = read_section(ServiceSettings, root.section("service"), base=base,
                      defaults={"worker": f"{socket.gethostname()}-{os.getpid()}"})
@@ -89,4 +93,5 @@ def load_service_config(path: Path) -> ServiceConfig:
         command_ttl=c.ttl,
         limits=verifier_limits(root.section("limits")),
         verifier=verifier_from_section(root, path) if root.has("verifier") else None,
+        early_warning=read_section(EarlyWarningConfig, root.section("early_warning")),
     )

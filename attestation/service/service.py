@@ -12,6 +12,9 @@ workers. For every message it
   attestation part's appraiser, and publishes the signed EAR on ``attest/result``,
 * on ``outbox.dropped``: records the ranges, so gap analysis can tell reported drops from loss,
 * on ``attest.request``, ``model.rejected`` or a device coming online: challenges it now,
+* on ``app.anomaly`` (the inference guard's warnings): feeds the fleet early warning
+  (:mod:`.early_warning`); a ``fleet.early_warning`` it raises is stored under the pseudo-device
+  ``@fleet`` (a name no device can have) and logged,
 * after storing (also after a duplicate, which says the device has not heard our ack): publishes,
   at most once per ``ack_interval`` per device, a signed, retained end-to-end ack on
   ``edgeward/v1/<device>/ack`` naming the highest seq up to which every message is stored or
@@ -46,6 +49,7 @@ from edgeward.core.errors import ConfigError, EdgewardError, MalformedInputError
 from edgeward.core.fileio import OPERATOR, read_bounded
 
 from .config import ServiceConfig
+from .early_warning import EarlyWarning, FleetEvent
 from .fleet_store import FleetStore
 
 logger = logging.getLogger(__name__)
@@ -55,6 +59,7 @@ UP_KINDS = ("status", "report", "event", "attest/evidence")
 RECHALLENGE_ON = frozenset({"attest.request", "model.rejected"})
 
 
+FLEET = "@fleet"  # the store's device name for fleet events (not a valid device name)
 WORKER_PREFIX = "edgeward-verifier"
 MAX_PEM_BYTES = 64 * 1024  # a certificate (chain) in PEM
 
@@ -120,6 +125,7 @@ class VerifierService:
         self._stop = threading.Event()
         self._ack_due: dict[str, bool] = {}  # device -> re-send even if unchanged (a duplicate)
         self._ack_last: dict[str, tuple[float, int]] = {}  # device -> (when, upto) last sent
+        self.early_warning = EarlyWarning(cfg.early_warning) if cfg.early_warning.enabled else None
         if command_key is None:
             logger.warning("no [commands] key: no end-to-end acks; devices must set "
                            "[outbox] e2e_ack = false or they keep every message")
@@ -239,6 +245,18 @@ class VerifierService:
             self.issue_challenge(env.device, now)
         elif env.type == "attest.evidence":
             self.on_evidence(env, now)
+        elif env.type == "app.anomaly" and self.early_warning is not None:
+            self.on_fleet_events(self.early_warning.observe(env.device, env.body, now), now)
+
+    def on_fleet_events(self, events: list[FleetEvent], now: float) -> None:
+        for ev in events:
+            self.store.record(Envelope(seq=self.store.highest(FLEET) + 1, ts=now, device=FLEET,
+                                       type=ev.type, body=ev.body()), now)
+            self.count("fleet_warnings")
+            logger.warning("fleet early warning: model %s version %r: %.2f devices warning per "
+                           "window vs %.2f baseline, %d devices: %s", safe(ev.model),
+                           safe(ev.version), ev.rate, ev.baseline, ev.devices_total,
+                           ", ".join(ev.devices[:10]))
 
     def on_evidence(self, env: Envelope, now: float) -> None:
         eat = env.body.get("eat")
@@ -290,6 +308,8 @@ class VerifierService:
     # --- outgoing ----------------------------------------------------------------------------
 
     def tick(self, now: float) -> None:
+        if self.early_warning is not None:
+            self.on_fleet_events(self.early_warning.advance(now), now)
         for device in self.store.claim_due_challenges(now, self.cfg.challenge_interval):
             self.issue_challenge(device, now)
 
