@@ -23,7 +23,7 @@ from edgeward.attestation.config import (
 from edgeward.core.limits import Limits
 from edgeward.core.tomlconf import load_toml, read_section, setting
 
-from .early_warning import EarlyWarningConfig
+from .early_warning import EARLY_WARNING, EarlyWarningConfig
 
 ATTESTATION_TABLES = ("verifier", "enrollment", "refvalues", "policy", "limits")
 
@@ -64,7 +64,7 @@ class ServiceConfig:
     ack_interval: float = ServiceSettings.ack_interval
     limits: Limits = VERIFIER_LIMITS  # [limits]: envelope decoding bounds
     verifier: VerifierConfig | None = None  # [verifier] and its tables; None: not appraised
-    early_warning: EarlyWarningConfig = EarlyWarningConfig()  # [early_warning]
+    early_warning: EarlyWarningConfig = EARLY_WARNING  # [early_warning]
 
 
 def load_service_config(path: Path) -> ServiceConfig:

@@ -77,6 +77,9 @@ class EarlyWarningConfig:
     max_models: int = setting(256, min=1, max=100_000)
 
 
+EARLY_WARNING = EarlyWarningConfig()  # the defaults, when VERIFIER.toml has no [early_warning]
+
+
 @dataclass(frozen=True)
 class FleetEvent:
     """One fleet-level warning for one model version."""
