@@ -126,7 +126,8 @@ def run_section(name: str, rest: list[str], max_runs: int,
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    # no abbreviations: the bench scripts' own options (--n, --repeat) pass through untouched
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     ap.add_argument("--only", help="comma-separated subset of: " + ", ".join(BENCHES))
     ap.add_argument("--check", action="store_true", help="exit 1 when a target is not met")
     ap.add_argument("--no-write", action="store_true",
