@@ -53,8 +53,9 @@ class Reloaded:
 class Root:
     """Builds the agent's parts; see the module docstring."""
 
-    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, *, clock: Callable[[], float] = time.time, once: bool = False) -> None:
         self.clock = clock
+        self.once = once  # --once: the transport gives up on the first failed connection
 
     def load(self, source: Path) -> AgentConfig:
         return load_agent_config(source)
@@ -75,7 +76,8 @@ class Root:
         d = cfg.device
         kinds = ("cmd", "attest/challenge", "attest/result", *(("ack",) if cfg.e2e else ()))
         return MqttTransport(cfg.mqtt, sink, subscriptions=[topic(d, k) for k in kinds],
-                             status=StatusTopic(topic(d, "status")), batch_acks=True)
+                             status=StatusTopic(topic(d, "status")), batch_acks=True,
+                             once=self.once)
 
     def local(self, cfg: AgentConfig, sink: Sink) -> LocalSocketServer | None:
         if cfg.local.socket is None:
@@ -112,7 +114,7 @@ class Root:
     def agent(self, cfg: AgentConfig) -> Agent:
         events: queue.SimpleQueue[object] = queue.SimpleQueue()
         return Agent(cfg, self.parts(cfg, events.put), transport=self.transport(cfg, events.put),
-                     clock=self.clock, events=events, rebuild=self)
+                     clock=self.clock, events=events, rebuild=self, once=self.once)
 
     def reload(self, old: AgentConfig, sink: Sink) -> tuple[AgentConfig, Reloaded]:
         """Read the file again and build the parts that depend on it.
@@ -149,6 +151,7 @@ class Root:
         )
 
 
-def build_agent(cfg: AgentConfig, *, clock: Callable[[], float] = time.time) -> Agent:
+def build_agent(cfg: AgentConfig, *, clock: Callable[[], float] = time.time,
+                once: bool = False) -> Agent:
     """The agent for ``cfg``, with every part built here and handed in."""
-    return Root(clock=clock).agent(cfg)
+    return Root(clock=clock, once=once).agent(cfg)

@@ -41,6 +41,7 @@ logger = logging.getLogger(__name__)
 
 ACK_DELAY = 0.05  # seconds PUBACKs may wait to be recorded together
 ACK_BATCH = 256  # ... or until this many have gathered
+REFUSED_OUTRIGHT = 3  # refusals with nothing accepted on a connection: the device is refused
 FRESH_MAX = 4096  # messages kept in memory for sending, beyond which the outbox is read
 EXPIRED = -1  # expiry() of a metrics report too old to send
 
@@ -100,6 +101,11 @@ class Delivery:
         self._fresh = FreshMessages(fresh_max)
         self._acks: list[int] = []  # PUBACKed seqs, not yet recorded
         self._refused: list[int] = []  # seqs the broker refused
+        self.refused_streak = 0  # refusals since the broker last accepted a message
+        self.accepted_here = 0  # messages the broker accepted on this connection
+        self.refused_here: list[str] = []  # ... and the reasons of those it refused
+        self.drop_report: int | None = None  # seq of the last outbox.dropped report written
+        self.hold_drops = False  # the broker refused a drop report: none until reconnection
         self._gone: dict[str, list[int]] = {}  # this batch's expired / too large seqs
         self._acked_at = now
         self._delivered_upto = delivered_upto  # highest seq ever PUBACKed (kept by the outbox)
@@ -116,6 +122,8 @@ class Delivery:
     def on_connect(self) -> None:
         """A new broker session: with e2e, send again everything the backend has not acked."""
         self.connected = True
+        self.accepted_here, self.refused_here = 0, []
+        self.hold_drops = False
         if self.e2e:
             self.resync()
 
@@ -139,11 +147,44 @@ class Delivery:
             return
         if not ok:
             self._count("broker_rejected")
-            logger.error("broker refused message seq %d (%s); dropping it", seq, reason)
+            self.refused_streak += 1
+            self.refused_here.append(reason)
+            n = self.refused_streak
+            # once per streak at ERROR, then at a falling rate: a device whose every message is
+            # refused must not write a line per message
+            level = logging.ERROR if n == 1 else logging.WARNING if n & (n - 1) == 0 \
+                else logging.DEBUG
+            logger.log(level, "broker refused message seq %d (%s); dropping it (%d refused in a "
+                       "row): is this device registered with the broker (deploy/broker-register)?",
+                       seq, reason, n)
             self._refused.append(seq)
+            if seq == self.drop_report and not self.hold_drops:
+                self.hold_drops = True
+                logger.warning("broker refused the drop report seq %d; no further report on "
+                               "this connection (the drops stay listed)", seq)
             return
+        if self.refused_streak:
+            logger.warning("broker accepts messages again after refusing %d",
+                           self.refused_streak)
+            self.refused_streak = 0
+        self.accepted_here += 1
         self._acks.append(seq)
         self._count("delivered")
+
+    @property
+    def refused_outright(self) -> str | None:
+        """The broker's reason when it has refused :data:`REFUSED_OUTRIGHT` messages on this
+        connection and accepted none (an unregistered or wrongly named device), else None."""
+        if self.accepted_here or len(self.refused_here) < REFUSED_OUTRIGHT:
+            return None
+        return self.refused_here[-1] or "refused"
+
+    @property
+    def may_report_drops(self) -> bool:
+        """A drop report may be written: the broker accepted the last message it answered, and
+        has not refused a drop report on this connection. Otherwise the report would be refused
+        in turn and reported again, without end; the drops stay listed for the next report."""
+        return self.refused_streak == 0 and not self.hold_drops
 
     def on_backend_ack(self, upto: int) -> None:
         """A verified backend ack (signature and device checked by :mod:`.e2eack`)."""

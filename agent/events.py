@@ -47,6 +47,15 @@ class Incoming:
 
 
 @dataclass(frozen=True)
+class ConnectFailed:
+    """The transport gave up: the first connection failed for a reason retrying cannot fix (a
+    certificate, a refused name) or, with ``once``, for any reason. ``message`` is one line
+    saying what failed and what to do; the daemon stops with exit 3."""
+
+    message: str
+
+
+@dataclass(frozen=True)
 class Wake:
     """Wakes the loop (stop or reload asked from another thread)."""
 

@@ -29,19 +29,31 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from edgeward.core.errors import EdgewardError
+from edgeward.core.errors import EdgewardError, TransportError
 
 from .commands import Command, CommandGate
 from .config import AgentConfig
 from .delivery import EXPIRED, AckUpTo, Action, Delete, Delivery, Discard, MarkDelivered
 from .envelope import PRIORITY_METRICS, PRIORITY_SECURITY, topic
-from .events import Acked, AcksReady, Connected, Disconnected, Incoming, PayloadTooLargeError, Wake
+from .events import (
+    Acked,
+    AcksReady,
+    Connected,
+    ConnectFailed,
+    Disconnected,
+    Incoming,
+    PayloadTooLargeError,
+    Wake,
+)
 from .inputs import Inputs
 from .localsock import LocalEvent
 from .outbox import NewMessage, Outbox, Stored
 from .seams import Attester
 
 logger = logging.getLogger(__name__)
+# the daemon's own lines (connected and serving, reloaded, stopped): shown at INFO even when the
+# command line leaves the level at WARNING (docs/AGENT.md, "What the agent logs")
+daemon_log = logging.getLogger("edgeward.daemon")
 
 FLUSH_TIMEOUT = 5.0
 
@@ -89,8 +101,12 @@ class Agent:
         clock: Callable[[], float],
         events: queue.SimpleQueue[object] | None = None,
         rebuild: Rebuild | None = None,
+        once: bool = False,
     ) -> None:
         self.cfg = cfg
+        self.once = once  # --once: connect, one round (timers, delivery), stop
+        self.fatal: str | None = None  # why the agent stopped on its own (exit 3)
+        self._served = False
         self.clock = clock
         # SimpleQueue: a C queue, several times cheaper per event than queue.Queue, and its put()
         # is reentrant, so a signal handler may call it while the loop holds the queue.
@@ -180,7 +196,8 @@ class Agent:
         try:
             while not self._stop.is_set():
                 self.turn()
-            self._flush()
+            if self.fatal is None and not self.once:
+                self._flush()
         finally:
             if self.local is not None:
                 self.local.stop()
@@ -192,8 +209,23 @@ class Agent:
                 _close_attester(self.attester)
                 if self.hardware is not None:
                     self.hardware.close()  # the watchdog's magic close: a clean stop
-        logger.info("agent stopped")
+        if self.fatal is not None:
+            raise TransportError(f"agent {self.cfg.device} stopped: {self.fatal}")
+        daemon_log.info("agent %s stopped", self.cfg.device)
         return 0
+
+    def stop_fatal(self, why: str) -> None:
+        """Stop without flushing: the broker will not take what the agent would send."""
+        if self.fatal is None:
+            self.fatal = why
+        self._stop.set()
+
+    def _once_done(self) -> bool:
+        """--once: connected, the first timers ran, and every message is handed over and
+        acknowledged by the broker."""
+        d = self.delivery
+        return (self.connected and not d.inflight and not self._new
+                and not self.outbox.pending(1, after=d.cursor, skip=d.held()))
 
     def turn(self, max_wait: float = 1.0) -> None:
         now = self.clock()
@@ -224,10 +256,19 @@ class Agent:
             self.hardware.feed()  # the watchdog: a hung loop starves it and the board reboots
         for ack in self.transport.take_acks():  # PUBACKs below the signalling batch
             self.delivery.on_puback(ack.mid, ack.ok, ack.reason)
+        refused = self.delivery.refused_outright
+        if refused is not None:
+            self.stop_fatal(
+                f"the broker refuses every message from this device ({refused}); register "
+                f"'{self.cfg.device}' with the broker (deploy/broker-register device "
+                f"{self.cfg.device}), whose name must be the certificate's CN")
         if self.delivery.ack_check_due(now):
             self.delivery.check_ack_timeout(now, self.outbox.oldest_delivery())
         self.commit(force=self._stop.is_set())
         self.pump()
+        if self.once and not self._stop.is_set() and self._served and self._once_done():
+            daemon_log.info("--once: one round delivered")
+            self._stop.set()
 
     def apply(self, actions: Sequence[Action]) -> None:
         """Carry out the delivery core's actions on the outbox, in order."""
@@ -255,8 +296,8 @@ class Agent:
                 d.on_stored(kept)
             if self.outbox.evictions != evictions:  # may have evicted kept messages
                 d.on_outbox_changed()
-        if d.connected and self.outbox.has_drops:
-            self.outbox.report_drops()
+        if d.connected and self.outbox.has_drops and d.may_report_drops:
+            d.drop_report = self.outbox.report_drops()
             d.on_outbox_changed()  # the report is read from the outbox
 
     def pump(self) -> None:
@@ -313,13 +354,21 @@ class Agent:
         elif isinstance(ev, Incoming):
             self.inputs.on_message(ev)
         elif isinstance(ev, Connected):
-            logger.info("connected to broker")
+            m = self.cfg.mqtt
+            if not self._served:
+                daemon_log.info("agent %s connected to broker %s:%d; serving", self.cfg.device,
+                                m.host, m.port)
+                self._served = True
+            else:
+                logger.info("connected to broker")
             self.delivery.on_connect()
             if self.ha is not None:
                 self.ha.announce(self.transport)
         elif isinstance(ev, Disconnected):
             self.delivery.on_disconnect()
             logger.info("disconnected from broker: %s", ev.reason)
+        elif isinstance(ev, ConnectFailed):
+            self.stop_fatal(ev.message)
 
     def run_command(self, cmd: Command, now: float) -> None:
         """An accepted command (signature, device, freshness and seq checked by the gate)."""
@@ -389,7 +438,7 @@ class Agent:
             self.transport = fresh.transport
             self.transport.start()
         self.event("agent.reloaded", {"config": str(new.source)})
-        logger.info("configuration reloaded from %s", new.source)
+        daemon_log.info("configuration reloaded from %s", new.source)
 
 
 def _close_attester(attester: Attester | None) -> None:

@@ -13,6 +13,11 @@ Behaviour:
   normal DISCONNECT does not fire the will.
 * Reconnect with exponential back-off and full jitter (:mod:`.backoff`), on our own network
   thread (paho's own retry has no jitter).
+* Connection failures are logged at WARNING the first time and then at a falling rate (attempts
+  1, 2, 4, 8, ...), each with what to do. A *first* connection that fails for a reason retrying
+  cannot fix (the broker's certificate does not verify or does not name the host, the broker
+  refuses this client's name or certificate), or with ``once`` for any reason, is not retried:
+  the sink hears one :class:`~.events.ConnectFailed` and the daemon exits 3.
 * paho keeps unacknowledged QoS 1 publishes across reconnects and sends them again with the same
   packet id, so a mid stays valid until its PUBACK arrives.
 
@@ -37,9 +42,17 @@ from edgeward.core.errors import ConfigError, TransportError
 
 from .backoff import Backoff
 from .config import MqttSettings
-from .events import Acked, AcksReady, Connected, Disconnected, Incoming, PayloadTooLargeError
+from .events import (
+    Acked,
+    AcksReady,
+    Connected,
+    ConnectFailed,
+    Disconnected,
+    Incoming,
+    PayloadTooLargeError,
+)
 
-__all__ = ["ACK_SIGNAL_BATCH", "MqttTransport", "StatusTopic"]
+__all__ = ["ACK_SIGNAL_BATCH", "MqttTransport", "StatusTopic", "connect_failure"]
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +68,42 @@ class StatusTopic:
 
 
 Sink = Callable[[object], None]
+
+
+# CONNACK reason codes (MQTT v5 §3.2.2.2) that the same client will get again on every try
+PERMANENT_CONNACK = frozenset({"Not authorized", "Bad user name or password",
+                               "Client identifier not valid", "Banned",
+                               "Bad authentication method", "Unsupported protocol version"})
+
+
+def connect_failure(error: BaseException | str, s: MqttSettings) -> tuple[str, str, bool]:
+    """``(what failed, what to do, permanent)`` for a failed connection attempt: an exception
+    from connect(), or the broker's CONNACK reason (a string). Pure."""
+    where = f"broker {s.host}:{s.port}"
+    if isinstance(error, str):
+        what = f"{where} refused the connection: {error}"
+        if error in PERMANENT_CONNACK:
+            return (what, "register this client's certificate name with the broker "
+                          "(deploy/broker-register) and check [mqtt] cert and client_id", True)
+        return what, "the broker will be asked again", False
+    if isinstance(error, ssl.SSLCertVerificationError):
+        msg = str(getattr(error, "verify_message", "") or error)
+        what = f"TLS handshake with {where} failed: {msg} (CERTIFICATE_VERIFY_FAILED)"
+        if "mismatch" in msg.lower() or "hostname" in msg.lower():
+            return (what, f"the broker's certificate does not name '{s.host}': set [mqtt] host "
+                          "to a name in its SAN, or reissue the broker certificate with it", True)
+        return (what, "set [mqtt] ca to the CA that issued the broker's certificate "
+                      "(edgeward fleet ca issue)", True)
+    if isinstance(error, ssl.SSLError):
+        reason = str(getattr(error, "reason", "") or error)
+        what = f"TLS handshake with {where} failed: {reason}"
+        if ("ALERT" in reason.upper() and "CERTIFICATE" in reason.upper()) or "UNKNOWN_CA" in \
+                reason.upper():
+            return (what, "the broker refuses this client certificate: check that [mqtt] cert "
+                          "and key were issued by the fleet CA the broker trusts", True)
+        return what, "check that the broker speaks TLS on this port", False
+    return (f"cannot reach {where}: {error}",
+            "check that the broker runs and [mqtt] host and port", False)
 
 
 def _tls_context(s: MqttSettings) -> ssl.SSLContext:
@@ -88,8 +137,13 @@ class MqttTransport:
         status: StatusTopic | None = None,
         backoff: Backoff | None = None,
         batch_acks: bool = False,
+        once: bool = False,
     ) -> None:
         self.settings = settings
+        self.once = once  # the first failure of any kind ends the first connection attempt
+        self.failures = 0  # failed attempts since the last connection
+        self.ever_connected = False
+        self._refused: str | None = None  # the CONNACK's failure reason, for _run
         self._sink = sink
         self._subs = list(subscriptions)
         self._status = status
@@ -133,9 +187,14 @@ class MqttTransport:
 
     def _on_connect(self, client: Any, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
         if rc.is_failure:
-            logger.warning("broker refused the connection: %s", rc)
+            self._refused = str(rc)
             return
         self._backoff.reset()
+        if self.failures:
+            logger.warning("connected to broker %s:%d after %d failed attempts",
+                           self.settings.host, self.settings.port, self.failures)
+        self.failures = 0
+        self.ever_connected = True
         self._gen += 1
         self.max_packet = int(getattr(props, "MaximumPacketSize", 0) or 0) if props else 0
         if self._status is not None:
@@ -270,6 +329,18 @@ class MqttTransport:
         p.SessionExpiryInterval = self.settings.session_expiry
         return p
 
+    def _failed(self, error: BaseException | str) -> bool:
+        """Log a failed attempt (falling rate); True: give up (see the module docstring)."""
+        what, hint, permanent = connect_failure(error, self.settings)
+        self.failures += 1
+        if not self.ever_connected and (permanent or self.once):
+            self._sink(ConnectFailed(f"{what}; {hint}"))
+            return True
+        n = self.failures
+        level = logging.WARNING if n & (n - 1) == 0 else logging.DEBUG  # 1, 2, 4, 8, ...
+        logger.log(level, "%s; %s (attempt %d; retrying with back-off)", what, hint, n)
+        return False
+
     def _run(self) -> None:
         s = self.settings
         while not self._stop.is_set():
@@ -282,10 +353,9 @@ class MqttTransport:
                     properties=self._connect_properties(),
                 )
             except (OSError, ssl.SSLError, ssl.CertificateError) as e:
-                delay = self._backoff.next_delay()
-                logger.info("cannot reach broker %s:%d (%s); retry in %.2fs",
-                            s.host, s.port, e, delay)
-                self._stop.wait(delay)
+                if self._failed(e):
+                    return
+                self._stop.wait(self._backoff.next_delay())
                 continue
             while not self._stop.is_set():
                 rc = self._client.loop(timeout=0.1)
@@ -294,9 +364,16 @@ class MqttTransport:
             if self._stop.is_set():
                 self._goodbye()
                 return
+            was = self._connected.is_set()
             self._on_disconnect(self._client, None, None, "connection lost", None)
+            refused, self._refused = self._refused, None
+            if refused is not None or not was:
+                if self._failed(refused or "connection closed before the broker accepted it"):
+                    return
             delay = self._backoff.next_delay()
-            logger.info("lost broker connection; retry in %.2fs", delay)
+            if was:
+                logger.warning("lost the connection to broker %s:%d; retry in %.2fs",
+                               s.host, s.port, delay)
             self._stop.wait(delay)
 
     def _goodbye(self) -> None:

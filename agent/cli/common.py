@@ -106,3 +106,58 @@ class LazyGroup(click.Group):
         if rows:
             with formatter.section("Commands"):
                 formatter.write_dl(rows)
+
+
+def key_line(path: Path, message: str) -> int | None:
+    """The line of ``path`` that sets the key a configuration error names (``key 'a.b'``), or
+    None: the table headers are followed, so ``[mqtt]`` then ``port = ...`` is ``mqtt.port``."""
+    import re
+
+    m = re.search(r"key '([A-Za-z0-9_.\-]+)'", message)
+    if m is None:
+        return None
+    *table, key = m.group(1).split(".")
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return None
+    current: list[str] = []
+    for n, line in enumerate(lines, 1):
+        s = line.strip()
+        head = re.fullmatch(r"\[\[?\s*([A-Za-z0-9_.\-]+)\s*\]\]?(\s*#.*)?", s)
+        if head:
+            current = head.group(1).split(".")
+            continue
+        k = re.match(r"([A-Za-z0-9_.\-]+)\s*=", s)
+        if k and current + k.group(1).split(".")[:-1] == table and k.group(1).split(".")[-1] == key:
+            return n
+    return None
+
+
+def check_config(path: Path, validate: Callable[[], object]) -> int:
+    """``--check``: run ``validate`` (load and check the file, start nothing); print one line
+    per outcome: ``FILE: valid`` (exit 0) or ``FILE:LINE: what is wrong`` (exit 1)."""
+    from edgeward.core.errors import EdgewardError
+
+    try:
+        validate()
+    except EdgewardError as e:
+        line = key_line(path, str(e))
+        where = f"{path}:{line}" if line is not None else f"{path}"
+        text = str(e)
+        for prefix in (f"{path.resolve()}: ", f"{path}: "):
+            text = text.removeprefix(prefix)
+        click.echo(f"{where}: {text}", err=True)
+        return 1
+    click.echo(f"{path}: valid")
+    return 0
+
+
+def daemon_logging() -> None:
+    """Show the daemons' own lines (connected and serving, reloaded, stopped) at the default
+    level; everything else keeps the level of ``-v``/``--debug``."""
+    import logging
+
+    lg = logging.getLogger("edgeward.daemon")
+    if lg.getEffectiveLevel() > logging.INFO:
+        lg.setLevel(logging.INFO)

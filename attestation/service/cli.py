@@ -1,10 +1,12 @@
-"""``edgeward verifier run --config VERIFIER.toml``: one worker of the verifier service."""
+"""``edgeward verifier run --config VERIFIER.toml [--check] [--once]``: one worker of the
+verifier service."""
 
 from __future__ import annotations
 
 import logging
 import signal
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -16,32 +18,63 @@ def verifier() -> None:
     """Run the verifier service (backend)."""
 
 
+def build(path: Path) -> tuple[Any, Any, Any]:
+    """``(config, appraiser or None, command key or None)`` from the file: at start, for
+    ``--check`` and again on SIGHUP. Raises an EdgewardError for a bad file or file it names."""
+    from edgeward.attestation.service.appraise import AttestationAppraiser
+    from edgeward.attestation.service.config import load_service_config
+    from edgeward.core.keys import load_signing_key
+
+    cfg = load_service_config(path)  # the whole file, read once
+    key = load_signing_key(cfg.command_key) if cfg.command_key else None
+    appraiser = AttestationAppraiser.from_config(cfg.verifier) if cfg.verifier else None
+    return cfg, appraiser, key
+
+
+def _check(path: Path) -> None:
+    from edgeward.agent.transport import _tls_context
+    from edgeward.attestation.service.service import worker_client_id
+
+    cfg, appraiser, _key = build(path)
+    if appraiser is not None:
+        appraiser.close()
+    if cfg.mqtt.tls:
+        _tls_context(cfg.mqtt)
+    worker_client_id(cfg.mqtt.cert, cfg.mqtt.client_id)
+
+
 @verifier.command("run")
 @click.option("--config", "config_path", required=True,
               type=click.Path(dir_okay=False, path_type=Path), help="VERIFIER.toml")
-def run(config_path: Path) -> int:
+@click.option("--check", is_flag=True,
+              help="Check the configuration file (keys, reference values, keys, TLS files) and "
+                   "exit: 0 valid, 1 not.")
+@click.option("--once", is_flag=True,
+              help="Connect, handle what is waiting (until 1 s passes with no message), run the "
+                   "challenge schedule once and exit; exit 3 if the broker cannot be reached.")
+def run(config_path: Path, check: bool, once: bool) -> int:
     """Run one worker until SIGTERM: challenges, appraisal, results, fleet store, gap detection.
 
     Start several workers, each with a certificate of its own (CN edgeward-verifier-<worker>, the
-    client id); the broker shares the load through $share subscriptions.
+    client id); the broker shares the load through $share subscriptions. SIGHUP reloads the
+    configuration and reference values; a first connection the broker refuses exits 3.
     """
-    from edgeward.attestation.service.appraise import AttestationAppraiser
-    from edgeward.attestation.service.config import load_service_config
+    from edgeward.agent.cli.common import check_config, daemon_logging
     from edgeward.attestation.service.service import VerifierService
-    from edgeward.core.keys import load_signing_key
 
-    cfg = load_service_config(config_path)  # the whole file, read once
-    appraiser = None
-    if cfg.verifier is not None:
-        appraiser = AttestationAppraiser.from_config(cfg.verifier)
-    else:
+    if check:
+        return check_config(config_path, lambda: _check(config_path))
+    daemon_logging()
+    cfg, appraiser, key = build(config_path)
+    if appraiser is None:
         logger.warning("no [verifier] table: evidence is recorded but not appraised")
-    key = load_signing_key(cfg.command_key) if cfg.command_key else None
-    svc = VerifierService(cfg, appraiser=appraiser, command_key=key)
+    svc = VerifierService(cfg, appraiser=appraiser, command_key=key, once=once,
+                          rebuild=lambda old: build(old.source))
     signal.signal(signal.SIGTERM, svc.on_signal)
     signal.signal(signal.SIGINT, svc.on_signal)
+    signal.signal(signal.SIGHUP, svc.on_sighup)
     try:
         return svc.run()
     finally:
-        if appraiser is not None:
-            appraiser.close()
+        if svc.appraiser is not None:
+            svc.appraiser.close()

@@ -41,11 +41,11 @@ from typing import Any, Protocol
 from edgeward.agent.commands import make_command
 from edgeward.agent.e2eack import make_ack
 from edgeward.agent.envelope import Envelope, decode, parse_topic, topic
-from edgeward.agent.events import Connected, Incoming
+from edgeward.agent.events import Connected, ConnectFailed, Incoming
 from edgeward.agent.transport import MqttTransport
 from edgeward.attestation.text import safe
 from edgeward.core import cbor
-from edgeward.core.errors import ConfigError, EdgewardError, MalformedInputError
+from edgeward.core.errors import ConfigError, EdgewardError, MalformedInputError, TransportError
 from edgeward.core.fileio import OPERATOR, read_bounded
 
 from .config import ServiceConfig
@@ -53,6 +53,9 @@ from .early_warning import EarlyWarning, FleetEvent
 from .fleet_store import FleetStore
 
 logger = logging.getLogger(__name__)
+daemon_log = logging.getLogger("edgeward.daemon")  # connected and serving, reloaded, stopped
+ONCE_QUIET = 1.0  # --once: the round ends when nothing has arrived for this long
+ONCE_MAX = 30.0  # ... or this long after connecting
 
 UP_KINDS = ("status", "report", "event", "attest/evidence")
 # events after which the device is challenged at once (its state may have changed)
@@ -111,8 +114,17 @@ class VerifierService:
         command_key: Any = None,
         clock: Callable[[], float] = time.time,
         transport: Any = None,
+        once: bool = False,
+        rebuild: Callable[[ServiceConfig], tuple[ServiceConfig, Any, Any]] | None = None,
     ) -> None:
         self.cfg = cfg
+        self.once = once
+        self.rebuild = rebuild  # SIGHUP: (config, appraiser, command key) from the file again
+        self.fatal: str | None = None
+        self._reload = False
+        self._served = False
+        self._served_at = 0.0
+        self._last_event = 0.0
         self.clock = clock
         self.limits = cfg.limits  # VERIFIER.toml [limits], as for the appraisal
         self.appraiser = appraiser
@@ -137,6 +149,7 @@ class VerifierService:
                                                                      cfg.mqtt.client_id)),
             self.queue.put,
             subscriptions=[f"{prefix}edgeward/v1/+/{k}" for k in UP_KINDS],
+            once=once,
         )
 
     def count(self, name: str) -> None:
@@ -149,6 +162,45 @@ class VerifierService:
     def on_signal(self, *_: Any) -> None:
         """Signal handler: only a flag (the loop may hold the queue's lock); seen within a tick."""
         self._stop.set()
+
+    def on_sighup(self, *_: Any) -> None:
+        """SIGHUP handler: only a flag; the loop reloads within a tick (:meth:`reload`)."""
+        self._reload = True
+
+    def reload(self) -> None:
+        """The whole file again: new reference values, policy, enrollment and limits (a new
+        appraiser), command key and [service] timers. The broker connection, the fleet store,
+        the worker name and the shared group stay until restart (a warning says so); a bad
+        file keeps the running configuration and the log says why."""
+        if self.rebuild is None:
+            logger.error("reload asked, but this worker was started without a configuration "
+                         "file to read again")
+            return
+        old = self.cfg
+        try:
+            new, appraiser, key = self.rebuild(old)
+        except EdgewardError as e:
+            logger.error("reload refused, keeping the running configuration: %s", e)
+            return
+        kept = [name for name, a, b in (
+            ("[mqtt]", old.mqtt, new.mqtt), ("[service] store", old.store, new.store),
+            ("[service] worker", old.worker, new.worker),
+            ("[service] shared_group", old.shared_group, new.shared_group)) if a != b]
+        if kept:
+            logger.warning("%s changed: kept until restart", ", ".join(kept))
+        self.cfg = dataclasses.replace(new, mqtt=old.mqtt, store=old.store, worker=old.worker,
+                                       shared_group=old.shared_group)
+        self.limits = new.limits
+        old_appraiser, self.appraiser = self.appraiser, appraiser
+        if old_appraiser is not None and old_appraiser is not appraiser and \
+                hasattr(old_appraiser, "close"):
+            old_appraiser.close()
+        self.command_key = key
+        applied = ("reference values, policy and enrollment" if appraiser is not None
+                   else "no [verifier] table: evidence not appraised")
+        daemon_log.info("configuration reloaded from %s: %s; [limits]; [commands] key %s; "
+                        "[service] timers", new.source, applied,
+                        "set" if key is not None else "none")
 
     def run(self) -> int:
         self.transport.start()
@@ -163,22 +215,48 @@ class VerifierService:
                 except queue.Empty:
                     ev = None
                 if ev is not None:
+                    self._last_event = self.clock()
                     self.handle(ev)
+                if self._reload:
+                    self._reload = False
+                    self.reload()
                 if self._ack_due:
                     self.send_acks(self.clock())
                 if self.clock() >= next_tick:
                     next_tick = self.clock() + self.cfg.tick
                     self.tick(self.clock())
+                if self.once and self._served and self._once_done():
+                    self.tick(self.clock())
+                    self.send_acks(self.clock() + self.cfg.ack_interval)
+                    daemon_log.info("--once: one round done")
+                    break
         finally:
             self.transport.stop()
             self.store.close()
+        if self.fatal is not None:
+            raise TransportError(f"verifier worker {self.cfg.worker} stopped: {self.fatal}")
+        daemon_log.info("verifier worker %s stopped", self.cfg.worker)
         return 0
+
+    def _once_done(self) -> bool:
+        now = self.clock()
+        return now - self._last_event >= ONCE_QUIET or now - self._served_at >= ONCE_MAX
 
     # --- incoming ----------------------------------------------------------------------------
 
     def handle(self, ev: object) -> None:
+        if isinstance(ev, ConnectFailed):
+            self.fatal = ev.message
+            self._stop.set()
+            return
         if isinstance(ev, Connected):
-            logger.info("worker %s connected", self.cfg.worker)
+            if not self._served:
+                m = self.cfg.mqtt
+                daemon_log.info("verifier worker %s connected to broker %s:%d; serving",
+                                self.cfg.worker, m.host, m.port)
+                self._served, self._served_at = True, self.clock()
+            else:
+                logger.info("worker %s connected", self.cfg.worker)
         if not isinstance(ev, Incoming):
             return
         try:

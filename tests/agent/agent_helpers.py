@@ -22,9 +22,9 @@ def write_agent_config(
     path: Path, broker: Mosquitto, ca: TestCA, device: str, *, extra: str = "",
     interval: float = 0.2, max_bytes: int = 1024 * 1024, socket: Path | None = None,
     command_trust: Path | None = None, window: int = 1024, e2e_ack: bool = True,
-    ack_timeout: float = 60.0,
+    ack_timeout: float = 60.0, register: bool = True,
 ) -> Path:
-    c = ca.issue(device)
+    c = ca.issue(device, register=register)
     text = f"""
 [device]
 name = "{device}"

@@ -1,0 +1,118 @@
+"""``agent run --check`` and ``verifier run --check``: the file is validated, nothing starts;
+errors name the file, the line and the key. Plus the delivery core's rule that a refused drop
+report is not reported again on the same connection (offline)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from edgeward.agent.delivery import Delivery
+from edgeward.agent.outbox_rules import Stored
+from edgeward.core.keys import generate, write_keypair
+
+AGENT = """[device]
+name = "lock-c"
+
+[mqtt]
+tls = false
+host = "127.0.0.1"
+port = 1883
+
+[commands]
+trust = "backend/public.pem"
+"""
+
+VERIFIER = """[service]
+worker = "w1"
+store = "fleet.sqlite"
+
+[mqtt]
+tls = false
+port = 1883
+"""
+
+
+def _run(*args: str) -> tuple[int, str]:
+    """The real command line (its exit code is main()'s, not click's)."""
+    r = subprocess.run([sys.executable, "-c", "from edgeward.agent.cli import main; main()",
+                        *args], capture_output=True, text=True, timeout=60)
+    return r.returncode, r.stdout + r.stderr
+
+
+def test_agent_check_valid_file_exits_0_and_starts_nothing(tmp_path: Path) -> None:
+    write_keypair(tmp_path / "backend", generate("ed25519"))
+    p = tmp_path / "agent.toml"
+    p.write_text(AGENT)
+    code, out = _run("agent", "run", "--config", str(p), "--check")
+    assert code == 0 and f"{p}: valid" in out, out
+    assert not (tmp_path / "state").exists() and not list(tmp_path.glob("*.sqlite"))
+
+
+def test_agent_check_names_file_line_key_and_what_was_expected(tmp_path: Path) -> None:
+    write_keypair(tmp_path / "backend", generate("ed25519"))
+    p = tmp_path / "agent.toml"
+    p.write_text(AGENT.replace("port = 1883", 'port = "mqtt"'))
+    code, out = _run("agent", "run", "--config", str(p), "--check")
+    assert code == 1, out
+    assert f"{p}:7: key 'mqtt.port' must be an integer" in out, out
+
+
+def test_agent_check_refuses_a_missing_trust_store(tmp_path: Path) -> None:
+    p = tmp_path / "agent.toml"
+    p.write_text(AGENT)
+    code, out = _run("agent", "run", "--config", str(p), "--check")
+    assert code == 1 and "backend/public.pem" in out, out
+
+
+def test_verifier_check_valid_and_invalid(tmp_path: Path) -> None:
+    p = tmp_path / "verifier.toml"
+    p.write_text(VERIFIER)
+    code, out = _run("verifier", "run", "--config", str(p), "--check")
+    assert code == 0 and f"{p}: valid" in out, out
+    assert not (tmp_path / "fleet.sqlite").exists()
+    p.write_text(VERIFIER.replace("worker", "wroker"))
+    code, out = _run("verifier", "run", "--config", str(p), "--check")
+    assert code == 1 and f"{p}:2: " in out and "wroker" in out, out
+    p.write_text(VERIFIER + '\n[commands]\nkey = "nowhere.pem"\n')
+    code, out = _run("verifier", "run", "--config", str(p), "--check")
+    assert code == 1 and "nowhere.pem" in out, out
+
+
+def _msg(seq: int) -> Stored:
+    return Stored(seq=seq, kind="event", type="x", priority=0, ts=0.0, payload=b"x")
+
+
+def test_core_a_refused_drop_report_is_not_reported_again_on_that_connection() -> None:
+    """The feedback loop: report refused -> listed as dropped -> reported -> refused ..."""
+    d = Delivery(window=8, e2e=False, metrics_expiry=300, ack_timeout=60, now=0.0)
+    d.on_connect()
+    d.sent(_msg(1), mid=1)
+    d.on_puback(1, True)
+    assert d.may_report_drops
+    d.drop_report = 2
+    d.sent(_msg(2), mid=2)
+    d.on_puback(2, False, "Not authorized")
+    assert not d.may_report_drops
+    d.sent(_msg(3), mid=3)
+    d.on_puback(3, True)  # other messages go through: still no new report
+    assert not d.may_report_drops and d.refused_outright is None
+    d.on_connect()
+    assert d.may_report_drops
+
+
+def test_core_refused_outright_only_when_nothing_was_accepted() -> None:
+    d = Delivery(window=8, e2e=False, metrics_expiry=300, ack_timeout=60, now=0.0)
+    d.on_connect()
+    for mid in (1, 2, 3):
+        d.sent(_msg(mid), mid=mid)
+        d.on_puback(mid, False, "Not authorized")
+    assert d.refused_outright == "Not authorized"
+    d.on_connect()
+    d.sent(_msg(4), mid=4)
+    d.on_puback(4, True)
+    for mid in (5, 6, 7):
+        d.sent(_msg(mid), mid=mid)
+        d.on_puback(mid, False, "Not authorized")
+    assert d.refused_outright is None
