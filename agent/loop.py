@@ -426,6 +426,7 @@ class Agent:
         inputs.ear_trust = fresh.ear_trust
         d.window, d.metrics_expiry, d.ack_timeout = (new.outbox.window, new.metrics.expiry,
                                                      new.outbox.ack_timeout)
+        self.outbox.max_bytes = new.outbox.max_bytes  # the bound applies from the next put
         self.watch, self.metrics, self.ha = fresh.watch, fresh.metrics, fresh.ha
         if fresh.attester_changed:
             _close_attester(self.attester)

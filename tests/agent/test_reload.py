@@ -103,3 +103,14 @@ def test_a_bad_file_on_sighup_keeps_the_running_configuration_and_says_why(
         assert failed[-1].type == "agent.reload_failed" and why in failed[-1].body["reason"]
         assert str(path) in failed[-1].body["reason"]
     agent.outbox.close()
+
+
+def test_sighup_applies_a_new_outbox_bound(tmp_path: Path) -> None:
+    """[outbox] max_bytes was read again but never reached the open outbox."""
+    agent, path, _ = _agent(tmp_path, _config(tmp_path, board=False))
+    assert agent.outbox.max_bytes == agent.cfg.outbox.max_bytes
+    path.write_text(_config(tmp_path, board=False).replace("window = 1024",
+                                                           "window = 1024\nmax_bytes = 262144"))
+    agent.reload()
+    assert agent.outbox.max_bytes == 262144
+    agent.outbox.close()
