@@ -116,3 +116,51 @@ def test_core_refused_outright_only_when_nothing_was_accepted() -> None:
         d.sent(_msg(mid), mid=mid)
         d.on_puback(mid, False, "Not authorized")
     assert d.refused_outright is None
+
+
+class _Appraiser:
+    closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class _NoLink:
+    def start(self) -> None: ...
+    def stop(self, timeout: float = 5.0) -> None: ...
+
+
+def test_verifier_reload_replaces_the_appraiser_and_keeps_the_connection(
+    tmp_path: Path,
+) -> None:
+    """SIGHUP used to kill the worker; now the whole file is read again: a new appraiser (new
+    reference values), timers and limits at once; [mqtt] and the store wait for a restart; a bad
+    file changes nothing."""
+    from edgeward.attestation.service.cli import build
+    from edgeward.attestation.service.config import ServiceConfig, load_service_config
+    from edgeward.attestation.service.service import VerifierService
+
+    p = tmp_path / "verifier.toml"
+    p.write_text(VERIFIER.replace('"fleet.sqlite"', f'"{tmp_path / "fleet.sqlite"}"'))
+    first = _Appraiser()
+    made: list[_Appraiser] = []
+
+    def rebuild(old: ServiceConfig) -> tuple[ServiceConfig, _Appraiser, None]:
+        made.append(_Appraiser())
+        return load_service_config(old.source), made[-1], None
+
+    svc = VerifierService(load_service_config(p), appraiser=first, transport=_NoLink(),
+                          rebuild=rebuild)
+    text = p.read_text()
+    p.write_text(text.replace("port = 1883", "port = 1884") +
+                 "\n[limits]\nmax_cbor_bytes = 4096\n")
+    svc.reload()
+    assert first.closed and svc.appraiser is made[0]
+    assert svc.limits.max_cbor_bytes == 4096
+    assert svc.cfg.mqtt.port == 1883  # kept until restart
+    p.write_text(text.replace("[mqtt]", "[mqtt]\nport = 1\nport = 2"))  # not TOML
+    svc.rebuild = lambda old: build(old.source)
+    svc.reload()
+    assert svc.appraiser is made[0] and not made[0].closed
+    assert svc.limits.max_cbor_bytes == 4096
+    svc.store.close()
