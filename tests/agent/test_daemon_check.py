@@ -164,3 +164,23 @@ def test_verifier_reload_replaces_the_appraiser_and_keeps_the_connection(
     assert svc.appraiser is made[0] and not made[0].closed
     assert svc.limits.max_cbor_bytes == 4096
     svc.store.close()
+
+
+def test_connect_failures_retrying_cannot_fix_are_told_apart_with_what_to_do() -> None:
+    """The pure classifier behind exit 3 on a first connection (the real-broker cases, a wrong
+    CA and an unreachable port, are in test_daemons.py)."""
+    import ssl
+
+    from edgeward.agent.config import MqttSettings
+    from edgeward.agent.transport import connect_failure
+
+    s = MqttSettings(host="broker.lan", port=8883)
+    e = ssl.SSLCertVerificationError(1, "certificate verify failed")
+    e.verify_message = "Hostname mismatch, certificate is not valid for 'broker.lan'."
+    what, hint, permanent = connect_failure(e, s)
+    assert permanent and "CERTIFICATE_VERIFY_FAILED" in what and "SAN" in hint
+    what, hint, permanent = connect_failure("Not authorized", s)
+    assert permanent and "deploy/broker-register" in hint
+    assert not connect_failure("Server busy", s)[2]
+    what, hint, permanent = connect_failure(ConnectionRefusedError(111, "refused"), s)
+    assert not permanent and "cannot reach broker broker.lan:8883" in what
