@@ -76,10 +76,18 @@ PERMANENT_CONNACK = frozenset({"Not authorized", "Bad user name or password",
                                "Bad authentication method", "Unsupported protocol version"})
 
 
+CLOSED_EARLY = "connection closed before the broker accepted it"
+
+
 def connect_failure(error: BaseException | str, s: MqttSettings) -> tuple[str, str, bool]:
     """``(what failed, what to do, permanent)`` for a failed connection attempt: an exception
     from connect(), or the broker's CONNACK reason (a string). Pure."""
     where = f"broker {s.host}:{s.port}"
+    if error == CLOSED_EARLY:  # TLS 1.3: a refused client certificate is an alert after it
+        return (f"{where} closed the connection before accepting it",
+                "if this repeats, the broker refuses this client certificate (revoked, expired "
+                "or from another CA: see the broker's log) or [mqtt] port is not its TLS "
+                "listener", False)
     if isinstance(error, str):
         what = f"{where} refused the connection: {error}"
         if error in PERMANENT_CONNACK:
@@ -368,7 +376,7 @@ class MqttTransport:
             self._on_disconnect(self._client, None, None, "connection lost", None)
             refused, self._refused = self._refused, None
             if refused is not None or not was:
-                if self._failed(refused or "connection closed before the broker accepted it"):
+                if self._failed(refused or CLOSED_EARLY):
                     return
             delay = self._backoff.next_delay()
             if was:

@@ -214,3 +214,26 @@ def test_verifier_sighup_reloads_and_a_bad_file_keeps_the_running_one(
         if p.poll() is None:
             p.kill()
             p.wait()
+
+
+def test_revoked_device_certificate_is_said_and_once_exits_3(tmp_path: Path) -> None:
+    """Attack/operations: a device whose certificate the fleet CA revoked. Under TLS 1.3 the
+    broker's refusal is an alert after the handshake, which looks like any closed connection,
+    so it is retried; it is said at WARNING, naming the certificate, and --once exits 3."""
+    from edgeward.simulator.devbroker import DevCA
+
+    ca = DevCA(tmp_path / "ca")
+    (tmp_path / "broker").mkdir()
+    broker = Mosquitto(tmp_path / "broker", ca)  # reads the CRL when it starts
+    cfg = write_agent_config(tmp_path / "agent.toml", broker, ca, "lock-0666")
+    cert = next(ln.split('"')[1] for ln in cfg.read_text().splitlines()
+                if ln.startswith("cert = "))
+    ca.revoke([Path(cert)])
+    broker.start()
+    try:
+        r = edgeward("agent", "run", "--config", str(cfg), "--once")
+        assert r.returncode == 3, r.stderr[-2000:]
+        assert "closed the connection before accepting it" in r.stderr
+        assert "refuses this client certificate" in r.stderr
+    finally:
+        broker.stop()
