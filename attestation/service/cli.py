@@ -76,5 +76,6 @@ def run(config_path: Path, check: bool, once: bool) -> int:
     try:
         return svc.run()
     finally:
-        if svc.appraiser is not None:
-            svc.appraiser.close()
+        close = getattr(svc.appraiser, "close", None)  # the one in use (SIGHUP replaces it)
+        if close is not None:
+            close()

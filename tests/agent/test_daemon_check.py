@@ -121,6 +121,12 @@ def test_core_refused_outright_only_when_nothing_was_accepted() -> None:
 class _Appraiser:
     closed = False
 
+    def challenge(self, device: str, now: float) -> bytes:
+        return b""
+
+    def appraise(self, device: str, evidence: bytes, now: float) -> tuple[bytes, str]:
+        return b"", "none"
+
     def close(self) -> None:
         self.closed = True
 

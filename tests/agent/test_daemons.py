@@ -220,9 +220,7 @@ def test_revoked_device_certificate_is_said_and_once_exits_3(tmp_path: Path) -> 
     """Attack/operations: a device whose certificate the fleet CA revoked. Under TLS 1.3 the
     broker's refusal is an alert after the handshake, which looks like any closed connection,
     so it is retried; it is said at WARNING, naming the certificate, and --once exits 3."""
-    from edgeward.simulator.devbroker import DevCA
-
-    ca = DevCA(tmp_path / "ca")
+    ca = TestCA(tmp_path / "ca")
     (tmp_path / "broker").mkdir()
     broker = Mosquitto(tmp_path / "broker", ca)  # reads the CRL when it starts
     cfg = write_agent_config(tmp_path / "agent.toml", broker, ca, "lock-0666")
