@@ -69,15 +69,15 @@ lint: venv
 	$(VENV)/bin/ruff check .
 
 # mypy checks each part under its import name edgeward.<part> (pyproject.toml [tool.mypy]):
-# build/mypy-path/edgeward/<part> links to folder <part>, and MYPYPATH lists build/mypy-path.
+# build/mypy-path/edgeward/<part> links to folder <part>, and mypy_path lists build/mypy-path.
 PARTS := core models attestation agent firmware_shim boards simulator deploy
 mypy-path:
 	@mkdir -p build/mypy-path/edgeward
 	@for p in $(PARTS); do ln -sfn ../../../$$p build/mypy-path/edgeward/$$p; done
 
 typecheck: venv mypy-path
-	MYPYPATH=build/mypy-path $(VENV)/bin/mypy $(addprefix -p edgeward.,$(PARTS))
-	MYPYPATH=build/mypy-path $(VENV)/bin/mypy --warn-unused-ignores tests
+	$(VENV)/bin/mypy $(addprefix -p edgeward.,$(PARTS))
+	$(VENV)/bin/mypy --warn-unused-ignores tests
 
 # Tests marked tflite_runtime check the tflite-runtime venv itself; they run in runtime-tflite.
 unit: venv
