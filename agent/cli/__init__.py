@@ -32,7 +32,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "agent": ("edgeward.agent.cli.agent", "agent", "Run the device agent."),
     "verifier": ("edgeward.attestation.service.cli", "verifier", "Run the verifier service."),
     "fleet": ("edgeward.attestation.service.fleet_cli", "fleet",
-              "Operate the fleet: TLS CA and certificates."),
+              "Operate the fleet: devices, events, signed commands, TLS CA."),
     "demo": ("edgeward.simulator.demo", "demo", "Run the end-to-end demonstration."),
     "boards": ("edgeward.boards.cli", "boards", "List and show board definitions."),
     "sim": ("edgeward.simulator.cli", "sim", "Run a simulated fleet through scenarios."),

@@ -200,5 +200,67 @@ class FleetStore:
             args = (device,)
         return [tuple(r) for r in self._tx(sql + " ORDER BY device, evidence_seq", args)]
 
+    # --- reads for the operator's view (edgeward.attestation.service.fleet_view) -------------
+
+    def device_rows(self) -> list[tuple[str, str | None, float | None, int]]:
+        """``(device, status, last_seen, cmd_seq)`` of every known device, by name."""
+        return [tuple(r) for r in self._tx(  # type: ignore[misc]
+            "SELECT device, status, last_seen, cmd_seq FROM devices ORDER BY device")]
+
+    def latest_appraisals(self) -> dict[str, tuple[str, float]]:
+        """Each device's latest finished appraisal: ``device -> (status, at)``."""
+        rows = self._tx(
+            "SELECT device, status, at FROM appraisals AS a WHERE status != 'pending' AND "
+            "evidence_seq = (SELECT MAX(evidence_seq) FROM appraisals AS b WHERE "
+            "b.device = a.device AND b.status != 'pending')").fetchall()
+        return {r[0]: (r[1], r[2]) for r in rows}
+
+    def appraisal_history(self, device: str, limit: int) -> list[tuple[int, str, float,
+                                                                          bytes | None]]:
+        """``(evidence_seq, status, at, ear)``, newest first."""
+        return [tuple(r) for r in self._tx(  # type: ignore[misc]
+            "SELECT evidence_seq, status, at, ear FROM appraisals WHERE device=? "
+            "ORDER BY evidence_seq DESC LIMIT ?", (device, limit))]
+
+    def recent(self, device: str, types: tuple[str, ...], *, exclude: bool,
+               limit: int) -> list[tuple[int, int, str, float, float, Any]]:
+        """A device's newest messages of (or, ``exclude``: not of) ``types``, newest first:
+        ``(rowid, seq, type, ts, received, body)``."""
+        marks = ",".join("?" * len(types)) or "''"
+        op = "NOT IN" if exclude else "IN"
+        sql = "SELECT rowid, seq, type, ts, received, body FROM messages WHERE device=? AND "
+        sql += f"type {op} ({marks}) ORDER BY seq DESC LIMIT ?"  # only "?" marks formatted in
+        rows = self._tx(sql, (device, *types, limit)).fetchall()
+        return [(r[0], r[1], r[2], r[3], r[4], cbor.loads(r[5])) for r in rows]
+
+    def events_after(self, after: int, *, since: float | None, types: tuple[str, ...],
+                     skip: tuple[str, ...], device: str | None, limit: int,
+                     newest: bool = False) -> list[tuple[int, str, int, str, float, float, Any]]:
+        """Messages stored after rowid ``after`` (oldest first; ``newest``: the last ``limit``),
+        for ``fleet events``:
+        ``(rowid, device, seq, type, ts, received, body)``."""
+        sql = "SELECT rowid, device, seq, type, ts, received, body FROM messages WHERE rowid>?"
+        args: list[Any] = [after]
+        if since is not None:
+            sql += " AND received>=?"
+            args.append(since)
+        if types:
+            sql += f" AND type IN ({','.join('?' * len(types))})"
+            args += types
+        if skip:
+            sql += f" AND type NOT IN ({','.join('?' * len(skip))})"
+            args += skip
+        if device is not None:
+            sql += " AND device=?"
+            args.append(device)
+        order = " ORDER BY rowid DESC LIMIT ?" if newest else " ORDER BY rowid LIMIT ?"
+        rows = self._tx(sql + order, (*args, limit)).fetchall()
+        if newest:  # the last ``limit`` of them, still oldest first
+            rows.reverse()
+        return [(r[0], r[1], r[2], r[3], r[4], r[5], cbor.loads(r[6])) for r in rows]
+
+    def last_rowid(self) -> int:
+        return int(self._tx("SELECT COALESCE(MAX(rowid), 0) FROM messages").fetchone()[0])
+
     def close(self) -> None:
         self._db.close()
