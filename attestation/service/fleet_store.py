@@ -204,7 +204,7 @@ class FleetStore:
 
     def device_rows(self) -> list[tuple[str, str | None, float | None, int]]:
         """``(device, status, last_seen, cmd_seq)`` of every known device, by name."""
-        return [tuple(r) for r in self._tx(  # type: ignore[misc]
+        return [tuple(r) for r in self._tx(
             "SELECT device, status, last_seen, cmd_seq FROM devices ORDER BY device")]
 
     def latest_appraisals(self) -> dict[str, tuple[str, float]]:
@@ -218,7 +218,7 @@ class FleetStore:
     def appraisal_history(self, device: str, limit: int) -> list[tuple[int, str, float,
                                                                           bytes | None]]:
         """``(evidence_seq, status, at, ear)``, newest first."""
-        return [tuple(r) for r in self._tx(  # type: ignore[misc]
+        return [tuple(r) for r in self._tx(
             "SELECT evidence_seq, status, at, ear FROM appraisals WHERE device=? "
             "ORDER BY evidence_seq DESC LIMIT ?", (device, limit))]
 

@@ -95,7 +95,7 @@ class Fleet:
         th.start()
         return agent, th
 
-    def wait(self, pred, timeout: float = 15.0) -> bool:  # type: ignore[no-untyped-def]
+    def wait(self, pred, timeout: float = 15.0) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if pred():
@@ -143,7 +143,7 @@ def cli(*args: str) -> tuple[int, str, str]:
     return p.returncode, p.stdout, p.stderr
 
 
-def env(dev: str, seq: int, type_: str, body: dict) -> bytes:  # type: ignore[type-arg]
+def env(dev: str, seq: int, type_: str, body: dict) -> bytes:
     return encode(Envelope(seq=seq, ts=1.0, device=dev, type=type_, body=body))
 
 
