@@ -134,7 +134,8 @@ def _entry_for(path: Path, files: Any) -> Any:
     names = ", ".join(repr(e.path) for e in files)
     raise DigestMismatchError(
         f"the signature covers {names}, not {path.name!r}",
-        hint="it belongs to another model (mix-and-match); use the model's own signature",
+        hint="the file name is signed: if this model was renamed, give it back its signed name; "
+        "otherwise the signature belongs to another model (mix-and-match): use the model's own",
     )
 
 

@@ -387,3 +387,18 @@ def test_attack_external_buffer_model_is_never_signed(tmp_path):
         sign_model(model, key, name="ext", version=1)
     with pytest.raises(PolicyError):
         sign_model(model, key, name="ext", version=1, allow_custom_ops=True)
+
+
+def test_a_renamed_model_is_told_to_take_its_signed_name_back(work, signer):
+    """A newcomer renames a genuine model: the error says the name is signed, not only
+    'mix-and-match' (issue: a renamed model was reported as mix-and-match alone)."""
+    import shutil
+
+    key, trust, _ = signer
+    mlp = work / "digits_mlp.tflite"
+    sig = _sign(mlp, key)
+    renamed = work / "lockface.tflite"
+    shutil.copy(mlp, renamed)
+    with pytest.raises(DigestMismatchError) as e:
+        verify_model(renamed, trust, sig_path=sig)
+    assert "renamed" in (e.value.hint or "") and "digits_mlp.tflite" in str(e.value)
