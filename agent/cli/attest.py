@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from edgeward.core.errors import EXIT_REJECTED, ConfigError
+from edgeward.core.errors import EXIT_REJECTED, ConfigError, UntrustedKeyError
 from edgeward.core.fileio import OPERATOR, read_bounded
 
 from .common import (
@@ -99,9 +99,14 @@ def check_ear_cmd(ear_file: Path, verifier_key: Path, nonce: str | None,
     raw = read_bounded(ear_file, MAX_SMALL_FILE, what="EAR")
     if not raw.startswith(b"\xd2") and not raw.startswith(b"\x84"):
         raw = _unb64(raw.decode("ascii", "replace"))
-    ear = check_ear(raw, load_verifying_key(verifier_key), now=time.time(),
-                    nonce=_hex(nonce, "--nonce") if nonce else None, max_age=max_age,
-                    device=device)
+    try:
+        ear = check_ear(raw, load_verifying_key(verifier_key), now=time.time(),
+                        nonce=_hex(nonce, "--nonce") if nonce else None, max_age=max_age,
+                        device=device)
+    except UntrustedKeyError as e:
+        raise UntrustedKeyError(
+            f"the EAR is signed by another key than {verifier_key}",
+            hint="--verifier-key is the public half of the verifier's [verifier] key_file") from e
     echo_json(ear.to_json())
     return 0 if ear.affirming else EXIT_REJECTED
 

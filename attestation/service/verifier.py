@@ -296,7 +296,10 @@ class Verifier:
         enroll_error: str | None = None
         try:
             msg = cose.decode_sign1(evidence, limits=self.limits)
-            if msg.kid and self.store.device_by_key(msg.kid) is None:
+        except IntegrityError:
+            msg = None  # the appraisal says why the evidence is malformed, once
+        try:
+            if msg is not None and msg.kid and self.store.device_by_key(msg.kid) is None:
                 chain = x5chain_of(msg)
                 if chain:
                     self._enroll_from_x5chain(chain, device)

@@ -84,3 +84,25 @@ def test_mqtt_server_name_is_refused_not_ignored(tmp_path):
                   source=tmp_path / "agent.toml", prefix="mqtt.")
     with pytest.raises(ConfigError, match="server_name"):
         mqtt_settings(sec, tmp_path, "dev-a")
+
+
+def test_check_ear_with_the_wrong_key_points_at_verifier_key(world, tmp_path, capsys):
+    """A newcomer passes the vendor's key: the answer names --verifier-key, not a trust store."""
+    from edgeward.agent.cli import main
+    from edgeward.core.keys import generate, write_keypair
+
+    (tmp_path / "ear.cbor").write_bytes(world.verifier.verify(world.fresh_evidence()).signed)
+    write_keypair(tmp_path / "other", generate())
+    with pytest.raises(SystemExit) as e:
+        main(["attest", "check-ear", str(tmp_path / "ear.cbor"), "--verifier-key",
+              str(tmp_path / "other" / "public.pem"), "--device", "lock-0001",
+              "--max-age", "60"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "--verifier-key" in err and "trust store" not in err
+
+
+def test_malformed_evidence_is_said_once(world):
+    """A PNG given as evidence: one reason, not the same CBOR error twice."""
+    result = world.verifier.verify(b"\x89PNG\r\n\x1a\n0000000000")
+    assert not result.ear.affirming
+    assert len(result.ear.reasons) == 1, result.ear.reasons
