@@ -209,6 +209,9 @@ def generate(alg: str = "ed25519") -> SigningKey:
 # --- file edges -----------------------------------------------------------------------------
 
 
+_EXISTS_HINT = "pass --force to replace them, or choose another --out directory"
+
+
 def write_keypair(out_dir: Path, key: SigningKey, *, force: bool = False) -> tuple[Path, Path]:
     """Write ``private.pem`` (mode 0600) and ``public.pem`` into ``out_dir``.
 
@@ -225,14 +228,14 @@ def write_keypair(out_dir: Path, key: SigningKey, *, force: bool = False) -> tup
                 if p.exists() or p.is_symlink():
                     raise ConfigError(
                         f"{p} already exists",
-                        hint="pass --force to replace them, or choose another --out directory",
+                        hint=_EXISTS_HINT,
                     )
         write_atomic(private_path, key.private_pem(), mode=0o600, overwrite=force)
         write_atomic(public_path, key.public.to_pem(), mode=0o644, overwrite=force)
     except FileExistsError as e:
         raise ConfigError(
             f"{e.filename2 or out_dir} already exists",
-            hint="pass --force to replace them, or choose another --out directory",
+            hint=_EXISTS_HINT,
         ) from e
     except (OSError, DeviceError) as e:
         raise ConfigError(
