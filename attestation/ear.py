@@ -87,6 +87,9 @@ class SubmodResult:
     name: str
     vector: TrustVector
     reasons: tuple[str, ...] = ()
+    # The submodule's bootcount when its token was trustworthy: the verifier keeps the highest
+    # (its store) so a rolled-back or replayed token is refused later. Not part of the EAR.
+    bootcount: int | None = field(default=None, compare=False)
 
     @property
     def status(self) -> int:

@@ -22,7 +22,10 @@ exception. Per entry:
 3. identity: the registration for this gateway and submodule name must exist (else 97) with
    this ``kid``, and the HMAC tag must verify (constant-time compare; else 99);
 4. freshness: the token's ``eat_nonce`` must be the gateway's nonce (else 99, a replayed MAC);
-   the bootcount may not go backwards (96);
+   the bootcount may not go backwards (96) from the highest the verifier has accepted
+   (``LockRegistration.last_bootcount``, which the verifier fills from its store, so the
+   refusal holds across appraisals and restarts; :attr:`~.ear.SubmodResult.bootcount` is what
+   it keeps);
 5. reference values: the firmware digest must be an approved one (``executables`` 2, else 96:
    tampered lock firmware) and every script an approved digest of that script name
    (``file-system`` 2, else 96). A symmetric key says nothing about hardware: no claim.
@@ -99,8 +102,8 @@ class _Vec:
             self.values[attr] = value
         self.reasons.append(reason)
 
-    def result(self, name: str) -> SubmodResult:
-        return SubmodResult(name, TrustVector(**self.values), tuple(self.reasons))
+    def result(self, name: str, bootcount: int | None = None) -> SubmodResult:
+        return SubmodResult(name, TrustVector(**self.values), tuple(self.reasons), bootcount)
 
 
 @dataclass(frozen=True)
@@ -211,9 +214,11 @@ def appraise_one(name: str, value: Any, *, nonce: bytes, registration: LockRegis
               f"{name}: token answers another nonce (a replayed MAC)")
         return r.result(name)
     last = registration.last_bootcount
+    keep: int | None = bootcount  # what the verifier's store keeps when this entry is trusted
     if last is not None and bootcount < last:
         r.set("instance-identity", C.UNTRUSTWORTHY_INSTANCE,
               f"{name}: bootcount went backwards ({bootcount} < {last}): cloned or reset")
+        keep = None
     else:
         r.set("instance-identity", C.TRUSTWORTHY_INSTANCE,
               f"{name}: MAC verified with its registered key; fresh (boot {bootcount})")
@@ -233,7 +238,7 @@ def appraise_one(name: str, value: Any, *, nonce: bytes, registration: LockRegis
     elif scripts:
         r.set("file-system", C.APPROVED_FILES, f"{name}: {len(scripts)} script(s) approved")
     r.reasons.append(f"{name}: a symmetric key vouches for no hardware")
-    return r.result(name)
+    return r.result(name, keep)
 
 
 def appraise_submods(submods: Mapping[Any, Any], *, device: str, nonce: bytes,

@@ -48,7 +48,7 @@ from edgeward.attestation.evidence import x5chain_of
 from edgeward.attestation.nonces import NoncePolicy
 from edgeward.attestation.refvalues import RefValues, open_refvalues
 from edgeward.attestation.service.verifier_store import DeviceRecord, Store
-from edgeward.attestation.submods import Registry, load_lock_registry
+from edgeward.attestation.submods import LockRegistration, Registry, load_lock_registry
 from edgeward.attestation.text import safe
 from edgeward.core import cose
 from edgeward.core.errors import (
@@ -277,6 +277,14 @@ class Verifier:
                               bytes(rec.ueid) if rec.ueid is not None else None,
                               self._revocation(rec))
 
+    def _lock(self, gateway: str, name: str) -> LockRegistration | None:
+        """The vendor's registration with the highest bootcount the store has accepted."""
+        reg = self.locks(gateway, name) if self.locks is not None else None
+        seen = self.store.lock_bootcount(gateway, name) if reg is not None else None
+        if reg is None or seen is None or (reg.last_bootcount or 0) >= seen:
+            return reg
+        return dataclasses.replace(reg, last_bootcount=seen)
+
     # --- appraisal ------------------------------------------------------------------------------
 
     def verify(self, evidence: bytes, *, device: str | None = None) -> AppraisalResult:
@@ -313,7 +321,8 @@ class Verifier:
         try:
             verdict = appraise(evidence, devices=self._lookup, sessions=self.store.session,
                                refvalues=self.refvalues, now=now, policy=self.policy,
-                               limits=self.limits, submod_registry=self.locks)
+                               limits=self.limits,
+                               submod_registry=self._lock if self.locks else None)
         except DeviceError:
             raise
         except Exception as e:  # the last line: every input ends in a verdict
@@ -352,7 +361,10 @@ class Verifier:
                 status=ear.status, evidence_sha256=verdict.evidence_sha256, ear=signed,
                 bootcount=verdict.bootcount if trusted else None,
                 board=verdict.board_to_pin if trusted else None,
-                ueid=verdict.ueid_to_pin if trusted else None)
+                ueid=verdict.ueid_to_pin if trusted else None,
+                lock_bootcounts={s.name: s.bootcount for s in ear.submods
+                                 if trusted and s.bootcount is not None
+                                 and s.vector.instance_identity == C.TRUSTWORTHY_INSTANCE})
         except ReplayError as e:  # another worker consumed the nonce first
             ear = Ear(vector=TrustVector(instance_identity=C.CRYPTO_VALIDATION_FAILED),
                       iat=int(now), device=verdict.device, nonce=ear.nonce,

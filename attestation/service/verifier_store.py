@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +57,12 @@ CREATE TABLE IF NOT EXISTS results (
     ear BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS results_device ON results(device, at);
+CREATE TABLE IF NOT EXISTS lock_bootcounts ( -- the highest trusted bootcount of each lock MCU
+    gateway TEXT NOT NULL,
+    name TEXT NOT NULL,                 -- its submods entry name
+    last_bootcount INTEGER NOT NULL,
+    PRIMARY KEY (gateway, name)
+);
 """
 
 
@@ -237,9 +243,10 @@ class Store:
         bootcount: int | None,
         board: str | None = None,
         ueid: bytes | None = None,
+        lock_bootcounts: Mapping[str, int] | None = None,
     ) -> None:
-        """Consume the nonce, raise the bootcount, pin the board of a device enrolled without one,
-        and append the result, in one transaction."""
+        """Consume the nonce, raise the bootcount (the device's and its locks'), pin the board of
+        a device enrolled without one, and append the result, in one transaction."""
         with self.transaction() as db:
             if nonce is not None:
                 cur = db.execute(
@@ -254,6 +261,11 @@ class Store:
                     "(last_bootcount IS NULL OR last_bootcount < ?)",
                     (bootcount, device, bootcount),
                 )
+            for name, count in (lock_bootcounts or {}).items() if device is not None else ():
+                db.execute(
+                    "INSERT INTO lock_bootcounts VALUES (?,?,?) ON CONFLICT (gateway, name) "
+                    "DO UPDATE SET last_bootcount = MAX(last_bootcount, excluded.last_bootcount)",
+                    (device, name, count))
             if device is not None and board is not None:
                 db.execute("UPDATE devices SET board = ? WHERE device = ? AND board IS NULL",
                            (board, device))
@@ -265,6 +277,13 @@ class Store:
                 "VALUES (?,?,?,?,?)",
                 (device, now, status, evidence_sha256, ear),
             )
+
+    def lock_bootcount(self, gateway: str, name: str) -> int | None:
+        """The highest bootcount accepted from lock ``name`` behind ``gateway``, or None."""
+        with self._reading() as db:
+            row = db.execute("SELECT last_bootcount FROM lock_bootcounts WHERE gateway = ? "
+                             "AND name = ?", (gateway, name)).fetchone()
+        return int(row[0]) if row else None
 
     def history(self, device: str, limit: int = 20) -> list[tuple[float, int, bytes]]:
         with self._reading() as db:

@@ -9,11 +9,13 @@ from pathlib import Path
 
 import pytest
 from fixtures_attestation import make_world
-from mcu_helpers import KEY, KID, SCRIPTS, LoopbackPort, cpython_lock, firmware
+from mcu_helpers import KEY, KID, SCRIPTS, FakeKeys, LoopbackPort, cpython_lock, firmware
 
 from edgeward.attestation import claims as C
 from edgeward.attestation.config import load_verifier_config
 from edgeward.attestation.ear import decode_ear
+from edgeward.attestation.service.verifier import Verifier
+from edgeward.attestation.service.verifier_store import Store
 from edgeward.attestation.submods import gateway_submods, load_lock_registry
 from edgeward.core.errors import ConfigError
 from edgeward.firmware_shim.serial_link import McuLink
@@ -50,9 +52,12 @@ def world(tmp_path: Path):
     w.verifier.close()
 
 
-def gateway_evidence(world, fw: bytes | None = None) -> bytes:
+def gateway_evidence(world, fw: bytes | None = None, *, boot: int | None = None) -> bytes:
+    """The gateway's evidence with its lock's token; ``boot``: the lock's bootcount."""
     nonce = world.verifier.challenge("lock-0001")
-    lock, uart = cpython_lock(fw)
+    keys = None if boot is None else FakeKeys(key=KEY, kid=KID,
+                                              bootcount=(boot - 1).to_bytes(8, "big"))
+    lock, uart = cpython_lock(fw, keys)
     subs = gateway_submods({"lock-mcu": McuLink(LoopbackPort(lock, uart), timeout=0.5)}, nonce)
     return world.attester.evidence(nonce, submods=subs)
 
@@ -70,6 +75,55 @@ def test_verifier_contraindicates_a_gateway_whose_lock_firmware_was_patched(worl
     res = world.verifier.verify(gateway_evidence(world, bytes(fw)))
     assert res.ear.status == C.TIER_CONTRAINDICATED
     assert decode_ear(res.signed, world.verifier.public_key).status == C.TIER_CONTRAINDICATED
+
+
+def lock_vector(res):
+    (sub,) = res.ear.submods
+    return sub.vector.instance_identity, sub.reasons
+
+
+def test_rolled_back_lock_replaying_an_older_boot_is_refused_across_appraisals_and_restart(
+        world, tmp_path: Path) -> None:
+    # The attacker restores the lock's non-volatile state from an earlier dump (or swaps in a
+    # clone made then): its MAC is good and the nonce fresh, but its bootcount goes backwards.
+    assert world.verifier.verify(gateway_evidence(world, boot=5)).ear.affirming
+    assert world.verifier.store.lock_bootcount("lock-0001", "lock-mcu") == 5
+    res = world.verifier.verify(gateway_evidence(world, boot=3))
+    assert res.ear.status == C.TIER_CONTRAINDICATED
+    ident, reasons = lock_vector(res)
+    assert ident == C.UNTRUSTWORTHY_INSTANCE and "bootcount went backwards (3 < 5)" in reasons[0]
+    assert world.verifier.store.lock_bootcount("lock-0001", "lock-mcu") == 5  # not lowered
+
+    # A verifier restart reads the bootcount back from its database: still refused.
+    old = world.verifier
+    old.store.close()
+    world.verifier = Verifier(store=Store(tmp_path / "verifier.sqlite"), ear_key=old.ear_key,
+                              maker_cas=old.maker_cas, refvalues=old.refvalues,
+                              policy=old.policy, nonces=old.nonces, clock=old.clock,
+                              locks=old.locks)
+    res = world.verifier.verify(gateway_evidence(world, boot=4))
+    assert res.ear.status == C.TIER_CONTRAINDICATED
+    assert lock_vector(res)[0] == C.UNTRUSTWORTHY_INSTANCE
+    # The same boot again (no restart of the lock between challenges) and a later boot pass.
+    assert world.verifier.verify(gateway_evidence(world, boot=5)).ear.affirming
+    assert world.verifier.verify(gateway_evidence(world, boot=6)).ear.affirming
+    assert world.verifier.store.lock_bootcount("lock-0001", "lock-mcu") == 6
+
+
+def test_a_lock_bootcount_is_kept_only_from_a_trustworthy_token(world) -> None:
+    # A patched lock with a huge bootcount is contraindicated (firmware), but its identity is
+    # fine: the count is kept. A token whose MAC fails must never raise the stored count.
+    fw = bytearray(firmware())
+    fw[0] ^= 1
+    world.verifier.verify(gateway_evidence(world, bytes(fw), boot=9))
+    assert world.verifier.store.lock_bootcount("lock-0001", "lock-mcu") == 9
+    nonce = world.verifier.challenge("lock-0001")
+    lock, uart = cpython_lock(None, FakeKeys(key=bytes(32), kid=KID,
+                                             bootcount=(10**6).to_bytes(8, "big")))
+    subs = gateway_submods({"lock-mcu": McuLink(LoopbackPort(lock, uart), timeout=0.5)}, nonce)
+    res = world.verifier.verify(world.attester.evidence(nonce, submods=subs))
+    assert lock_vector(res)[0] == C.CRYPTO_VALIDATION_FAILED
+    assert world.verifier.store.lock_bootcount("lock-0001", "lock-mcu") == 9
 
 
 def test_registry_file_mistakes_are_config_errors(tmp_path: Path) -> None:
