@@ -42,7 +42,8 @@ logger = logging.getLogger(__name__)
 
 F64 = NDArray[np.float64]
 _LN10 = math.log(10.0)
-_MIN, _MAX = np.minimum.reduce, np.maximum.reduce
+_ndarray = np.ndarray
+_sub, _mul, _dot = np.subtract, np.multiply, np.dot
 
 
 @dataclass(frozen=True)
@@ -95,25 +96,49 @@ class GuardedInterpreter:
         self._cast_warned = False
         self._cast_kind = "f" if self._dtype.kind == "f" else None  # float inputs of other widths
         self._shapes = (spec.shape, (1, *spec.shape), (spec.size,))
-        self._lo, self._hi = spec.lo, spec.hi
-        st = profile.stats
-        self._wide = (st.mean, 1.0 / st.scale, st.precision)
-        hot = np.float32 if self.io.in_dtype == np.float32 else np.float64
-        self._hot = tuple(a.astype(hot) for a in self._wide)
-        self._tails = {
-            k: (t._ref_list, len(t._ref_list), t._ref_list[-1], t._beta)
-            for k, t in profile.tails.items()
-        }
+        self._d = spec.size
         self._diag = profile.stats.precision.shape[0] == 1
+        self._lo, self._hi = spec.lo, spec.hi
+        self._logits_kind = profile.output_kind == "logits"
+        st = profile.stats
+        # Float32 copies of the statistics for a float32 input (no mixed-type casts; an input
+        # outside [lo, hi], which could overflow float32, is scored in float64 by _wide_inputs).
+        hot = np.float32 if self.io.in_dtype == np.float32 else np.float64
+        self._mean = st.mean.astype(hot)
+        self._inv = (1.0 / st.scale).astype(hot)
+        self._prec = st.precision[0 if self._diag else slice(None)].astype(hot)
+        self._xc, self._z, self._t = (np.empty(self._d, hot) for _ in range(3))
+        # Per detector: sorted calibration scores, their top, the exponential tail's beta,
+        # log(n + 1), and the surprise at each bisection point (looked up, not computed).
+        self._tails = {}
+        for k, t in profile.tails.items():
+            ref, n = t._ref_list, len(t._ref_list)
+            table = [-math.log10((n - i + 1.0) / (n + 1)) for i in range(n + 1)]
+            self._tails[k] = (ref, ref[-1], t._beta, math.log(n + 1), table)
+        self._threshold, self._critical = profile.threshold, profile.critical
+        self._thresholds = profile.thresholds
+        self._step = d.step
+        self._drift_batch: list[float] = []
 
     def invoke(self, x: np.ndarray) -> GuardedResult:
         """Run one sample (shape as the model's input, with or without the batch axis, or flat)."""
         self.invokes += 1
+        if (
+            type(x) is not _ndarray
+            or x.dtype is not self._dtype
+            or x.shape not in self._shapes
+            # range check; a NaN is its own argmin and argmax and fails both comparisons
+            or not self._lo <= x.item(x.argmin())
+            or not x.item(x.argmax()) <= self._hi
+        ):
+            return self._invoke_checked(x)
+        return self._run(x, ())
+
+    def _invoke_checked(self, x: Any) -> GuardedResult:
+        """The full validity check, for whatever :meth:`invoke`'s quick test did not pass."""
         if type(x) is np.ndarray and x.dtype != self._dtype and x.dtype.kind == self._cast_kind:
             x = self._cast(x)
-        problems = self._quick_valid(x)
-        if problems is None:
-            problems = validity_problems(x, self.profile.spec)
+        problems = validity_problems(x, self.profile.spec)
         hard = [p for p in problems if not p.startswith("values ")]
         if hard:
             v = Verdict(
@@ -121,15 +146,76 @@ class GuardedInterpreter:
             )
             self._report(v)
             return GuardedResult(None, v)
+        return self._run(x, tuple(problems))
+
+    def _run(self, x: np.ndarray, problems: tuple[str, ...]) -> GuardedResult:
+        """One inference on a valid input, the detectors, the verdict and its report.
+
+        The per-invoke path: a handful of numpy calls on preallocated rows for the input
+        statistics, plain Python over the ten-odd class scores, no allocation beyond the
+        score map and the verdict. Rare work (squeezing, the windowed drift test, the latency
+        baseline) runs every so many invokes.
+        """
+        if problems:
+            zmax, maha = self._wide_inputs(x)
+        else:
+            xc, z, t = self._xc, self._z, self._t
+            _sub(x.reshape(self._d), self._mean, out=xc)
+            _mul(xc, self._inv, out=z)
+            zmax, zmin = z.item(z.argmax()), -z.item(z.argmin())
+            if zmin > zmax:
+                zmax = zmin
+            if self._diag:
+                _mul(xc, xc, out=t)
+                maha = math.sqrt(float(_dot(t, self._prec)))
+            else:
+                _dot(xc, self._prec, out=t)
+                q = float(_dot(t, xc))
+                maha = math.sqrt(q) if q > 0.0 else 0.0
         t0 = self._mono()
         raw, y, logits = self.io.run_raw(x)
         elapsed = self._mono() - t0
         if logits is not None and not self._logits_checked:
             logits = self._check_logits(y, logits)
-        scores = self._scores(x.reshape(-1), y, logits, wide=bool(problems))
+        if self._logits_kind:
+            logits = y
+            probs = softmax(y.astype(np.float64)[None, :])[0]
+        else:
+            probs = y
+        # Ten-odd class scores: plain Python is cheaper than a dozen numpy calls. Same
+        # arithmetic in the same order as calibrate.py's: entropy of the probabilities clipped
+        # to [1e-12, 1] (a clipped 1 adds 1 * log 1 = 0), max-shifted log-sum-exp for energy.
+        ps = probs.tolist()
+        log = math.log
+        h = 0.0
+        for q in ps:
+            if q < 1e-12:
+                q = 1e-12
+            elif q >= 1.0:
+                continue
+            h += q * log(q)
+        scores = {"zmax": zmax, "mahalanobis": maha, "msp": 1.0 - max(ps), "entropy": -h}
+        if logits is not None:
+            zs = logits.tolist()
+            m = max(zs)
+            exp = math.exp
+            s = 0.0
+            for v in zs:
+                s += exp(v - m)
+            scores["energy"] = -(m + log(s))
+        self._acc += self.rate
+        if self._acc >= 1.0:
+            self._acc -= 1.0
+            self._sampled(scores, x, probs)
         v = self._judge(scores, problems, elapsed)
         self._report(v)
         return GuardedResult(raw, v)
+
+    def _wide_inputs(self, x: np.ndarray) -> tuple[float, float]:
+        """zmax and Mahalanobis in float64, for an input outside the calibrated range."""
+        row = np.asarray(x, dtype=np.float64).reshape(1, -1)
+        st = self.profile.stats
+        return float(st.zmax(row)[0]), float(st.mahalanobis(row)[0])
 
     def _check_logits(self, y: np.ndarray, logits: np.ndarray) -> np.ndarray | None:
         """Once: the logits read must reproduce the output, else the runtime reused the tensor."""
@@ -162,108 +248,78 @@ class GuardedInterpreter:
         with np.errstate(over="ignore"):
             return x.astype(self._dtype)
 
-    def _quick_valid(self, x: Any) -> list[str] | None:
-        """[] for the common valid input, checked with the least work; None: ask the full check."""
-        if type(x) is not np.ndarray or x.dtype != self._dtype or x.shape not in self._shapes:
-            return None
-        lo, hi = float(_MIN(x, axis=None)), float(_MAX(x, axis=None))
-        if self._lo <= lo and hi <= self._hi:  # NaN compares False: falls to the full check
-            return []
-        return None
-
-    def _scores(
-        self, row: np.ndarray, y: np.ndarray, logits: np.ndarray | None, *, wide: bool = False
-    ) -> dict[str, float]:
-        """The always-on detectors for one sample, as floats (same values as calibrate.py's)."""
-        # float32 copies of the statistics when the input is float32: no mixed-type casts. An
-        # input outside the calibrated range could overflow float32, so it gets float64.
-        mean, inv_scale, precision = self._wide if wide else self._hot
-        xc = row - mean
-        z = xc * inv_scale
-        scores = {"zmax": max(float(_MAX(z)), -float(_MIN(z)))}
-        if self._diag:
-            scores["mahalanobis"] = math.sqrt(float((xc * xc) @ precision[0]))
-        else:
-            scores["mahalanobis"] = math.sqrt(max(float((xc @ precision) @ xc), 0.0))
-        if self.profile.output_kind == "logits":
-            logits = y
-            probs = softmax(y.astype(np.float64)[None, :])[0]
-        else:
-            probs = y
-        # Ten-odd class scores: plain Python is cheaper than a dozen numpy calls on cold caches.
-        ps = probs.tolist()
-        scores["msp"] = 1.0 - max(ps)
-        log = math.log
-        scores["entropy"] = -sum(q * log(q) for q in (min(max(v, 1e-12), 1.0) for v in ps))
-        if logits is not None:
-            zs = logits.tolist()
-            m = max(zs)
-            exp = math.exp
-            scores["energy"] = -(m + log(sum(exp(z - m) for z in zs)))
-        self._acc += self.rate
-        if self._acc >= 1.0:
-            self._acc -= 1.0
-            self.squeezed += 1
-            out = Outputs(probs=probs.astype(np.float64)[None, :], logits=None)
-            scores["squeeze"] = float(
-                squeeze_scores(
-                    lambda r: self.io.predict(r, self.profile.output_kind),
-                    np.asarray(row, dtype=np.float64)[None, :],
-                    out,
-                    self.profile.spec,
-                    self.profile.squeeze,
-                )[0]
-            )
-        return scores
+    def _sampled(self, scores: dict[str, float], x: np.ndarray, probs: np.ndarray) -> None:
+        """The detectors that cost extra inferences, on the invokes their rate picks."""
+        self.squeezed += 1
+        out = Outputs(probs=probs.astype(np.float64)[None, :], logits=None)
+        scores["squeeze"] = float(
+            squeeze_scores(
+                lambda r: self.io.predict(r, self.profile.output_kind),
+                np.asarray(x, dtype=np.float64).reshape(1, -1),
+                out,
+                self.profile.spec,
+                self.profile.squeeze,
+            )[0]
+        )
 
     def _combined(self, scores: dict[str, float]) -> float:
         """max over detectors of TailModel.surprise1, inlined (the per-invoke hot path)."""
         best = 0.0
+        tails = self._tails
         for k, v in scores.items():
-            t = self._tails.get(k)
+            t = tails.get(k)
             if t is None:
                 continue
-            ref, n, top, beta = t
+            ref, top, beta, log_n1, table = t
             if v != v:
                 return 300.0
             if v > top:
-                sur = min(((v - top) / beta + math.log(n + 1)) / _LN10, 300.0)
+                sur = min(((v - top) / beta + log_n1) / _LN10, 300.0)
             else:
-                sur = -math.log10((n - bisect_left(ref, v) + 1.0) / (n + 1))
+                sur = table[bisect_left(ref, v)]
             if sur > best:
                 best = sur
         return best
 
-    def _judge(self, scores: dict[str, float], problems: list[str], elapsed: float) -> Verdict:
-        p = self.profile
-        combined = self._combined(scores)
-        flat = dict(scores)
-        flat["combined"] = combined
+    def _judge(
+        self, scores: dict[str, float], problems: tuple[str, ...], elapsed: float
+    ) -> Verdict:
+        """The verdict; ``scores`` becomes its score map (plus "combined" and "latency_z")."""
+        combined = scores["combined"] = self._combined(scores)
         reasons: list[str] = []
         severity = "info"
-        if combined > p.threshold:
-            over = [k for k in scores if k in p.thresholds and flat[k] > p.thresholds[k]]
+        threshold = self._threshold
+        if combined > threshold:
+            th = self._thresholds
+            over = [k for k, v in scores.items() if k in th and v > th[k]]
             reasons.append("anomalous input (" + ", ".join(over or ["combined"]) + ")")
-            severity = "critical" if combined >= p.critical else "warning"
+            severity = "critical" if combined >= self._critical else "warning"
         if problems:
             reasons.append("out of range: " + problems[0])
             severity = "critical" if severity == "critical" else "warning"
-        lat = self.latency.score(elapsed)
-        flat["latency_z"] = lat
+        lat = scores["latency_z"] = self.latency.score(elapsed)
         if lat >= self.latency.z_crit:
             reasons.append("latency jump")
             severity = severity if severity != "info" else "warning"
-        clipped = min(combined, p.threshold)
+        clipped = combined if combined < threshold else threshold
         drift = self.cusum.update(clipped)
-        drift = self.window.update(clipped) or drift
+        # The windowed test only looks at the window every ``step`` scores: it gets them in
+        # batches of ``step``, which ends each batch on the invoke it would have tested on.
+        batch = self._drift_batch
+        batch.append(clipped)
+        if len(batch) >= self._step:
+            drift = self.window.extend(batch) or drift
+            batch.clear()
         if drift:
             reasons.append("score drift")
             severity = severity if severity != "info" else "warning"
-        return Verdict(bool(reasons), severity, flat, tuple(reasons))
+        if reasons:
+            return Verdict(True, severity, scores, tuple(reasons))
+        return Verdict(False, "info", scores)
 
     def _report(self, v: Verdict) -> None:
         events = self.policy.observe(v, self._wall())
-        if self.link is not None:
+        if events and self.link is not None:
             for e in events:
                 self.link.send(e)
 

@@ -90,9 +90,18 @@ class Policy:
         self._window_start: float | None = None
         self._immediate = 0
         self.suppressed = 0  # verdicts folded into summaries instead of their own event
+        self._info_quiet = RANK[self.config.min_severity] > RANK["info"]
 
     def observe(self, verdict: Verdict, now: float) -> list[dict[str, Any]]:
         """Account for one verdict at wall-clock ``now``; returns the events to send now."""
+        start = self._window_start
+        if (  # the common case, an info verdict inside the current window: nothing to do
+            verdict.severity == "info"
+            and self._info_quiet
+            and start is not None
+            and now - start < self.config.window_s
+        ):
+            return []
         events = self._roll(now)
         if verdict.severity == "critical" and self.on_critical is not None:
             self.on_critical(verdict)
