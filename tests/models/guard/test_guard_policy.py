@@ -58,3 +58,15 @@ def test_bad_policy_config() -> None:
         PolicyConfig(min_severity="loud")
     with pytest.raises(ValueError):
         PolicyConfig(window_s=0)
+
+
+def test_quiet_info_verdicts_still_close_the_window() -> None:
+    """The shortcut for info verdicts must not hold back the summary of a closed window."""
+    pol = Policy(PolicyConfig(window_s=10, max_immediate=1))
+    out = pol.observe(v("warning", reason="a"), now=0.0) + pol.observe(v("warning", reason="b"), now=1.0)
+    assert len(out) == 1
+    assert all(pol.observe(v("info"), now=2.0 + i * 0.01) == [] for i in range(100))
+    closed = pol.observe(v("info"), now=10.5)
+    assert [e["body"]["reason"] for e in closed] == ["b"] and closed[0]["body"]["summary"]
+    loud = Policy(PolicyConfig(min_severity="info"))
+    assert len(loud.observe(v("info"), now=0.0)) == 1 and len(loud.observe(v("info"), now=1.0)) == 0

@@ -79,3 +79,29 @@ def test_latency_monitor_flags_jump_and_keeps_baseline() -> None:
     assert max(zs) < 8.0
     jumps = [m.score(0.003) for _ in range(100)]
     assert min(jumps) >= 8.0  # a sustained slowdown keeps scoring; it never becomes normal
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(1, 60), min_size=1, max_size=30), st.integers(0, 3))
+def test_window_shift_in_batches_alarms_as_one_by_one(sizes: list[int], seed: int) -> None:
+    """The guard hands the windowed test its scores in batches: same alarms, same statistics."""
+    rng = np.random.default_rng(seed)
+    ref = np.sort(rng.normal(size=300))
+    xs = np.r_[rng.normal(size=sum(sizes) // 2), rng.normal(1.5, 1, sum(sizes) - sum(sizes) // 2)]
+    one, many = (s.WindowShift(ref, 0.0, 1.0, window=40, step=10) for _ in range(2))
+    i = 0
+    for n in sizes:
+        batch = [float(v) for v in xs[i : i + n]]
+        i += n
+        singles = [one.update(v) for v in batch]
+        assert many.extend(batch) == any(singles)
+        assert (many.count, list(many.buf)) == (one.count, list(one.buf))
+        assert (many.last_d, many.last_z) == (one.last_d, one.last_z)
+
+
+def test_median_mad_matches_numpy_median() -> None:
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 3, 30, 31, 199, 200):
+        for a in (rng.lognormal(size=n) * 1e-3, np.round(rng.uniform(size=n), 2)):
+            med = float(np.median(a))
+            assert s.median_mad(a) == (med, float(np.median(np.abs(a - med))))
