@@ -8,15 +8,14 @@ This is what the device agent calls (RFC 9334 §3.1)::
 
 It gathers the inputs (measurements from files, the bootcount from the state folder, uptime
 from ``/proc/uptime``, PCRs and a quote from the TPM) and hands them to the pure core
-:mod:`.evidence`. The bootcount (RFC 9711 §4.2.13) is persisted in ``state_dir/bootcount.json``
-and goes up by one whenever the kernel's boot id changes, so it is monotonic across restarts of
-the agent and counts real boots; it is written atomically (temp file, fsync, rename).
+:mod:`.evidence`. The bootcount (RFC 9711 §4.2.13) is the firmware shim's file counter
+``state_dir/counter-bootcount.json``, raised by one whenever the kernel's boot id changes, so it
+is monotonic across restarts of the agent and counts real boots; it is written atomically.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -30,10 +29,10 @@ from edgeward.attestation.evidence import BootState, EvidenceClaims, sign_eviden
 from edgeward.attestation.measure import load_model_trust, measure
 from edgeward.attestation.nonces import MAX_NONCE_BYTES
 from edgeward.attestation.tpm_quote import qualifying_data
-from edgeward.core.errors import ConfigError, DeviceError, MissingFileError
-from edgeward.core.fileio import DEVICE_STATE, OPERATOR, read_bounded
-from edgeward.core.persist import write_atomic
+from edgeward.core.errors import ConfigError
+from edgeward.core.fileio import OPERATOR, read_bounded
 from edgeward.firmware_shim.signer import Signer
+from edgeward.firmware_shim.state import MAX_TAG, FileCounter
 from edgeward.firmware_shim.sim.signer import SoftwareSigner
 
 logger = logging.getLogger(__name__)
@@ -43,43 +42,21 @@ BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 MIN_EAT_NONCE = 8  # RFC 9711 §4.1
 
 
-class BootCounter:
-    """A persisted, monotonic boot counter keyed to the kernel's boot id."""
-
-    def __init__(self, state_dir: Path, *, boot_id_path: Path = BOOT_ID) -> None:
-        self.path = Path(state_dir) / "bootcount.json"
-        self.boot_id_path = boot_id_path
-
-    def _boot_id(self) -> str:
-        try:
-            return self.boot_id_path.read_text().strip()
-        except OSError:
-            return f"no-boot-id-{time.time_ns()}"  # count every start when there is none
-
-    def current(self) -> int:
-        boot_id = self._boot_id()
-        count = 0
-        try:
-            state = json.loads(read_bounded(self.path, 4096, what="bootcount state",
-                                            faults=DEVICE_STATE))
-            count = int(state["bootcount"])
-            if state.get("boot_id") == boot_id:
-                return count
-        except MissingFileError:
-            pass
-        except (DeviceError, ValueError, KeyError, TypeError) as e:
-            raise DeviceError(f"bootcount state {self.path} is unreadable: {e}",
-                              hint="restore it from backup; deleting it resets the counter, "
-                              "which the verifier reports as a bootcount going backwards") from e
-        count += 1
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise DeviceError(f"cannot create {self.path.parent}: {e.strerror}") from e
-        write_atomic(self.path, json.dumps({"bootcount": count, "boot_id": boot_id}).encode(),
-                     mode=0o600)
+def boot_count(state_dir: Path, *, boot_id_path: Path = BOOT_ID) -> int:
+    """The persisted bootcount, one more whenever the kernel's boot id changes
+    (:class:`~edgeward.firmware_shim.state.FileCounter`, ``counter-bootcount.json``; an older
+    ``bootcount.json`` is where it starts from)."""
+    try:
+        boot_id = boot_id_path.read_text()[:MAX_TAG].strip() or None
+    except (OSError, UnicodeDecodeError):
+        boot_id = None
+    tag = boot_id or f"no-boot-id-{time.time_ns()}"  # count every start when there is none
+    counter = FileCounter(state_dir, "bootcount", legacy=Path(state_dir) / "bootcount.json")
+    before = counter.read()
+    count = counter.once_per(tag)
+    if count != before:
         logger.info("boot %d", count)
-        return count
+    return count
 
 
 def _uptime() -> int | None:
@@ -156,7 +133,7 @@ class Attester:
             swname=cfg.swname,
             swversion=VERSION,
             iat=int(self.clock()),
-            bootcount=BootCounter(cfg.state_dir).current(),
+            bootcount=boot_count(cfg.state_dir),
             key_kind=self.signer.kind,
             measurements=measure(cfg.source, cfg.models, agent_root=cfg.agent_root,
                                  model_sigs=cfg.model_sigs,

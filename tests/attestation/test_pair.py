@@ -55,15 +55,29 @@ def test_evidence_declares_key_kind_and_claims(world):
 
 
 def test_bootcount_is_persisted_and_monotonic(world, tmp_path):
-    from edgeward.attestation.attester import BootCounter
+    from edgeward.attestation.attester import boot_count
 
     boot_id = tmp_path / "boot_id"
     boot_id.write_text("a")
-    bc = BootCounter(tmp_path / "bc", boot_id_path=boot_id)
-    assert bc.current() == 1 and bc.current() == 1
+    assert boot_count(tmp_path / "bc", boot_id_path=boot_id) == 1
+    assert boot_count(tmp_path / "bc", boot_id_path=boot_id) == 1  # agent restart, same boot
     boot_id.write_text("b")
-    assert bc.current() == 2
-    assert BootCounter(tmp_path / "bc", boot_id_path=boot_id).current() == 2
+    assert boot_count(tmp_path / "bc", boot_id_path=boot_id) == 2
+    assert (tmp_path / "bc" / "counter-bootcount.json").exists()
+
+
+def test_bootcount_carries_on_from_the_older_bootcount_file(tmp_path):
+    # A device upgraded from the bootcount.json format must not restart at 1: the verifier
+    # would read that as a rolled-back device.
+    from edgeward.attestation.attester import boot_count
+
+    (tmp_path / "bc").mkdir()
+    (tmp_path / "bc" / "bootcount.json").write_text('{"bootcount": 41, "boot_id": "a"}')
+    boot_id = tmp_path / "boot_id"
+    boot_id.write_text("a\n")
+    assert boot_count(tmp_path / "bc", boot_id_path=boot_id) == 41
+    boot_id.write_text("b\n")
+    assert boot_count(tmp_path / "bc", boot_id_path=boot_id) == 42
 
 
 def test_result_history_is_stored(world):

@@ -114,6 +114,18 @@ def test_counters_are_monotonic_persistent_and_refuse_corruption(tmp_path: Path)
         p.counter("../etc/passwd")
 
 
+def test_a_counter_raised_once_per_tag_never_goes_down(tmp_path: Path) -> None:
+    c = SimPlatform(tmp_path).counter("bootcount")
+    assert c.once_per("boot-a") == 1 and c.once_per("boot-a") == 1
+    assert c.increment() == 2 and c.once_per("boot-a") == 3  # a plain increment drops the tag
+    assert c.once_per("boot-b") == 4 and c.once_per("boot-b") == 4
+    (tmp_path / "counter-bootcount.json").write_text('{"value": 4, "tag": 7}')
+    with pytest.raises(DeviceError, match="corrupt"):
+        c.once_per("boot-b")
+    with pytest.raises(ValueError):
+        c.once_per("x" * 129)
+
+
 def test_sim_platform_identity_is_stable_and_watchdog_detects_starvation(tmp_path: Path) -> None:
     p = SimPlatform(tmp_path)
     assert p.identity() == SimPlatform(tmp_path).identity()
