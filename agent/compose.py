@@ -95,8 +95,6 @@ class Root:
         return self._hw
 
     def parts(self, cfg: AgentConfig, sink: Sink) -> Parts:
-        from edgeward.firmware_shim.wiring import with_submods
-
         hw = self.hardware(cfg)
         return Parts(
             outbox=self.outbox(cfg),
@@ -104,7 +102,7 @@ class Root:
             seq_path=self.seq_path(cfg),
             metrics=seams.metrics_collector(cfg.metrics),
             watch=seams.model_watch(cfg.models, cfg.limits),
-            attester=with_submods(seams.attester(cfg), hw.links),
+            attester=seams.attester(cfg, hw.links),
             ha=seams.ha_discovery(cfg.device, cfg.home_assistant),
             local=self.local(cfg, sink),
             hardware=hw,
@@ -136,8 +134,6 @@ class Root:
         if new.hardware != old.hardware:
             logger.warning("[hardware] changed: the watchdog and lock links keep their "
                            "settings until restart")
-        from edgeward.firmware_shim.wiring import with_submods
-
         links = getattr(getattr(self, "_hw", None), "links", {})
         return new, Reloaded(
             trust=seams.command_trust(new.commands),
@@ -145,7 +141,7 @@ class Root:
             metrics=seams.metrics_collector(new.metrics),
             ha=seams.ha_discovery(new.device, new.home_assistant),
             attester_changed=changed,
-            attester=with_submods(seams.attester(new), links) if changed else None,
+            attester=seams.attester(new, links) if changed else None,
             transport=self.transport(new, sink) if new.mqtt != old.mqtt else None,
             ear_trust=seams.ear_trust(new.attester),
         )

@@ -443,6 +443,5 @@ class Agent:
 
 
 def _close_attester(attester: Attester | None) -> None:
-    owner = getattr(attester, "__self__", None)  # the Attester (TPM session)
-    if owner is not None and hasattr(owner, "close"):
-        owner.close()
+    if attester is not None:
+        attester.close()  # its TPM session (seams.Attester)

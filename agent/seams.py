@@ -4,7 +4,7 @@ Factories for the composition root (:mod:`.compose`), each given only its own se
 configuration. Each imports its part lazily, so the agent still runs (and says so in its log)
 when a part is not installed or not configured. The attester seam is a plain callable
 ``nonce -> evidence bytes`` (an EAT in COSE_Sign1) built by ``edgeward.attestation`` from the
-``attester`` section of the same parsed AGENT.toml.
+``attester`` section of the same parsed AGENT.toml, with a ``close`` (:class:`Attester`).
 
 Challenge payload (verifier -> device, ``attest/challenge``): CBOR map ``{"nonce": bstr}``
 (8..64 bytes, RFC 9711 §4.1), optionally with more keys that the device ignores.
@@ -13,8 +13,7 @@ Challenge payload (verifier -> device, ``attest/challenge``): CBOR map ``{"nonce
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from edgeward.core import cbor
 from edgeward.core.errors import EdgewardError, MalformedInputError
@@ -30,7 +29,18 @@ from .config import (
 
 logger = logging.getLogger(__name__)
 
-Attester = Callable[[bytes], bytes]
+
+
+class Attester(Protocol):
+    """The agent's evidence maker: ``nonce -> evidence bytes`` (an EAT in COSE_Sign1), and
+    ``close`` to end what it holds (a TPM session, lock serial links) when it is replaced or the
+    agent stops."""
+
+    def __call__(self, nonce: bytes) -> bytes: ...
+
+    def close(self) -> None: ...
+
+
 EAR_MAX_AGE = 600.0  # seconds an attestation result stays acceptable
 
 
@@ -71,11 +81,13 @@ def model_watch(models: ModelsSettings, limits: Limits) -> Any:
     return w
 
 
-def attester(cfg: AgentConfig) -> Attester | None:
+def attester(cfg: AgentConfig, links: dict[str, Any] | None = None) -> Attester | None:
     """The attestation part's evidence maker for this agent, or None if it is not available.
 
     Built from :attr:`AgentConfig.attester` (``[device]`` and ``[attestation]`` of the same
     parsed file); a file without a ``[device] board`` runs the agent without attestation.
+    ``links``: the serial links to lock microcontrollers (:mod:`edgeward.firmware_shim.wiring`),
+    whose tokens the evidence then carries as submodules.
     """
     if cfg.attester is None:
         logger.warning("no [device] board in %s: attestation is off", cfg.source)
@@ -86,8 +98,11 @@ def attester(cfg: AgentConfig) -> Attester | None:
         logger.warning("edgeward.attestation is not available (%s); attestation is off", e)
         return None
     att = _Attester.from_config(cfg.attester)
-    fn: Attester = att.evidence
-    return fn
+    if links:
+        from edgeward.firmware_shim.wiring import GatewayEvidence
+
+        return GatewayEvidence(att, links)
+    return att
 
 
 def parse_challenge(data: bytes, limits: Limits) -> bytes:

@@ -32,8 +32,8 @@ from edgeward.attestation.tpm_quote import qualifying_data
 from edgeward.core.errors import ConfigError
 from edgeward.core.fileio import OPERATOR, read_bounded
 from edgeward.firmware_shim.signer import Signer
-from edgeward.firmware_shim.state import MAX_TAG, FileCounter
 from edgeward.firmware_shim.sim.signer import SoftwareSigner
+from edgeward.firmware_shim.state import MAX_TAG, FileCounter
 
 logger = logging.getLogger(__name__)
 
@@ -151,6 +151,10 @@ class Attester:
         if submods:
             ev = EvidenceClaims(**{**ev.__dict__, "submods": dict(submods)})
         return sign_evidence(ev, self.signer, x5chain=self.cert_chain or None)
+
+    def __call__(self, nonce: bytes) -> bytes:
+        """What the agent calls (its ``seams.Attester``): :meth:`evidence` without submodules."""
+        return self.evidence(nonce)
 
     def close(self) -> None:
         close = getattr(self.signer, "close", None)

@@ -9,7 +9,7 @@ into the parts the agent runs with:
   agent's loop feeds it every turn (the feed writes at most every third of the timeout) and
   closes it with the magic close on a clean stop, so only a hung agent reboots the board;
 * the serial links to lock microcontrollers (``[hardware] lock_port``), which
-  :func:`with_submods` asks for their tokens whenever the agent answers a challenge.
+  :class:`GatewayEvidence` asks for their tokens whenever the agent answers a challenge.
 
 A missing watchdog device or serial port is a :class:`~edgeward.core.errors.DeviceError`
 saying what to check, raised at start, never a crash later.
@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from edgeward.core.errors import DeviceError
 from edgeward.firmware_shim.platform import (
@@ -88,15 +88,28 @@ def hardware_parts(hw: Any, *, board: str | None, state_dir: Path,
     return parts
 
 
-def with_submods(attester: Callable[..., bytes] | None, links: dict[str, Any]
-                 ) -> Callable[[bytes], bytes] | None:
-    """The agent's evidence maker, asking each lock for its token under the same nonce."""
-    if attester is None or not links:
-        return attester
-    from edgeward.attestation.submods import gateway_submods
+class EvidenceMaker(Protocol):
+    """What :class:`GatewayEvidence` wraps: :class:`edgeward.attestation.attester.Attester`."""
 
-    def evidence(nonce: bytes) -> bytes:
-        return attester(nonce, submods=gateway_submods(links, nonce))
+    def evidence(self, nonce: bytes, *, submods: dict[str, Any] | None = None) -> bytes: ...
 
-    evidence.__self__ = getattr(attester, "__self__", None)  # type: ignore[attr-defined]
-    return evidence
+    def close(self) -> None: ...
+
+
+class GatewayEvidence:
+    """The agent's evidence maker on a gateway: each answer asks every lock for its token under
+    the same nonce (:func:`~edgeward.attestation.submods.gateway_submods`) and carries it as a
+    submodule. Called as ``nonce -> evidence``; :meth:`close` closes the attester (its TPM
+    session). The links belong to :class:`HardwareParts`, which closes them."""
+
+    def __init__(self, attester: EvidenceMaker, links: dict[str, Any]) -> None:
+        self.attester = attester
+        self.links = links
+
+    def __call__(self, nonce: bytes) -> bytes:
+        from edgeward.attestation.submods import gateway_submods
+
+        return self.attester.evidence(nonce, submods=gateway_submods(self.links, nonce))
+
+    def close(self) -> None:
+        self.attester.close()

@@ -216,7 +216,14 @@ def test_agent_answers_a_challenge_with_evidence_through_the_outbox(tmp_path: Pa
     from edgeward.agent.events import Incoming
 
     agent = _offline_agent(tmp_path)
-    agent.inputs.attester = lambda nonce: b"EAT:" + nonce
+
+    class Echo:
+        def __call__(self, nonce: bytes) -> bytes:
+            return b"EAT:" + nonce
+
+        def close(self) -> None: ...
+
+    agent.inputs.attester = Echo()
     nonce = b"n" * 32
     agent.handle(Incoming("edgeward/v1/lock-1/attest/challenge", cbor2.dumps({"nonce": nonce}),
                           False))

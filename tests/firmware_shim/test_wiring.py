@@ -16,7 +16,7 @@ from edgeward.attestation.submods import SUBMOD_ERROR
 from edgeward.core.errors import ConfigError, DeviceError
 from edgeward.firmware_shim.serial_link import McuLink
 from edgeward.firmware_shim.sim.platform import SimWatchdog
-from edgeward.firmware_shim.wiring import HardwareParts, hardware_parts, with_submods
+from edgeward.firmware_shim.wiring import GatewayEvidence, HardwareParts, hardware_parts
 
 
 class Hw:
@@ -59,17 +59,25 @@ def test_missing_watchdog_or_serial_port_stops_the_agent_at_start(tmp_path) -> N
         hardware_parts(Hw(), board="esp32-lock", state_dir=tmp_path, root=tmp_path)
 
 
-def test_agent_evidence_carries_the_lock_token_or_says_it_is_unreachable() -> None:
-    seen: list[dict] = []
+class RecordingAttester:
+    def __init__(self) -> None:
+        self.seen: list[dict] = []
+        self.closed = 0
 
-    def attester(nonce: bytes, *, submods: dict | None = None) -> bytes:
-        seen.append(submods or {})
+    def evidence(self, nonce: bytes, *, submods: dict | None = None) -> bytes:
+        self.seen.append(submods or {})
         return b"evidence"
 
+    def close(self) -> None:
+        self.closed += 1
+
+
+def test_agent_evidence_carries_the_lock_token_or_says_it_is_unreachable() -> None:
+    att = RecordingAttester()
     lock, uart = cpython_lock()
-    ev = with_submods(attester, {"lock-mcu": McuLink(LoopbackPort(lock, uart), timeout=0.5)})
-    assert ev is not None and ev(b"n" * 32) == b"evidence"
-    assert isinstance(seen[0]["lock-mcu"], bytes)
+    ev = GatewayEvidence(att, {"lock-mcu": McuLink(LoopbackPort(lock, uart), timeout=0.5)})
+    assert ev(b"n" * 32) == b"evidence"
+    assert isinstance(att.seen[0]["lock-mcu"], bytes)
 
     class Dead:
         def write(self, data: bytes) -> int:
@@ -79,11 +87,11 @@ def test_agent_evidence_carries_the_lock_token_or_says_it_is_unreachable() -> No
             time.sleep(0.01)
             return b""
 
-    ev = with_submods(attester, {"lock-mcu": McuLink(Dead(), timeout=0.05, retries=1)})
-    assert ev is not None
+    ev = GatewayEvidence(att, {"lock-mcu": McuLink(Dead(), timeout=0.05, retries=1)})
     ev(b"n" * 32)
-    assert "sub-attester unreachable" in seen[1]["lock-mcu"][SUBMOD_ERROR]
-    assert with_submods(attester, {}) is attester and with_submods(None, {}) is None
+    assert "sub-attester unreachable" in att.seen[1]["lock-mcu"][SUBMOD_ERROR]
+    ev.close()
+    assert att.closed == 1  # the agent closes the attester (its TPM session) through it
 
 
 class FakeTransport:
@@ -102,7 +110,7 @@ class FakeTransport:
         return lambda *a, **kw: None
 
 
-def test_agent_loop_feeds_the_watchdog_every_turn_and_closes_it_on_stop(tmp_path) -> None:
+def test_agent_loop_feeds_the_watchdog_every_turn_and_closes_it_and_the_attester_on_stop(tmp_path) -> None:
     from edgeward.agent.compose import Root
     from edgeward.agent.loop import Agent
     from edgeward.firmware_shim.sim.platform import SimPlatform
@@ -114,6 +122,8 @@ def test_agent_loop_feeds_the_watchdog_every_turn_and_closes_it_on_stop(tmp_path
     t = [0.0]
     wd = SimWatchdog(timeout=3, feed_interval=1.0)
     parts.hardware = HardwareParts("sim", SimPlatform(tmp_path), wd, clock=lambda: t[0])
+    att = RecordingAttester()
+    parts.attester = GatewayEvidence(att, {})
     agent = Agent(cfg, parts, transport=FakeTransport(), clock=time.time)
     for _ in range(5):
         agent.turn(max_wait=0)
@@ -122,6 +132,7 @@ def test_agent_loop_feeds_the_watchdog_every_turn_and_closes_it_on_stop(tmp_path
     agent._stop.set()
     agent.run(install_signals=False)
     assert wd.closed_cleanly and not wd.starved(100.0)
+    assert att.closed == 1  # the attester's close, through the agent's Attester interface
     from edgeward.agent.outbox import Outbox
 
     ob = Outbox(cfg.outbox.path, "gw-1")
