@@ -1,6 +1,7 @@
 """The gateway's end of the serial link to a lock's microcontroller.
 
-Frames (the twin of ``firmware_shim/mcu/frame.py``, which runs on the microcontroller)::
+Frames (encoded and decoded by ``firmware_shim/mcu/frame.py``, the code that runs on the
+microcontroller, imported here: one codec for both ends)::
 
     sync 0xE5 0x57 | type u8 | seq u8 | length u16 | hcheck u8 | payload | crc u16  (big-endian)
 
@@ -30,14 +31,17 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from edgeward.core.errors import DeviceError, MalformedInputError
+from edgeward.firmware_shim.mcu import frame as _mcu_frame
 
 logger = logging.getLogger(__name__)
 
-SYNC = b"\xe5\x57"
-MAX_PAYLOAD = 1024
-T_CHALLENGE = 0x01
-T_EVIDENCE = 0x81
-T_ERROR = 0xFE
+# The frame codec is the lock's own (firmware_shim/mcu/frame.py runs under CPython too): one
+# codec, so the two ends cannot drift apart. These names are the gateway's view of it.
+SYNC = _mcu_frame.SYNC
+MAX_PAYLOAD = _mcu_frame.MAX_PAYLOAD
+T_CHALLENGE = _mcu_frame.T_CHALLENGE
+T_EVIDENCE = _mcu_frame.T_EVIDENCE
+T_ERROR = _mcu_frame.T_ERROR
 
 
 class SubAttesterUnreachable(DeviceError):
@@ -56,19 +60,13 @@ class Port(Protocol):
 
 def crc16(data: bytes, crc: int = 0xFFFF) -> int:
     """CRC-16/CCITT-FALSE (check value for b"123456789": 0x29B1)."""
-    for b in data:
-        crc ^= b << 8
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x1021) & 0xFFFF if crc & 0x8000 else (crc << 1) & 0xFFFF
-    return crc
+    return int(_mcu_frame.crc16(data, crc))
 
 
 def encode_frame(ftype: int, seq: int, payload: bytes) -> bytes:
     if len(payload) > MAX_PAYLOAD:
         raise MalformedInputError(f"frame payload of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
-    head = bytes([ftype, seq & 0xFF]) + len(payload).to_bytes(2, "big")
-    body = head + bytes([crc16(head) & 0xFF]) + payload
-    return SYNC + body + crc16(body).to_bytes(2, "big")
+    return bytes(_mcu_frame.encode(ftype, seq, payload))
 
 
 @dataclass(frozen=True)
@@ -82,34 +80,23 @@ class FrameDecoder:
     """Bytes in, :class:`Frame` objects out; ``dropped`` counts corrupt or oversized frames."""
 
     def __init__(self) -> None:
-        self.buf = b""
-        self.dropped = 0
+        self._decoder = _mcu_frame.Decoder()
+
+    @property
+    def dropped(self) -> int:
+        return int(self._decoder.dropped)
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held back, waiting for the rest of a frame."""
+        return len(self._decoder.buf)
+
+    def reset(self) -> None:
+        """Forget a partial frame (what is left of an answer that never completed)."""
+        self._decoder.buf = b""
 
     def feed(self, data: bytes) -> list[Frame]:
-        self.buf += data
-        out: list[Frame] = []
-        while True:
-            i = self.buf.find(SYNC)
-            if i < 0:
-                self.buf = self.buf[-1:] if self.buf.endswith(SYNC[:1]) else b""
-                return out
-            self.buf = self.buf[i:]
-            if len(self.buf) < 7:
-                return out
-            n = int.from_bytes(self.buf[4:6], "big")
-            if n > MAX_PAYLOAD or crc16(self.buf[2:6]) & 0xFF != self.buf[6]:
-                self.dropped += 1
-                self.buf = self.buf[1:]
-                continue
-            if len(self.buf) < 9 + n:
-                return out
-            body = self.buf[2 : 7 + n]
-            if crc16(body) != int.from_bytes(self.buf[7 + n : 9 + n], "big"):
-                self.dropped += 1
-                self.buf = self.buf[1:]
-                continue
-            self.buf = self.buf[9 + n :]
-            out.append(Frame(body[0], body[1], bytes(body[5:])))
+        return [Frame(t, s, bytes(p)) for t, s, p in self._decoder.feed(data)]
 
 
 class McuLink:
@@ -131,7 +118,7 @@ class McuLink:
         self.seq = (self.seq + 1) & 0xFF
         frame = encode_frame(ftype, self.seq, payload)
         for attempt in range(1, self.retries + 1):
-            self.decoder.buf = b""  # a half frame left by the last try can never complete it
+            self.decoder.reset()  # a half frame left by the last try can never complete it
             try:
                 self.port.write(frame)
                 deadline = self.clock() + self.timeout

@@ -1,4 +1,5 @@
-"""The serial link's frames, microcontroller side (the gateway's twin: serial_link.py).
+"""The serial link's frames, for both ends: the lock runs this file, and the gateway's
+firmware_shim/serial_link.py imports it (it runs under CPython too).
 
 ``frame = sync 0xE5 0x57 | type u8 | seq u8 | length u16 | hcheck u8 | payload | crc u16``
 (big-endian). ``hcheck`` is the low byte of the CRC of type, seq and length, so a false sync in
