@@ -100,7 +100,7 @@ class Root:
             outbox=self.outbox(cfg),
             gate=self.gate(cfg),
             seq_path=self.seq_path(cfg),
-            metrics=seams.metrics_collector(cfg.metrics),
+            metrics=seams.metrics_collector(cfg.metrics, hw),
             watch=seams.model_watch(cfg.models, cfg.limits),
             attester=seams.attester(cfg, hw.links),
             ha=seams.ha_discovery(cfg.device, cfg.home_assistant),
@@ -138,7 +138,7 @@ class Root:
         return new, Reloaded(
             trust=seams.command_trust(new.commands),
             watch=seams.model_watch(new.models, new.limits),
-            metrics=seams.metrics_collector(new.metrics),
+            metrics=seams.metrics_collector(new.metrics, getattr(self, "_hw", None)),
             ha=seams.ha_discovery(new.device, new.home_assistant),
             attester_changed=changed,
             attester=seams.attester(new, links) if changed else None,

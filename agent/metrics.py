@@ -2,9 +2,9 @@
 
 A superset of AWS IoT Device Defender's device-side metrics (listening TCP and UDP ports,
 established TCP connections, network bytes and packets in and out) plus CPU, memory, disk,
-temperature (where the board has a sensor), process count, uptime, and the agent's own CPU and
-memory. Lists are capped (:data:`MAX_LIST`) so a busy host cannot make a report unbounded; the
-true counts are always reported.
+temperature (the board's thermal zone through the firmware shim, else psutil's sensors),
+process count, uptime, and the agent's own CPU and memory. Lists are capped (:data:`MAX_LIST`)
+so a busy host cannot make a report unbounded; the true counts are always reported.
 
 I/O: reads /proc and /sys through psutil. The result is a plain map ready to be the ``body`` of a
 ``metrics`` report (docs/protocol.cddl ``metrics-body``).
@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import psutil
+
+from edgeward.core.errors import EdgewardError
 
 logger = logging.getLogger(__name__)
 
@@ -43,8 +45,12 @@ def _ports(conns: list[Any], status: str | None) -> list[dict[str, Any]]:
 class MetricsCollector:
     """Collect one metrics body per call; keeps psutil's per-process CPU state between calls."""
 
-    def __init__(self, disk_paths: Sequence[str] = ("/",)) -> None:
+    def __init__(self, disk_paths: Sequence[str] = ("/",), *,
+                 temperature: Callable[[], float | None] | None = None) -> None:
         self.disk_paths = tuple(disk_paths)
+        # The board's own sensor (the firmware shim's Platform.cpu_temperature: the thermal
+        # zone); psutil's hottest sensor where the board has none or it cannot be read.
+        self.cpu_temperature = temperature
         self._me = psutil.Process()
         self._me.cpu_percent(None)
         psutil.cpu_percent(None)
@@ -61,7 +67,7 @@ class MetricsCollector:
             body["load"] = []
         body["memory"] = {"total": vm.total, "available": vm.available, "percent": vm.percent}
         body["disk"] = self._disks()
-        body["temperature_c"] = self._temperature()
+        body["temperature_c"] = self._board_temperature()
         body["process_count"] = len(psutil.pids())
         body["uptime_s"] = round(time.time() - psutil.boot_time(), 1)
         with self._me.oneshot():
@@ -116,6 +122,17 @@ class MetricsCollector:
                 continue
             out.append({"path": p, "total": du.total, "used": du.used, "percent": du.percent})
         return out
+
+    def _board_temperature(self) -> float | None:
+        if self.cpu_temperature is not None:
+            try:
+                value = self.cpu_temperature()
+            except EdgewardError as e:  # a garbled thermal zone: said, then psutil's reading
+                logger.warning("CPU temperature: %s", e)
+                value = None
+            if value is not None:
+                return round(value, 1)
+        return self._temperature()
 
     @staticmethod
     def _temperature() -> float | None:

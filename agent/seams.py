@@ -53,10 +53,13 @@ def command_trust(commands: CommandsSettings) -> Any:
     return TrustStore.from_path(commands.trust)
 
 
-def metrics_collector(metrics: MetricsSettings) -> Any:
+def metrics_collector(metrics: MetricsSettings, hardware: Any = None) -> Any:
+    """``hardware``: the firmware shim's parts, whose platform gives the CPU temperature."""
     from .metrics import MetricsCollector
 
-    return MetricsCollector(metrics.disk_paths)
+    platform = getattr(hardware, "platform", None)
+    return MetricsCollector(metrics.disk_paths,
+                            temperature=platform.cpu_temperature if platform else None)
 
 
 def model_watch(models: ModelsSettings, limits: Limits) -> Any:

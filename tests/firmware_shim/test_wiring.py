@@ -156,3 +156,40 @@ def test_hardware_settings_are_checked(tmp_path: Path) -> None:
     p.write_text('[device]\nname = "gw-1"\n[mqtt]\ntls = false\n[hardware]\nwatchdgo = 5\n')
     with pytest.raises(ConfigError, match=r"'hardware\.watchdgo' is not a known setting"):
         load_agent_config(p)
+
+
+def test_agent_metrics_report_the_cpu_temperature_of_the_boards_thermal_zone(tmp_path) -> None:
+    from edgeward.agent import seams
+    from edgeward.firmware_shim.linux.system import LinuxPlatform
+
+    zone = tmp_path / "sys/class/thermal/thermal_zone0/temp"
+    zone.parent.mkdir(parents=True)
+    zone.write_text("51234\n")
+    settings = load_agent_config(write_cfg(tmp_path)).metrics
+    hw = HardwareParts("linux", LinuxPlatform(root=tmp_path, state_dir=tmp_path / "s"))
+    metrics = seams.metrics_collector(settings, hw)
+    assert metrics.collect()["temperature_c"] == 51.2
+    zone.write_text("73960\n")
+    assert metrics.collect()["temperature_c"] == 74.0
+    zone.write_text("hot\n")  # a garbled zone: psutil's reading (or none), never a crash
+    assert metrics.collect()["temperature_c"] != 74.0
+
+
+def test_the_agent_built_from_its_config_reports_its_platforms_temperature(tmp_path) -> None:
+    from edgeward.agent.compose import Root
+
+    parts = Root().parts(load_agent_config(write_cfg(tmp_path)), lambda ev: None)
+    try:
+        parts.hardware.platform.temperature = 61.5  # the sim backend's sensor
+        assert parts.metrics.collect()["temperature_c"] == 61.5
+        parts.hardware.platform.temperature = 38.25
+        assert parts.metrics.collect()["temperature_c"] == 38.2
+    finally:
+        parts.outbox.close()
+        parts.hardware.close()
+
+
+def write_cfg(folder: Path) -> Path:
+    p = folder / "agent.toml"
+    p.write_text('[device]\nname = "gw-1"\n[mqtt]\ntls = false\n')
+    return p
