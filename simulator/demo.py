@@ -164,7 +164,7 @@ def run_guard(out: Path) -> None:
 DEMO_SEED = 2026
 
 
-def run_simulator(out: Path, n: int) -> None:
+def run_simulator(out: Path, n: int, mode: str = "auto") -> None:
     """Two simulated Pi 4 devices through the healthy and model-tamper scenarios, with report."""
     import shutil as sh
 
@@ -179,7 +179,7 @@ def run_simulator(out: Path, n: int) -> None:
         info("skipped: mosquitto or swtpm is not installed (make demo installs them)")
         return
     result = run_simulation(board_name="rpi4b", devices=2,
-                            scenario_names=["healthy", "model-tamper"], mode="auto",
+                            scenario_names=["healthy", "model-tamper"], mode=mode,
                             workdir=out / "sim", seed=DEMO_SEED,
                             echo=lambda m: click.echo(f"    {m}"))
     assert isinstance(result, RunResult)
@@ -200,7 +200,10 @@ def run_simulator(out: Path, n: int) -> None:
 @click.option("--out", "out_dir", type=PATH, default=Path("demo-out"), show_default=True,
               help="Working folder for keys, models and state: new or empty, or one an earlier "
               "demo made (then only what that demo wrote there is replaced).")
-def demo(out_dir: Path) -> None:
+@click.option("--mode", type=click.Choice(["auto", "qemu", "process"]), default="auto",
+              show_default=True, help="The simulator step's devices: QEMU guests, local "
+              "processes, or auto (QEMU when it can run here, as edgeward sim run).")
+def demo(out_dir: Path, mode: str) -> None:
     """Run the end-to-end demonstration on this machine and say what each step showed."""
     from edgeward.core.errors import EdgewardError
 
@@ -212,7 +215,7 @@ def demo(out_dir: Path) -> None:
         from edgeward.simulator.demo_fleet import run_fleet
 
         run_fleet(out_dir, step_start=8)
-        run_simulator(out_dir, 13)
+        run_simulator(out_dir, 13, mode)
     except DemoFailed as e:
         raise EdgewardError(f"demo failed: {e}") from e
     finally:

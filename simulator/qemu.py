@@ -23,6 +23,7 @@ I/O: the work folder, the processes above and their unix sockets.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import io
 import json
@@ -48,6 +49,12 @@ from .image import Image, recipe
 logger = logging.getLogger(__name__)
 
 BROKER_PORT = 8883  # the guest's AGENT.toml names 10.0.2.100:8883
+# What a Pi keeps on its SD card across a reboot and the guest keeps in RAM: the agent's state
+# folder (seq counter, outbox, anti-rollback versions). Saved from the guest when it stops
+# cleanly and put back on the next boot's config drive; without it a rebooted guest would start
+# again at seq 1 and the backend would drop its next messages as duplicates.
+KEPT = ("state",)
+KEPT_MAX = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -98,8 +105,10 @@ class Forward:
     guest_addr: str = recipe.BROKER_ADDR
 
 
-def pack_config(folder: Path, exclude: tuple[str, ...] = ()) -> bytes:
-    """The config drive: ``folder`` (less the names in ``exclude``) as a root-owned tar."""
+def pack_config(folder: Path, exclude: tuple[str, ...] = (), kept: bytes = b"") -> bytes:
+    """The config drive: ``folder`` (less the names in ``exclude``) as a root-owned tar, then
+    the members of ``kept`` (a tar of the guest's own state from its last run, see
+    :data:`KEPT`)."""
     buf = io.BytesIO()
 
     def owner(ti: tarfile.TarInfo) -> tarfile.TarInfo:
@@ -112,6 +121,13 @@ def pack_config(folder: Path, exclude: tuple[str, ...] = ()) -> bytes:
             if p.name in exclude:
                 continue
             tar.add(p, arcname=p.name, filter=owner)
+        if kept:
+            with tarfile.open(fileobj=io.BytesIO(kept)) as old:
+                for m in old.getmembers():
+                    top = m.name.split("/", 1)[0]
+                    if top not in KEPT or not (m.isfile() or m.isdir()) or ".." in m.name:
+                        continue  # only the kept folders, only plain files and folders
+                    tar.addfile(owner(m), old.extractfile(m) if m.isfile() else None)
     return buf.getvalue()
 
 
@@ -160,7 +176,9 @@ class QemuGuest:
         for sock in ("swtpm.sock", "qmp.sock", "cmd.sock"):
             with contextlib.suppress(FileNotFoundError):
                 (self._work / sock).unlink()
-        (self._work / "config.tar").write_bytes(pack_config(self.config, self.exclude))
+        kept = self._work / "kept.tar"
+        (self._work / "config.tar").write_bytes(pack_config(
+            self.config, self.exclude, kept.read_bytes() if kept.is_file() else b""))
         self.console.write_bytes(b"")
         self._swtpm = self._spawn("swtpm", [
             swtpm, "socket", "--tpm2", "--tpmstate", f"dir={self.tpm_state}",
@@ -241,6 +259,7 @@ class QemuGuest:
                 self.run("agent() { ps | awk '/[e]dgeward.agent.cli/ {print $1}'; }; "
                          "kill -TERM $(agent); for i in $(seq 50); do "
                          "[ -z \"$(agent)\" ] && break; sleep 0.2; done", 15)
+            self._keep_state()
             with contextlib.suppress(DeviceError, OSError):
                 self.qmp("quit")
         self._end(self._qemu, "qemu")
@@ -250,6 +269,18 @@ class QemuGuest:
         if self._cmd is not None:
             self._cmd.close()
             self._cmd = None
+
+    def _keep_state(self) -> None:
+        """Save the guest's :data:`KEPT` folders (after the agent stopped) for the next boot."""
+        try:
+            out = self.run(f"cd {recipe.GUEST_CONFIG} && tar -cf - $(ls -d {' '.join(KEPT)} "
+                           "2>/dev/null) | base64", 60)
+            data = base64.b64decode("".join(out.split()), validate=True)
+        except (DeviceError, OSError, ValueError) as e:
+            logger.warning("%s: its state was not saved for the next boot: %s", self.name, e)
+            return
+        if 0 < len(data) <= KEPT_MAX:
+            (self._work / "kept.tar").write_bytes(data)
 
     # -- QMP and the command console --------------------------------------------------------
 

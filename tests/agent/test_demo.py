@@ -15,9 +15,11 @@ pytestmark = pytest.mark.slow
 def test_demo_runs_every_step(tmp_path: Path) -> None:
     exe = Path(sys.executable).parent / "edgeward"
     out = tmp_path / "demo-out"
-    # a relative --out, as users type it (the default is demo-out in the current folder)
-    p = subprocess.run([str(exe), "demo", "--out", "demo-out"], capture_output=True, text=True,
-                       timeout=300, cwd=tmp_path)
+    # a relative --out, as users type it (the default is demo-out in the current folder);
+    # the simulator step as local processes: QEMU devices are tested end to end in
+    # tests/simulator/test_qemu.py (make sim-test)
+    p = subprocess.run([str(exe), "demo", "--out", "demo-out", "--mode", "process"],
+                       capture_output=True, text=True, timeout=300, cwd=tmp_path)
     text = p.stdout + p.stderr
     assert p.returncode == 0, text[-4000:]
     for line in (
@@ -34,6 +36,8 @@ def test_demo_runs_every_step(tmp_path: Path) -> None:
         "EAR contraindicated (file-system 96): model 'digits_mlp'",
         "gaps: none",
         "attestation results: affirming, contraindicated",
+        "mode process: --mode process was given",
+        "in process mode",
         "All demo steps behaved as expected.",
     ):
         assert line in text, f"missing {line!r} in:\n{text[-4000:]}"

@@ -272,3 +272,49 @@ def test_the_dev_brokers_certificate_names_the_address_guests_reach_it_at(tmp_pa
     cert = x509.load_pem_x509_certificate(broker.server.cert.read_bytes())
     san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert recipe.BROKER_ADDR in [str(ip) for ip in san.get_values_for_type(x509.IPAddress)]
+
+
+def test_config_drive_carries_the_guests_kept_state_and_nothing_else(tmp_path: Path) -> None:
+    """Attack: a guest-written tar naming ../ paths, links or other folders, put on the next
+    boot's config drive."""
+    (tmp_path / "agent.toml").write_text("[device]\n")
+    old = io.BytesIO()
+    with tarfile.open(fileobj=old, mode="w") as tar:
+        def add(name: str, data: bytes = b"x", kind: bytes = tarfile.REGTYPE,
+                link: str = "") -> None:
+            ti = tarfile.TarInfo(name)
+            ti.type, ti.size, ti.linkname = kind, len(data) if kind == tarfile.REGTYPE else 0, link
+            tar.addfile(ti, io.BytesIO(data) if kind == tarfile.REGTYPE else None)
+        add("state", kind=tarfile.DIRTYPE)
+        add("state/outbox.db", b"seq 41")
+        add("state/../agent.toml", b"evil")
+        add("models/digits_mlp.tflite", b"evil")
+        add("state/link", kind=tarfile.SYMTYPE, link="/etc/shadow")
+    with tarfile.open(fileobj=io.BytesIO(pack_config(tmp_path, kept=old.getvalue()))) as tar:
+        names = tar.getnames()
+        assert tar.extractfile("state/outbox.db").read() == b"seq 41"  # type: ignore[union-attr]
+        assert tar.extractfile("agent.toml").read() == b"[device]\n"  # type: ignore[union-attr]
+    assert sorted(names) == ["agent.toml", "state", "state/outbox.db"]
+
+
+@pytest.mark.qemu
+def test_every_scenario_passes_on_a_qemu_fleet(tmp_path: Path) -> None:
+    """Every shipped scenario, in order, on two QEMU devices through the fleet runner."""
+    from edgeward.simulator.cli import run_simulation
+    from edgeward.simulator.image import build_image
+    from edgeward.simulator.results import RunResult
+    from edgeward.simulator.scenario import available, find_scenario
+
+    build_image(progress=print)
+    lines: list[str] = []
+    result = run_simulation(board_name="rpi4b", devices=2, scenario_names=[], mode="qemu",
+                            workdir=tmp_path / "fleet", seed=20261129, fault_scale=0.2,
+                            echo=lines.append)
+    assert isinstance(result, RunResult)
+    assert result.mode == "qemu" and not result.setup_error, "\n".join(lines[-30:])
+    failed = [f"{s.scenario}/{s.step}: {s.failure_text()}" for s in result.steps if not s.ok]
+    assert not failed, "\n".join(failed + lines[-40:])
+    assert {s.scenario for s in result.steps} == {find_scenario(n).name for n in available()}
+    for d in result.devices:
+        assert d.attestation == "affirming" and d.hardware == 2, d
+        assert d.missing == "none" and d.messages == d.highest, d
