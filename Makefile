@@ -53,7 +53,7 @@ $(VENV)/.installed: setup.py pyproject.toml requirements/device.txt
 	@echo "Setting up $(VENV) (Python packages from PyPI)"
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install $(PIP_FLAGS) -U pip setuptools wheel
-	$(VENV)/bin/pip install $(PIP_FLAGS) -e '.[litert,tpm,agent,dev,fuzz]' -c requirements/device.txt
+	$(VENV)/bin/pip install $(PIP_FLAGS) -e '.[litert,tpm,agent,service,dev,fuzz]' -c requirements/device.txt
 	touch $@
 
 # tflite-runtime 2.14 needs numpy<2, so it gets a venv of its own.

@@ -57,6 +57,8 @@ setup(
         "tflite": ["tflite-runtime==2.14.0", "numpy<2"],
         "tpm": ["tpm2-pytss>=2.3"],
         "agent": ["paho-mqtt>=2.1", "psutil>=5.9", "pyserial>=3.5"],
+        # the verifier workers' metrics and health endpoint ([metrics], docs/SCALE.md)
+        "service": ["prometheus-client>=0.20"],
         "fuzz": ["atheris>=2.3"],
         "dev": [
             "pytest>=8",

@@ -24,8 +24,12 @@ from edgeward.core.limits import Limits
 from edgeward.core.tomlconf import load_toml, read_section, setting
 
 from .early_warning import EARLY_WARNING, EarlyWarningConfig
+from .observe import METRICS_OFF, MetricsConfig
+from .watch import WATCH, WatchConfig
 
 ATTESTATION_TABLES = ("verifier", "enrollment", "refvalues", "policy", "limits")
+WORKER_BACKOFF_BASE = 0.05  # seconds; [mqtt] backoff_base of a worker unless set
+WORKER_BACKOFF_CAP = 0.5  # ... backoff_cap: back within a second of the broker
 
 
 @dataclass(frozen=True)
@@ -65,19 +69,25 @@ class ServiceConfig:
     limits: Limits = VERIFIER_LIMITS  # [limits]: envelope decoding bounds
     verifier: VerifierConfig | None = None  # [verifier] and its tables; None: not appraised
     early_warning: EarlyWarningConfig = EARLY_WARNING  # [early_warning]
+    metrics: MetricsConfig = METRICS_OFF  # [metrics]: Prometheus and health, off by default
+    watch: WatchConfig = WATCH  # [fleet_events]: gaps, contraindicated, silent devices
 
 
 def load_service_config(path: Path) -> ServiceConfig:
     path = Path(path).resolve()
     root = load_toml(path)
-    root.reject_unknown(("service", "mqtt", "commands", "early_warning", *ATTESTATION_TABLES))
+    root.reject_unknown(("service", "mqtt", "commands", "early_warning", "metrics",
+                         "fleet_events", *ATTESTATION_TABLES))
     base = path.parent
     s = read_section(ServiceSettings, root.section("service"), base=base,
                      defaults={"worker": f"{socket.gethostname()}-{os.getpid()}"})
-    # keep the session by default: the broker queues for a worker while it restarts
+    # keep the session by default: the broker queues for a worker while it restarts; and
+    # reconnect fast (a short back-off, capped at WORKER_BACKOFF_CAP): the devices' backlog
+    # waits for the workers, and there are a few workers, not a fleet (docs/SCALE.md)
     mq = mqtt_settings(root.section("mqtt", required=True), base,
                        f"edgeward-verifier-{s.worker}", manual_ack=True,
-                       clean_start=False, session_expiry=3600)
+                       clean_start=False, session_expiry=3600,
+                       backoff_base=WORKER_BACKOFF_BASE, backoff_cap=WORKER_BACKOFF_CAP)
     c = read_section(ServiceCommands, root.section("commands"), base=base)
     return ServiceConfig(
         source=path,
@@ -94,4 +104,6 @@ def load_service_config(path: Path) -> ServiceConfig:
         limits=verifier_limits(root.section("limits")),
         verifier=verifier_from_section(root, path) if root.has("verifier") else None,
         early_warning=read_section(EarlyWarningConfig, root.section("early_warning")),
+        metrics=read_section(MetricsConfig, root.section("metrics")).check(path),
+        watch=read_section(WatchConfig, root.section("fleet_events")),
     )

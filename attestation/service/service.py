@@ -41,7 +41,7 @@ from typing import Any, Protocol
 from edgeward.agent.commands import make_command
 from edgeward.agent.e2eack import make_ack
 from edgeward.agent.envelope import Envelope, decode, parse_topic, topic
-from edgeward.agent.events import Connected, ConnectFailed, Incoming
+from edgeward.agent.events import Connected, ConnectFailed, Disconnected, Incoming
 from edgeward.agent.transport import MqttTransport
 from edgeward.attestation.text import safe
 from edgeward.core import cbor
@@ -51,6 +51,8 @@ from edgeward.core.fileio import OPERATOR, read_bounded
 from .config import ServiceConfig
 from .early_warning import EarlyWarning, FleetEvent
 from .fleet_store import FleetStore
+from .observe import HealthServer, WorkerMetrics
+from .watch import FleetWatch, WatchEvent
 
 logger = logging.getLogger(__name__)
 daemon_log = logging.getLogger("edgeward.daemon")  # connected and serving, reloaded, stopped
@@ -65,6 +67,8 @@ RECHALLENGE_ON = frozenset({"attest.request", "model.rejected"})
 FLEET = "@fleet"  # the store's device name for fleet events (not a valid device name)
 WORKER_PREFIX = "edgeward-verifier"
 MAX_PEM_BYTES = 64 * 1024  # a certificate (chain) in PEM
+REFUSALS = frozenset({"duplicates", "malformed", "oversized", "spoofed", "wrong_topic", "errors",
+                      "crashes"})  # counters that are also edgeward_verifier_refused{reason}
 
 
 def worker_client_id(cert: Path | None, configured: str) -> str:
@@ -138,6 +142,10 @@ class VerifierService:
         self._ack_due: dict[str, bool] = {}  # device -> re-send even if unchanged (a duplicate)
         self._ack_last: dict[str, tuple[float, int]] = {}  # device -> (when, upto) last sent
         self.early_warning = EarlyWarning(cfg.early_warning) if cfg.early_warning.enabled else None
+        self.watch = FleetWatch(cfg.watch)  # fleet.gap, fleet.contraindicated, fleet.silent
+        self.metrics = WorkerMetrics()  # [metrics]: no-op unless a port is set
+        if cfg.metrics.port:
+            self.metrics.enable(cfg.worker, self.queue.qsize)
         if command_key is None:
             logger.warning("no [commands] key: no end-to-end acks; devices must set "
                            "[outbox] e2e_ack = false or they keep every message")
@@ -154,6 +162,8 @@ class VerifierService:
 
     def count(self, name: str) -> None:
         self.counters[name] = self.counters.get(name, 0) + 1
+        if name in REFUSALS:
+            self.metrics.refused(name)
 
     def request_stop(self, *_: Any) -> None:
         self._stop.set()
@@ -203,10 +213,16 @@ class VerifierService:
                         "set" if key is not None else "none")
 
     def run(self) -> int:
+        health = HealthServer(self.cfg.metrics, self.metrics) if self.metrics.enabled else None
         self.transport.start()
+        if health is not None:
+            health.start()
+            logger.info("metrics and health on http://%s:%d/metrics and /health",
+                        self.cfg.metrics.host, health.port)
         next_tick = self.clock()
         try:
             while not self._stop.is_set():
+                self.metrics.last_turn = time.monotonic()
                 try:
                     wait = max(0.0, min(self.cfg.tick, next_tick - self.clock()))
                     if self._ack_due:
@@ -231,6 +247,8 @@ class VerifierService:
                     daemon_log.info("--once: one round done")
                     break
         finally:
+            if health is not None:
+                health.stop()
             self.transport.stop()
             self.store.close()
         if self.fatal is not None:
@@ -249,7 +267,10 @@ class VerifierService:
             self.fatal = ev.message
             self._stop.set()
             return
+        if isinstance(ev, Disconnected):
+            self.metrics.connected = False
         if isinstance(ev, Connected):
+            self.metrics.connected = True
             if not self._served:
                 m = self.cfg.mqtt
                 daemon_log.info("verifier worker %s connected to broker %s:%d; serving",
@@ -303,11 +324,16 @@ class VerifierService:
             logger.warning("envelope for %s arrived on %s's topic", env.device, device)
             return
         high = self.store.highest(device)
-        if not self.store.record(env, now):
+        t0 = time.perf_counter()
+        new = self.store.record(env, now)
+        self.metrics.store_time("record", time.perf_counter() - t0)
+        if not new:
             self.count("duplicates")
             self._ack_due[device] = True
             return
         self._ack_due.setdefault(device, False)
+        self.metrics.message(env.type)
+        self.watch.on_stored(device, env.seq, high, now)
         if env.seq > high + 1:
             logger.debug("device %s: seq %d -> %d (gap or reordering)", device, high, env.seq)
         self.on_envelope(env, now)
@@ -331,6 +357,7 @@ class VerifierService:
             self.store.record(Envelope(seq=self.store.highest(FLEET) + 1, ts=now, device=FLEET,
                                        type=ev.type, body=ev.body()), now)
             self.count("fleet_warnings")
+            self.metrics.fleet_event(ev.type)
             logger.warning("fleet early warning: model %s version %r: %.2f devices warning per "
                            "window vs %.2f baseline, %d devices: %s", safe(ev.model),
                            safe(ev.version), ev.rate, ev.baseline, ev.devices_total,
@@ -348,6 +375,7 @@ class VerifierService:
             self.store.finish_appraisal(env.device, env.seq, "unappraised", None)
             logger.warning("evidence from %s not appraised: no appraiser configured", env.device)
             return
+        t0 = time.perf_counter()
         try:
             ear, status = self.appraiser.appraise(env.device, eat, now)
         except EdgewardError as e:
@@ -357,11 +385,51 @@ class VerifierService:
             logger.exception("evidence from %s could not be appraised (%s: %s); recorded as "
                              "contraindicated", env.device, type(e).__name__, safe(e, 200))
             ear, status = b"", "contraindicated"
+        self.metrics.appraised(time.perf_counter() - t0, status)
         self.store.finish_appraisal(env.device, env.seq, status, ear or None)
         self.count("appraised")
+        failed = self.watch.appraised(env.device, env.seq, status)
+        if failed is not None:
+            self.raise_event(failed, now)
         if ear:
             self.transport.publish(topic(env.device, "attest/result"), ear)
         logger.info("device %s attestation: %s", env.device, status)
+
+    # --- fleet events of the backend's own (.watch) ------------------------------------------
+
+    def raise_event(self, ev: WatchEvent, now: float) -> None:
+        """Store ``ev`` under ``@fleet`` (the next free seq: another worker may take one first)."""
+        env = Envelope(seq=0, ts=now, device=FLEET, type=ev.type, body=ev.body())
+        for _ in range(10):
+            env = dataclasses.replace(env, seq=self.store.highest(FLEET) + 1)
+            if self.store.record(env, now):
+                break
+        self.count(ev.type)
+        self.metrics.fleet_event(ev.type)
+        logger.warning("fleet event %s: device %s %s", ev.type, safe(ev.device), ev.detail)
+
+    def watch_tick(self, now: float) -> None:
+        """Probe the store (health), then raise due gap and silent-device events."""
+        try:
+            t0 = time.perf_counter()
+            for device, first, last in self.watch.gaps_due(now):
+                ev = self.watch.gap_event(device, first, last, self.store.gaps(device))
+                if ev is not None:
+                    self.raise_event(ev, now)
+            if self.watch.scan_due(now):
+                self.watch.reported(m[-1] for m in self.store.events_after(
+                    0, since=None, types=("fleet.silent",), skip=(), device=FLEET,
+                    limit=10_000, newest=True))
+                for ev in self.watch.silent([r[:3] for r in self.store.device_rows()], now):
+                    self.raise_event(ev, now)
+            self.store.highest(FLEET)
+            self.metrics.store_time("probe", time.perf_counter() - t0)
+        except EdgewardError as e:
+            if self.metrics.store_ok:
+                logger.error("fleet store failing: %s", safe(e, 200))
+            self.metrics.store_ok, self.metrics.store_error = False, safe(e, 200)
+            return
+        self.metrics.store_ok = True
 
     # --- end-to-end acks ---------------------------------------------------------------------
 
@@ -388,6 +456,7 @@ class VerifierService:
     def tick(self, now: float) -> None:
         if self.early_warning is not None:
             self.on_fleet_events(self.early_warning.advance(now), now)
+        self.watch_tick(now)
         for device in self.store.claim_due_challenges(now, self.cfg.challenge_interval):
             self.issue_challenge(device, now)
 
