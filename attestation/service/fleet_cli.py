@@ -195,7 +195,8 @@ def parse_since(text: str, now: float) -> float:
 @click.option("--device", help="Only this device's events.")
 @click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 100_000),
               help="Show at most the last LIMIT events (before following).")
-@click.option("--follow", "-f", is_flag=True, help="Keep printing new events until Ctrl-C.")
+@click.option("--follow", "-f", is_flag=True,
+              help="Keep printing new events until Ctrl-C (or SIGTERM): then exit 0.")
 @click.option("--interval", default=1.0, show_default=True, type=click.FloatRange(0.05, 60),
               help="With --follow: seconds between looks at the store.")
 @JSON
@@ -207,6 +208,8 @@ def events_cmd(since: str | None, types: tuple[str, ...], device: str | None, li
     With --json, one JSON object per line.
     """
     import json
+    import signal
+    import threading
 
     from edgeward.attestation.service import fleet_format, fleet_view
 
@@ -223,13 +226,16 @@ def events_cmd(since: str | None, types: tuple[str, ...], device: str | None, li
                                newest=True)
         show(ms)
         after = ms[-1].id if ms else store.last_rowid()
-        while follow:
-            time.sleep(interval)
-            ms = fleet_view.events(store, after=after, since=start, types=types, device=device,
-                                   limit=1000)
-            show(ms)
-            if ms:
-                after = ms[-1].id
+        if follow:  # Ctrl-C or SIGTERM is the normal end of following: exit 0, store closed
+            stop = threading.Event()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, lambda *_: stop.set())
+            while not stop.wait(interval):
+                ms = fleet_view.events(store, after=after, since=start, types=types,
+                                       device=device, limit=1000)
+                show(ms)
+                if ms:
+                    after = ms[-1].id
     finally:
         store.close()
 

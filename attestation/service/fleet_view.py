@@ -82,6 +82,8 @@ def devices(store: FleetStore, state: str | None = None) -> list[DeviceRow]:
     latest = store.latest_appraisals()
     out = []
     for name, status, seen, _ in store.device_rows():
+        if name.startswith("@"):  # the backend's own events (@fleet): not a device
+            continue
         status_ = status if status in ("online", "offline") else "unknown"
         att, at = latest.get(name, (None, None))
         row = DeviceRow(name, status_, seen, att, at, store.gaps(name).unexplained_count)

@@ -203,7 +203,9 @@ def test_views_on_a_store_filled_by_the_real_service(fleet: Fleet) -> None:
         evs = fleet_view.events(s, types=("model.rejected",))
         assert [(m.device, m.seq) for m in evs] == [("lock-bad", 6)]
         assert {m.type for m in fleet_view.events(s)} == {"agent.started", "outbox.dropped",
-                                                          "model.rejected"}
+                                                          "model.rejected",
+                                                          "fleet.contraindicated"}
+        assert "@fleet" not in rows  # the backend's own events are not a device
         last = fleet_view.events(s, limit=1, newest=True)
         assert len(last) == 1 and fleet_view.events(s, after=last[0].id) == []
     finally:

@@ -6,9 +6,11 @@ and in the metrics, and the endpoint refusing to listen beyond loopback."""
 from __future__ import annotations
 
 import json
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -278,3 +280,47 @@ def test_watch_core_gap_silence_and_failed_appraisal_rules() -> None:
     other = FleetWatch(WatchConfig(silent_after=60))
     other.reported([{"device": "a", "last_seen": 120.0}, "junk", {"device": 3}])
     assert [e.device for e in other.silent(rows, 181.0)] == ["b"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_fleet_events_follow_prints_a_new_event_and_ends_cleanly_on_signal(
+    tmp_path: Path, sig: int
+) -> None:
+    """`fleet events --follow` as an operator runs it: the existing events, then one a worker
+    stores while it follows, then Ctrl-C (or a service manager's SIGTERM) ends it with exit 0."""
+    from edgeward.agent.envelope import Envelope
+    from edgeward.attestation.service.fleet_store import FleetStore
+
+    cfg = tmp_path / "V.toml"
+    cfg.write_text('[service]\nstore = "fleet.sqlite"\n\n[mqtt]\ntls = false\n')
+    store = FleetStore(tmp_path / "fleet.sqlite", worker="w1")
+    store.record(Envelope(seq=1, ts=1.0, device="lock-f", type="agent.started", body={}), 1.0)
+    p = subprocess.Popen([EDGEWARD, "fleet", "events", "--follow", "--interval", "0.1",
+                          "--config", str(cfg)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    lines: queue.Queue[str] = queue.Queue()
+    out, errf = p.stdout, p.stderr
+    assert out is not None and errf is not None
+
+    def read() -> None:
+        for line in out:
+            lines.put(line)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        assert "lock-f  #1  agent.started" in lines.get(timeout=20)
+        store.record(Envelope(seq=2, ts=2.0, device="lock-f", type="model.rejected",
+                              body={"reason": "digest"}), time.time())
+        second = lines.get(timeout=20)  # printed by --follow, not at start
+        assert "lock-f  #2  model.rejected" in second and "digest" in second
+        p.send_signal(sig)
+        assert p.wait(15) == 0
+        reader.join(5)
+        err = errf.read()
+        assert lines.empty() and "Traceback" not in err and "interrupted" not in err, err
+    finally:
+        store.close()
+        if p.poll() is None:
+            p.kill()
+            p.wait(5)
