@@ -23,7 +23,9 @@ clean verdict with plain-words reasons, never an exception. The steps, in order:
    most a warning (hardware 32) unless the policy says ``software_keys = "affirming"``;
 6. reference values for the enrolled board: agent version (older than ``min-swversion``
    is 96 contraindicated), agent code digest (``executables``), configuration digest
-   (``configuration``), models by name, minimum version and digest (``file-system``), PCRs.
+   (``configuration``), models by name, minimum version and digest (``file-system``), PCRs,
+   and, with a verified quote, the boot event log replayed against it and each boot component
+   it names (:mod:`.bootlog`).
 
 AR4SI values are from draft-ietf-rats-ar4si §2.3 (see :mod:`.claims`). This module does no I/O.
 """
@@ -35,6 +37,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from edgeward.attestation import claims as C
+from edgeward.attestation.bootlog import appraise_boot_log
 from edgeward.attestation.ear import Ear, SubmodResult, TrustVector
 from edgeward.attestation.evidence import EvidenceClaims, claims_from_cbor
 from edgeward.attestation.nonces import NoncePolicy, Session
@@ -293,6 +296,15 @@ def _against_reference(r: _Result, ev: EvidenceClaims, rv: RefValues,
                   f"PCRs {', '.join(map(str, differ))} differ from the reference boot state")
         else:
             r.reasons.append("boot state (PCRs) matches the reference")
+    if ev.boot is not None and r.values.get("hardware") == C.GENUINE_HARDWARE:
+        # the quote is genuine: the log is appraised against the PCRs it covers
+        for value, reason in appraise_boot_log(ev.event_log, ev.boot.pcrs, rv.boot_components):
+            if value is None:
+                r.reasons.append(reason)
+            else:
+                r.set("executables", value, reason)
+    elif ev.event_log is not None:
+        r.reasons.append("boot event log not appraised: no verified TPM quote vouches for it")
     _models(r, ev, rv)
 
 

@@ -7,7 +7,8 @@ This is what the device agent calls (RFC 9334 §3.1)::
     attester.close()
 
 It gathers the inputs (measurements from files, the bootcount from the state folder, uptime
-from ``/proc/uptime``, PCRs and a quote from the TPM) and hands them to the pure core
+from ``/proc/uptime``, PCRs and a quote from the TPM, and with them the measured-boot event log
+the kernel keeps, ``[attestation] event_log``) and hands them to the pure core
 :mod:`.evidence`. The bootcount (RFC 9711 §4.2.13) is the firmware shim's file counter
 ``state_dir/counter-bootcount.json``, raised by one whenever the kernel's boot id changes, so it
 is monotonic across restarts of the agent and counts real boots; it is written atomically.
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeward.attestation import claims as C
+from edgeward.attestation.bootlog import MAX_EVENT_LOG_BYTES
 from edgeward.attestation.config import AttesterConfig
 from edgeward.attestation.evidence import BootState, EvidenceClaims, sign_evidence
 from edgeward.attestation.measure import load_model_trust, measure
@@ -57,6 +59,28 @@ def boot_count(state_dir: Path, *, boot_id_path: Path = BOOT_ID) -> int:
     if count != before:
         logger.info("boot %d", count)
     return count
+
+
+def read_event_log(path: Path | None) -> bytes | None:
+    """The measured-boot event log to carry in evidence, or None: no log configured or kept by
+    the kernel, or one the evidence cannot carry (over :data:`.bootlog.MAX_EVENT_LOG_BYTES`, or
+    unreadable): then the verifier says the boot components were not appraised."""
+    if path is None:
+        return None
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_EVENT_LOG_BYTES + 1)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        logger.warning("boot event log %s is not readable (%s): not carried in the evidence; "
+                       "give the agent's user read access to it", path, e.strerror)
+        return None
+    if len(data) > MAX_EVENT_LOG_BYTES:
+        logger.warning("boot event log %s is larger than %d bytes: not carried in the evidence",
+                       path, MAX_EVENT_LOG_BYTES)
+        return None
+    return data
 
 
 def _uptime() -> int | None:
@@ -125,6 +149,7 @@ class Attester:
         if not isinstance(nonce, bytes) or not MIN_EAT_NONCE <= len(nonce) <= MAX_NONCE_BYTES:
             raise ValueError("eat_nonce must be 8..64 bytes")
         cfg = self.config
+        boot = self.boot_state(nonce)
         return EvidenceClaims(
             nonce=nonce,
             device=cfg.device,
@@ -142,7 +167,8 @@ class Attester:
             oemid=cfg.oemid,
             hwversion=cfg.hwversion,
             dbgstat=cfg.dbgstat,
-            boot=self.boot_state(nonce),
+            boot=boot,
+            event_log=read_event_log(cfg.event_log) if boot is not None else None,
         )
 
     def evidence(self, nonce: bytes, *, submods: dict[str, Any] | None = None) -> bytes:

@@ -56,6 +56,7 @@ UEID_RAND: Final = 0x01
 # --- edgeward private claims (RFC 8392 §9.1 private use) ----------------------------------------
 EW_KEY_KIND: Final = -70001  # "tpm" | "software"
 EW_DEVICE: Final = -70002  # tstr: device name (MQTT <device>, certificate CN)
+EW_EVENT_LOG: Final = -70005  # bstr: the measured-boot event log (TCG crypto-agile); with EW_BOOT
 EW_BOOT: Final = -70003  # TPM boot state: {"pcrs": {idx: bstr}, "quote": bstr, "quote-sig": bstr}
 
 MEASUREMENTS_CONTENT_FORMAT: Final = 65100

@@ -45,7 +45,8 @@ _NAME_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 DEVICE_KEYS = ("name", "board", "hwversion", "oemid", "ueid", "key", "key_file", "cert_file",
                "tpm_tcti", "tpm_ak_handle")
 ATTESTATION_KEYS = ("state_dir", "models", "pcrs", "agent_root", "swname", "dbgstat",
-                    "verifier_key")
+                    "verifier_key", "event_log")
+EVENT_LOG_PATH = "/sys/kernel/security/tpm0/binary_bios_measurements"  # the kernel's
 
 
 def _hex(sec: Section, key: str, *, min_len: int, max_len: int) -> bytes | None:
@@ -86,6 +87,8 @@ class AttesterConfig:
     # [attestation] verifier_key: the verifier's EAR key(s), file or folder. A trust store of
     # its own: an EAR key never signs commands, a command key never signs results.
     verifier_key: Path | None = None
+    # [attestation] event_log: the measured-boot event log carried with a TPM quote; "" for none
+    event_log: Path | None = Path(EVENT_LOG_PATH)
 
 
 def attester_from_section(
@@ -133,6 +136,7 @@ def attester_from_section(
         paths = tuple(p for p, _ in models)
         sigs = tuple((p, s) for p, s in models if s is not None)
     dbg = att.str("dbgstat", None, choices=tuple(DBGSTAT))
+    log = att.str("event_log", EVENT_LOG_PATH)
     return AttesterConfig(
         source=source,
         device=name,
@@ -154,6 +158,7 @@ def attester_from_section(
         dbgstat=DBGSTAT[dbg] if dbg is not None else None,
         model_trust=root.section("models").path("trust", None, base=base),
         verifier_key=att.path("verifier_key", None, base=base),
+        event_log=att.path("event_log", EVENT_LOG_PATH, base=base) if log else None,
     )
 
 

@@ -10,7 +10,9 @@ self-authenticating. The private claim -70001 says honestly which kind of key si
 
 Measurements (RFC 9711 §4.2.16) are one ``[content-format, bstr .cbor ew-measurements]`` entry;
 the TPM boot state (PCRs and a TPM2_Quote binding the nonce, see :mod:`.tpm_quote`) is the
-private claim -70003. Submodules (§4.2.18; e.g. a lock's microcontroller) are carried as
+private claim -70003, and the measured-boot event log that explains those PCRs the private
+claim -70005 (raw TCG crypto-agile log, appraised by :mod:`.bootlog`).
+Submodules (§4.2.18; e.g. a lock's microcontroller) are carried as
 nested claims sets. The byte layout is written down in docs/protocol.cddl.
 
 This module does no I/O: the edge that reads files, the TPM and the clock is
@@ -90,6 +92,7 @@ class EvidenceClaims:
     dbgstat: int | None = None
     boot: BootState | None = None
     submods: dict[str, Any] = field(default_factory=dict)
+    event_log: bytes | None = None  # the measured-boot event log, with ``boot`` (.bootlog)
 
     def to_cbor(self) -> dict[int, Any]:
         m: dict[int, Any] = {
@@ -116,6 +119,8 @@ class EvidenceClaims:
             m[C.DBGSTAT] = self.dbgstat
         if self.boot is not None:
             m[C.EW_BOOT] = self.boot.to_cbor()
+        if self.event_log is not None:
+            m[C.EW_EVENT_LOG] = self.event_log
         if self.submods:
             m[C.SUBMODS] = dict(self.submods)
         return m
@@ -281,6 +286,7 @@ def claims_from_cbor(m: Any, *, limits: Limits = DEFAULT_LIMITS) -> EvidenceClai
         dbgstat=_in(dbgstat, *DBGSTAT_RANGE, "dbgstat") if dbgstat is not None else None,
         boot=_boot(boot) if boot is not None else None,
         submods=submods,
+        event_log=_get(m, C.EW_EVENT_LOG, bytes, "event log", required=False),
     )
 
 

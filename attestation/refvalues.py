@@ -9,6 +9,7 @@ the verifier trusts, content type :data:`CONTENT_TYPE`. Payload (CBOR, see docs/
                       ? "sbom": bstr }],            ; SHA-256 of the release's CycloneDX SBOM
       "models": [* {"name": tstr, "min-version": uint, "digests": [* bstr]}],
       ? "pcrs": {* uint => bstr},                  ; expected SHA-256 PCR values
+      ? "boot-components": [* {"name": tstr, "digests": [* bstr]}],  ; per boot log event
       ? "require-tpm": bool }
 
 The verifier refuses a document that is unsigned, signed by a key it does not trust, or signed
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,6 +71,8 @@ class RefValues:
     models: tuple[ModelRef, ...]
     pcrs: dict[int, bytes] | None = None
     require_tpm: bool = False
+    # boot component name (as the boot event log names it, .bootlog) -> approved digests
+    boot_components: Mapping[str, frozenset[bytes]] | None = None
 
     def release(self, swversion: str) -> Release | None:
         for r in self.releases:
@@ -103,6 +107,9 @@ class RefValues:
         }
         if self.pcrs is not None:
             out["pcrs"] = dict(self.pcrs)
+        if self.boot_components is not None:
+            out["boot-components"] = [{"name": n, "digests": sorted(d)}
+                                      for n, d in sorted(self.boot_components.items())]
         return out
 
 
@@ -170,6 +177,7 @@ def from_cbor(m: Any) -> RefValues:
             for k, v in pcrs.items()
         ):
             raise MalformedInputError("reference values: pcrs is not {0..23: SHA-256 digest}")
+    boot = _boot_components(m.get("boot-components"))
     require_tpm = m.get("require-tpm", False)
     if not isinstance(require_tpm, bool):
         raise MalformedInputError("reference values: require-tpm is not a boolean")
@@ -181,7 +189,29 @@ def from_cbor(m: Any) -> RefValues:
         models=tuple(models),
         pcrs=dict(pcrs) if pcrs is not None else None,
         require_tpm=require_tpm,
+        boot_components=boot,
     )
+
+
+MAX_BOOT_COMPONENTS = 256
+
+
+def _boot_components(v: Any) -> dict[str, frozenset[bytes]] | None:
+    if v is None:
+        return None
+    if not isinstance(v, list) or len(v) > MAX_BOOT_COMPONENTS:
+        raise MalformedInputError("reference values: boot-components is not a list of at most "
+                                  f"{MAX_BOOT_COMPONENTS}")
+    out: dict[str, frozenset[bytes]] = {}
+    for i, c in enumerate(v):
+        if not isinstance(c, dict):
+            raise MalformedInputError(f"reference values: boot-components[{i}] is not a map")
+        name = _str(c.get("name"), f"boot-components[{i}].name")
+        if name in out:
+            raise MalformedInputError(f"reference values: boot component '{name}' is listed "
+                                      "twice")
+        out[name] = _digests(c.get("digests", []), f"boot-components[{i}].digests")
+    return out
 
 
 def sign_refvalues(rv: RefValues, key: SigningKey) -> bytes:
@@ -213,7 +243,8 @@ def _hex_digests(sec: Section, key: str) -> list[bytes]:
 
 def from_toml(sec: Section, *, issued: int) -> RefValues:
     """Reference values from a vendor's TOML (see docs/ATTESTATION.md, "Reference values")."""
-    sec.reject_unknown(["board", "min_swversion", "require_tpm", "pcrs", "releases", "models"])
+    sec.reject_unknown(["board", "min_swversion", "require_tpm", "pcrs", "releases", "models",
+                        "boot_components"])
     releases = []
     for r in sec.sections("releases"):
         r.reject_unknown(["swversion", "agent_code", "agent_config", "sbom"])
@@ -234,6 +265,12 @@ def from_toml(sec: Section, *, issued: int) -> RefValues:
         "min-swversion": sec.str("min_swversion", "0"), "releases": releases, "models": models,
         "require-tpm": sec.bool("require_tpm", False),
     }
+    if sec.has("boot_components"):
+        comps = []
+        for c in sec.sections("boot_components"):
+            c.reject_unknown(["name", "digests"])
+            comps.append({"name": c.str("name"), "digests": _hex_digests(c, "digests")})
+        doc["boot-components"] = comps
     pcr_sec = sec.section("pcrs")
     if pcr_sec.data:
         pcrs = {}

@@ -220,14 +220,20 @@ def spec_id_event(algs: Mapping[int, int]) -> bytes:
     return struct.pack("<II", 0, EV_NO_ACTION) + bytes(20) + struct.pack("<I", len(body)) + body
 
 
+def encode_event(pcr: int, etype: int, digests: Mapping[int, bytes], data: bytes) -> bytes:
+    """One TCG_PCR_EVENT2 with the given ``{alg: digest}`` (what a boot loader writes when it
+    measures an image and records its name as the event data)."""
+    out = [struct.pack("<III", pcr, etype, len(digests))]
+    out += [struct.pack("<H", a) + d for a, d in digests.items()]
+    return b"".join(out) + struct.pack("<I", len(data)) + data
+
+
 def build_event_log(events: Iterable[tuple[int, int, bytes]],
                     algs: Iterable[int] = (ALG_SHA256,)) -> bytes:
     """A log whose events ``(pcr, type, data)`` carry each algorithm's digest of ``data``."""
     sizes = {a: _SIZES[a] for a in algs}
     out = [spec_id_event(sizes)]
     for pcr, etype, data in events:
-        out.append(struct.pack("<III", pcr, etype, len(sizes)))
-        for a in sizes:
-            out.append(struct.pack("<H", a) + hashlib.new(_HASHES[a], data).digest())
-        out.append(struct.pack("<I", len(data)) + data)
+        out.append(encode_event(pcr, etype, {a: hashlib.new(_HASHES[a], data).digest()
+                                             for a in sizes}, data))
     return b"".join(out)
