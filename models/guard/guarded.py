@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from array import array
 from bisect import bisect_left
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -109,15 +110,18 @@ class GuardedInterpreter:
         self._prec = st.precision[0 if self._diag else slice(None)].astype(hot)
         self._xc, self._z, self._t = (np.empty(self._d, hot) for _ in range(3))
         # Per detector: sorted calibration scores, their top, the exponential tail's beta,
-        # log(n + 1), and the surprise at each bisection point (looked up, not computed).
+        # log(n + 1), and the surprise at each bisection point (looked up, not computed). Flat
+        # double arrays, not lists of float objects: after a large model has swept the caches
+        # a bisection costs a cache miss per probe, not two.
         self._tails = {}
         for k, t in profile.tails.items():
             ref, n = t._ref_list, len(t._ref_list)
-            table = [-math.log10((n - i + 1.0) / (n + 1)) for i in range(n + 1)]
-            self._tails[k] = (ref, ref[-1], t._beta, math.log(n + 1), table)
+            table = array("d", (-math.log10((n - i + 1.0) / (n + 1)) for i in range(n + 1)))
+            self._tails[k] = (array("d", ref), ref[-1], t._beta, math.log(n + 1), table)
         self._threshold, self._critical = profile.threshold, profile.critical
         self._thresholds = profile.thresholds
         self._step = d.step
+        self._lat_crit = self.latency.z_crit
         self._drift_batch: list[float] = []
 
     def invoke(self, x: np.ndarray) -> GuardedResult:
@@ -207,8 +211,26 @@ class GuardedInterpreter:
         if self._acc >= 1.0:
             self._acc -= 1.0
             self._sampled(scores, x, probs)
-        v = self._judge(scores, problems, elapsed)
-        self._report(v)
+        # The verdict. Scores become its score map, with "combined" and "latency_z".
+        combined = scores["combined"] = self._combined(scores)
+        lat = scores["latency_z"] = self.latency.score(elapsed)
+        threshold = self._threshold
+        clipped = combined if combined < threshold else threshold
+        drift = self.cusum.update(clipped)
+        # The windowed test only looks at the window every ``step`` scores: it gets them in
+        # batches of ``step``, each ending on the invoke it would have tested on.
+        batch = self._drift_batch
+        batch.append(clipped)
+        if len(batch) >= self._step:
+            drift = self.window.extend(batch) or drift
+            batch.clear()
+        if combined > threshold or problems or lat >= self._lat_crit or drift:
+            v = self._flagged(scores, problems, drift)
+        else:
+            v = Verdict(False, "info", scores)
+        events = self.policy.observe(v, self._wall())
+        if events:
+            self._send(events)
         return GuardedResult(raw, v)
 
     def _wide_inputs(self, x: np.ndarray) -> tuple[float, float]:
@@ -281,14 +303,11 @@ class GuardedInterpreter:
                 best = sur
         return best
 
-    def _judge(
-        self, scores: dict[str, float], problems: tuple[str, ...], elapsed: float
-    ) -> Verdict:
-        """The verdict; ``scores`` becomes its score map (plus "combined" and "latency_z")."""
-        combined = scores["combined"] = self._combined(scores)
+    def _flagged(self, scores: dict[str, float], problems: tuple[str, ...], drift: bool) -> Verdict:
+        """The verdict of an invoke with at least one reason (see :meth:`_run`)."""
+        combined, threshold = scores["combined"], self._threshold
         reasons: list[str] = []
         severity = "info"
-        threshold = self._threshold
         if combined > threshold:
             th = self._thresholds
             over = [k for k, v in scores.items() if k in th and v > th[k]]
@@ -297,29 +316,21 @@ class GuardedInterpreter:
         if problems:
             reasons.append("out of range: " + problems[0])
             severity = "critical" if severity == "critical" else "warning"
-        lat = scores["latency_z"] = self.latency.score(elapsed)
-        if lat >= self.latency.z_crit:
+        if scores["latency_z"] >= self._lat_crit:
             reasons.append("latency jump")
             severity = severity if severity != "info" else "warning"
-        clipped = combined if combined < threshold else threshold
-        drift = self.cusum.update(clipped)
-        # The windowed test only looks at the window every ``step`` scores: it gets them in
-        # batches of ``step``, which ends each batch on the invoke it would have tested on.
-        batch = self._drift_batch
-        batch.append(clipped)
-        if len(batch) >= self._step:
-            drift = self.window.extend(batch) or drift
-            batch.clear()
         if drift:
             reasons.append("score drift")
             severity = severity if severity != "info" else "warning"
-        if reasons:
-            return Verdict(True, severity, scores, tuple(reasons))
-        return Verdict(False, "info", scores)
+        return Verdict(True, severity, scores, tuple(reasons))
 
     def _report(self, v: Verdict) -> None:
         events = self.policy.observe(v, self._wall())
-        if events and self.link is not None:
+        if events:
+            self._send(events)
+
+    def _send(self, events: list[dict[str, Any]]) -> None:
+        if self.link is not None:
             for e in events:
                 self.link.send(e)
 

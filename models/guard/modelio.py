@@ -63,14 +63,21 @@ class ModelIO:
         self.in_dtype = np.dtype(self.inp["dtype"])
         self.in_q = self.inp.get("quantization", (0.0, 0))
         self.out_q = self.out.get("quantization", (0.0, 0))
+        # per-invoke constants of run_raw
+        self._in_index, self._out_index = int(self.inp["index"]), int(self.out["index"])
+        self._float_in = self.in_dtype.kind == "f"
+        self._int_out = np.dtype(self.out["dtype"]).kind in "iu" and bool(self.out_q[0])
         self.logits_index = logits_index
         self.logits_q: tuple[float, int] = (0.0, 0)
+        self._int_logits = False
         if logits_index is not None:
             details: list[dict[str, Any]] = getattr(interpreter, "get_tensor_details", lambda: [])()
             for t in details:
                 if int(t["index"]) == logits_index:
                     scale, zero = t.get("quantization", (0.0, 0))
                     self.logits_q = (float(scale), int(zero))
+                    kind = np.dtype(t["dtype"]).kind if "dtype" in t else "i"  # unknown: check
+                    self._int_logits = kind in "iu" and bool(scale)
 
     def _logits(self) -> np.ndarray:
         assert self.logits_index is not None
@@ -95,19 +102,21 @@ class ModelIO:
 
     def run_raw(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """One invoke on a valid sample: (output tensor, dequantised flat output, logits)."""
-        if self.in_dtype.kind == "f":
-            self.interp.set_tensor(self.inp["index"], x.reshape(self.in_shape))
+        it = self.interp
+        if self._float_in:
+            it.set_tensor(self._in_index, x.reshape(self.in_shape))
         else:
-            self.interp.set_tensor(self.inp["index"], self._to_input(np.asarray(x, np.float64)))
-        self.interp.invoke()
-        raw = self.interp.get_tensor(self.out["index"])
+            it.set_tensor(self._in_index, self._to_input(np.asarray(x, np.float64)))
+        it.invoke()
+        raw = it.get_tensor(self._out_index)
         y = raw.reshape(-1)
-        if raw.dtype.kind in "iu" and self.out_q[0]:
+        if self._int_out:
             y = (y.astype(np.float64) - self.out_q[1]) * self.out_q[0]
-        logits = None
-        if self.logits_index is not None:
-            logits = self._logits()
-        return raw, y, logits
+        if self.logits_index is None:
+            return raw, y, None
+        if self._int_logits:
+            return raw, y, self._logits()
+        return raw, y, it.get_tensor(self.logits_index).reshape(-1)
 
     def run_one(self, row: F64) -> tuple[F64, F64 | None]:
         """(raw outputs (1, k) as float, logits (1, k) or None) for one flat row."""
