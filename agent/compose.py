@@ -23,7 +23,7 @@ from typing import Any
 from . import seams
 from .commands import CommandGate, load_last_seq
 from .config import AgentConfig, load_agent_config
-from .envelope import topic
+from .envelope import BACKEND_ONLINE, topic
 from .localsock import LocalSocketServer
 from .loop import Agent, Parts
 from .outbox import Outbox
@@ -75,7 +75,8 @@ class Root:
     def transport(self, cfg: AgentConfig, sink: Sink) -> MqttTransport:
         d = cfg.device
         kinds = ("cmd", "attest/challenge", "attest/result", *(("ack",) if cfg.e2e else ()))
-        return MqttTransport(cfg.mqtt, sink, subscriptions=[topic(d, k) for k in kinds],
+        subs = [topic(d, k) for k in kinds] + ([BACKEND_ONLINE] if cfg.e2e else [])
+        return MqttTransport(cfg.mqtt, sink, subscriptions=subs,
                              status=StatusTopic(topic(d, "status")), batch_acks=True,
                              once=self.once)
 

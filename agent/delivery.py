@@ -11,8 +11,17 @@ backend's acks and the ack timeout. It never touches SQLite or paho; :mod:`.loop
 A message goes stored -> delivered (PUBACK) -> acknowledged (the backend's signed ``ack``,
 :mod:`.e2eack`), see :mod:`.outbox_rules`. With end-to-end acknowledgement (``e2e``) a PUBACK
 only marks a message delivered; after every new connection, and when the backend has not
-acknowledged a delivered message within ``ack_timeout``, every kept message is sent again from
-the outbox (the backend drops duplicates by seq). Without it a PUBACK deletes the message.
+acknowledged a delivered message within ``ack_timeout`` of its *first* PUBACK, every kept
+message is sent again from the outbox (the backend drops duplicates by seq); a timeout resend is
+not repeated before another whole ``ack_timeout``. Without e2e a PUBACK deletes the message.
+
+After a broker restart the devices often reconnect, and send their backlog again, before any
+verifier worker has resubscribed: the broker PUBACKs those copies and hands them to no one. So
+each worker, once subscribed, publishes a retained presence on ``BACKEND_ONLINE``; a device that
+hears it live (:meth:`Delivery.on_backend_online`) sends every kept message again at once, and
+:data:`BACKEND_SETTLE` seconds later once more if what was first delivered before the presence
+is still unacknowledged (a copy in flight while it arrived). docs/SCALE.md, "When the broker
+restarts".
 
 Sending, one batch per loop turn::
 
@@ -44,6 +53,7 @@ ACK_BATCH = 256  # ... or until this many have gathered
 REFUSED_OUTRIGHT = 3  # refusals with nothing accepted on a connection: the device is refused
 FRESH_MAX = 4096  # messages kept in memory for sending, beyond which the outbox is read
 EXPIRED = -1  # expiry() of a metrics report too old to send
+BACKEND_SETTLE = 3.0  # seconds after a backend presence to look again at what it has not acked
 
 
 # --- actions (the edges carry them out in the order given) ----------------------------------
@@ -113,6 +123,8 @@ class Delivery:
         self._applied = 0  # highest applied
         self._waiting = False  # an ack beyond what the broker acknowledged is waiting
         self._check_at = now + ack_timeout if e2e else float("inf")
+        self._resent_at = float("-inf")  # the last resend for an ack timeout
+        self._backend_at: float | None = None  # a backend presence to look back at, once
 
     def _count(self, name: str, n: int = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + n
@@ -129,6 +141,20 @@ class Delivery:
 
     def on_disconnect(self) -> None:
         self.connected = False
+
+    def on_backend_online(self, now: float, *, retained: bool) -> bool:
+        """A worker (re)subscribed (``BACKEND_ONLINE`` heard live): send every kept message
+        again now. A retained copy is only the broker's memory (heard on every subscribe, after
+        the connect resync already sent everything): ignored. True if a resend starts."""
+        if not self.e2e or not self.connected or retained:
+            return False
+        self._count("backend_resend")
+        logger.info("the backend is back (a verifier worker subscribed); sending again what it "
+                    "has not acknowledged")
+        self.resync()
+        self._backend_at = now
+        self._check_at = min(self._check_at, now + BACKEND_SETTLE)
+        return True
 
     def on_new_transport(self) -> None:
         """A new transport (new broker settings): it holds nothing, so send everything again."""
@@ -253,12 +279,27 @@ class Delivery:
         return True
 
     def check_ack_timeout(self, now: float, oldest_delivery: float | None) -> bool:
-        """Send again if the backend has not acked a message PUBACKed ``ack_timeout`` ago."""
-        if oldest_delivery is None or now - oldest_delivery < self.ack_timeout:
+        """Send again if the backend has not acked a message first PUBACKed ``ack_timeout``
+        ago (and nothing was resent for that in the last ``ack_timeout``), or, ``BACKEND_SETTLE``
+        after a backend presence, one first PUBACKed before it."""
+        backend_at, self._backend_at = self._backend_at, None
+        if oldest_delivery is None:
+            return False
+        if backend_at is not None:
+            if now - backend_at < BACKEND_SETTLE:
+                self._backend_at = backend_at  # not yet: look at it at the next check
+            elif oldest_delivery < backend_at:
+                logger.info("backend has not acknowledged messages delivered before it came "
+                            "back; sending again")
+                self._count("e2e_resend")
+                self.resync()
+                return True
+        if now - max(oldest_delivery, self._resent_at) < self.ack_timeout:
             return False
         logger.warning("backend has not acknowledged messages delivered %.0fs ago; "
                        "sending again", now - oldest_delivery)
         self._count("e2e_resend")
+        self._resent_at = now
         self.resync()
         return True
 

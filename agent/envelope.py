@@ -38,6 +38,10 @@ KINDS: dict[str, str] = {
     "cmd": "down",
     "ack": "down",  # the backend's signed end-to-end acknowledgement (agent/e2eack.py)
 }
+# backend -> every device, retained: a verifier worker has (re)subscribed; a device hearing it
+# live sends again what the backend has not acknowledged (agent/delivery.py). '@' is in no
+# device id, so no device's topics can overlap it.
+BACKEND_ONLINE = f"{PREFIX}/@backend/online"
 
 # \Z, not $: "$" also matches before a final newline, so "lock-0001\n" would pass.
 _DEVICE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")

@@ -34,7 +34,7 @@ from edgeward.core.errors import EdgewardError, TransportError
 from .commands import Command, CommandGate
 from .config import AgentConfig
 from .delivery import EXPIRED, AckUpTo, Action, Delete, Delivery, Discard, MarkDelivered
-from .envelope import PRIORITY_METRICS, PRIORITY_SECURITY, topic
+from .envelope import BACKEND_ONLINE, PRIORITY_METRICS, PRIORITY_SECURITY, topic
 from .events import (
     Acked,
     AcksReady,
@@ -352,7 +352,10 @@ class Agent:
         elif isinstance(ev, Acked):
             self.delivery.on_puback(ev.mid, ev.ok, ev.reason)
         elif isinstance(ev, Incoming):
-            self.inputs.on_message(ev)
+            if ev.topic == BACKEND_ONLINE:  # a worker is back: resend what it has not acked
+                self.delivery.on_backend_online(self.clock(), retained=ev.retain)
+            else:
+                self.inputs.on_message(ev)
         elif isinstance(ev, Connected):
             m = self.cfg.mqtt
             if not self._served:

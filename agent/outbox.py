@@ -316,13 +316,16 @@ class Outbox:
         return self._quick([("DELETE FROM msg WHERE seq BETWEEN ? AND ?", batch)])
 
     def mark_delivered(self, seqs: Iterable[int]) -> int:
-        """Mark messages PUBACKed by the broker (kept until the backend acks); return how many."""
+        """Mark messages PUBACKed by the broker (kept until the backend acks); return how many.
+
+        The first PUBACK's time is kept: the PUBACK of a copy sent again (after a reconnect, to
+        a broker whose workers may not be back) must not restart the ack timeout."""
         batch = [(self._clock(), a, b) for a, b in seq_ranges(seqs)]
         if not batch:
             return 0
         high = max(b for _, _, b in batch)
         return self._quick([
-            ("UPDATE msg SET delivered=? WHERE seq BETWEEN ? AND ?", batch),
+            ("UPDATE msg SET delivered=COALESCE(delivered, ?) WHERE seq BETWEEN ? AND ?", batch),
             ("UPDATE meta SET v=MAX(v, ?) WHERE k='delivered_upto'", (high,)),
         ])
 
@@ -340,7 +343,7 @@ class Outbox:
         return int(row[0])
 
     def oldest_delivery(self) -> float | None:
-        """When the oldest message still awaiting the backend's ack was PUBACKed, or None."""
+        """When the oldest message still awaiting the backend's ack was first PUBACKed, or None."""
         row = self._db.execute("SELECT MIN(delivered) FROM msg").fetchone()
         return None if row[0] is None else float(row[0])
 

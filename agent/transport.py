@@ -152,6 +152,7 @@ class MqttTransport:
         self.failures = 0  # failed attempts since the last connection
         self.ever_connected = False
         self._refused: str | None = None  # the CONNACK's failure reason, for _run
+        self._accepted = False  # this attempt got a CONNACK (paho may report the loss first)
         self._sink = sink
         self._subs = list(subscriptions)
         self._status = status
@@ -198,6 +199,7 @@ class MqttTransport:
             self._refused = str(rc)
             return
         self._backoff.reset()
+        self._accepted = True
         if self.failures:
             logger.warning("connected to broker %s:%d after %d failed attempts",
                            self.settings.host, self.settings.port, self.failures)
@@ -352,6 +354,7 @@ class MqttTransport:
     def _run(self) -> None:
         s = self.settings
         while not self._stop.is_set():
+            self._accepted = False
             try:
                 self._client.connect(
                     s.host,
@@ -372,7 +375,10 @@ class MqttTransport:
             if self._stop.is_set():
                 self._goodbye()
                 return
-            was = self._connected.is_set()
+            # an accepted connection that was lost (paho's own callback may have cleared
+            # _connected already) is not a failed attempt: it must neither lengthen the back-off
+            # nor be reported as a broker refusing this client
+            was = self._accepted or self._connected.is_set()
             self._on_disconnect(self._client, None, None, "connection lost", None)
             refused, self._refused = self._refused, None
             if refused is not None or not was:

@@ -12,6 +12,9 @@ workers. For every message it
   attestation part's appraiser, and publishes the signed EAR on ``attest/result``,
 * on ``outbox.dropped``: records the ranges, so gap analysis can tell reported drops from loss,
 * on ``attest.request``, ``model.rejected`` or a device coming online: challenges it now,
+* once subscribed, on every connection: publishes the retained backend presence
+  (``edgeward/v1/@backend/online``), so devices that sent their backlog while no worker was
+  subscribed (after a broker restart) send it again now (docs/SCALE.md),
 * on ``app.anomaly`` (the inference guard's warnings): feeds the fleet early warning
   (:mod:`.early_warning`); a ``fleet.early_warning`` it raises is stored under the pseudo-device
   ``@fleet`` (a name no device can have) and logged,
@@ -40,7 +43,7 @@ from typing import Any, Protocol
 
 from edgeward.agent.commands import make_command
 from edgeward.agent.e2eack import make_ack
-from edgeward.agent.envelope import Envelope, decode, parse_topic, topic
+from edgeward.agent.envelope import BACKEND_ONLINE, Envelope, decode, parse_topic, topic
 from edgeward.agent.events import Connected, ConnectFailed, Disconnected, Incoming
 from edgeward.agent.transport import MqttTransport
 from edgeward.attestation.text import safe
@@ -271,6 +274,9 @@ class VerifierService:
             self.metrics.connected = False
         if isinstance(ev, Connected):
             self.metrics.connected = True
+            # subscribed (the SUBSCRIBE went first on this connection): devices that hear this
+            # send again what we have not acknowledged (agent/delivery.py, BACKEND_SETTLE)
+            self.transport.publish(BACKEND_ONLINE, self.cfg.worker.encode()[:64], retain=True)
             if not self._served:
                 m = self.cfg.mqtt
                 daemon_log.info("verifier worker %s connected to broker %s:%d; serving",
