@@ -7,8 +7,9 @@ shipped deploy/mosquitto.conf, ``autosave_interval 60`` included, ``--workers`` 
 ``edgeward verifier run`` on ``$share``, ``--devices`` × ``edgeward agent run`` with the shipped
 back-off and ``ack_timeout``): the broker is SIGKILLed and restarted once per ``--down`` value,
 after it has been up ``--up`` seconds, while every device reports every ``--interval`` s. At the
-end the agents are stopped and every report they numbered must be in the store (nothing lost;
-the store keys by (device, seq), so nothing is stored twice).
+end the agents are stopped and every report they numbered must be in the store or still in the
+device's outbox for its next start (nothing lost; the store keys by (device, seq), so nothing is
+stored twice).
 
 Usage: .venv/bin/python benchmarks/bench_recovery.py [--devices 8] [--workers 2]
        [--down 1 3 5 10 2] [--up 5] [--interval 0.2]
@@ -58,7 +59,7 @@ def main() -> int:
     backoff = (f"agents' back-off {a.agent_backoff[0]} s to {a.agent_backoff[1]} s"
                if a.agent_backoff else "agents' shipped back-off (0.5 s to 60 s)")
     print(f"{a.devices} devices, {a.workers} workers, reports every {a.interval} s, {backoff}; "
-          f"{total} reports, all stored once\n")
+          f"{total} reports, none lost (stored, or kept by its device for its next start)\n")
     print("| restart | broker down | workers ready after broker up | last device back | "
           "backlog | stored after workers ready | stored after workers and devices back |")
     print("|---|---|---|---|---|---|---|")
