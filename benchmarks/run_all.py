@@ -40,6 +40,7 @@ BENCHES: dict[str, list[str]] = {
     "guard": ["benchmarks/bench_guard.py"],
     "hardware": ["benchmarks/bench_hardware.py"],
     "qemu": ["benchmarks/bench_qemu.py"],
+    "recovery": ["benchmarks/bench_recovery.py"],
 }
 TITLES = {
     "models": "## Model verification",
@@ -48,6 +49,7 @@ TITLES = {
     "guard": "## Inference guard: guarded against raw invoke",
     "hardware": "## Hardware layer: the lock's answer, the gateway's added cost, per-turn costs",
     "qemu": "## Simulator: QEMU image build and boot to the first affirming attestation",
+    "recovery": "## Recovery after a broker restart: workers back, backlog drained",
 }
 MARK = "<!-- bench:{} -->"
 
