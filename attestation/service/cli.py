@@ -1,5 +1,5 @@
 """``edgeward verifier run --config VERIFIER.toml [--check] [--once]``: one worker of the
-verifier service."""
+verifier service; ``edgeward verifier migrate``: the stores' schema (:mod:`.migrate_cmd`)."""
 
 from __future__ import annotations
 
@@ -79,3 +79,21 @@ def run(config_path: Path, check: bool, once: bool) -> int:
         close = getattr(svc.appraiser, "close", None)  # the one in use (SIGHUP replaces it)
         if close is not None:
             close()
+
+
+@verifier.command("migrate")
+@click.option("--config", "config_path", required=True,
+              type=click.Path(dir_okay=False, path_type=Path), help="VERIFIER.toml")
+@click.option("--check", is_flag=True,
+              help="Say which migrations are pending and apply nothing: exit 0 up to date, "
+                   "1 pending.")
+@click.option("--dry-run", is_flag=True, help="Print the SQL that would run; apply nothing.")
+def migrate(config_path: Path, check: bool, dry_run: bool) -> int:
+    """Bring the verifier and fleet stores to this edgeward's schema ([store] url: PostgreSQL;
+    else the SQLite files), saying what it applies. Workers refuse to start on a PostgreSQL
+    schema they do not know; run this first after installing or upgrading."""
+    from edgeward.attestation.service import migrate_cmd
+    from edgeward.attestation.service.config import load_service_config
+
+    return migrate_cmd.run(load_service_config(config_path), check=check, dry_run=dry_run,
+                           echo=click.echo)

@@ -1,4 +1,5 @@
-"""VERIFIER.toml, read once for a worker: ``[service]``, ``[mqtt]``, ``[commands]``,
+"""VERIFIER.toml, read once for a worker: ``[service]``, ``[mqtt]``, ``[commands]``, ``[store]``
+(PostgreSQL instead of the SQLite files),
 ``[early_warning]`` (:class:`.early_warning.EarlyWarningConfig`), and the
 attestation part's tables (``[verifier]``, ``[enrollment]``, ``[refvalues]``, ``[policy]``,
 ``[limits]``) through :func:`edgeward.attestation.config.verifier_from_section`, from the same
@@ -16,7 +17,9 @@ from pathlib import Path
 from edgeward.agent.config import MqttSettings, mqtt_settings
 from edgeward.attestation.config import (
     VERIFIER_LIMITS,
+    PostgresSettings,
     VerifierConfig,
+    postgres_settings,
     verifier_from_section,
     verifier_limits,
 )
@@ -71,13 +74,14 @@ class ServiceConfig:
     early_warning: EarlyWarningConfig = EARLY_WARNING  # [early_warning]
     metrics: MetricsConfig = METRICS_OFF  # [metrics]: Prometheus and health, off by default
     watch: WatchConfig = WATCH  # [fleet_events]: gaps, contraindicated, silent devices
+    postgres: PostgresSettings | None = None  # [store] url: both stores in PostgreSQL
 
 
 def load_service_config(path: Path) -> ServiceConfig:
     path = Path(path).resolve()
     root = load_toml(path)
     root.reject_unknown(("service", "mqtt", "commands", "early_warning", "metrics",
-                         "fleet_events", *ATTESTATION_TABLES))
+                         "fleet_events", "store", *ATTESTATION_TABLES))
     base = path.parent
     s = read_section(ServiceSettings, root.section("service"), base=base,
                      defaults={"worker": f"{socket.gethostname()}-{os.getpid()}"})
@@ -106,4 +110,5 @@ def load_service_config(path: Path) -> ServiceConfig:
         early_warning=read_section(EarlyWarningConfig, root.section("early_warning")),
         metrics=read_section(MetricsConfig, root.section("metrics")).check(path),
         watch=read_section(WatchConfig, root.section("fleet_events")),
+        postgres=postgres_settings(root, path),
     )

@@ -117,15 +117,15 @@ JSON = click.option("--json", "as_json", is_flag=True, help="Machine-readable ou
 
 def _open(config_path: Path) -> Any:
     from edgeward.attestation.service.config import load_service_config
-    from edgeward.attestation.service.fleet_store import FleetStore
+    from edgeward.attestation.service.store import open_fleet_store
     from edgeward.core.errors import ConfigError
 
     cfg = load_service_config(config_path)
-    if not cfg.store.exists():
+    if cfg.postgres is None and not cfg.store.exists():
         raise ConfigError(f"no fleet store at {cfg.store}",
                           hint="start a worker first: edgeward verifier run --config "
                                f"{config_path}")
-    return cfg, FleetStore(cfg.store, worker="operator")
+    return cfg, open_fleet_store(cfg.store, cfg.postgres, worker="operator")
 
 
 @fleet.command("devices")

@@ -31,7 +31,7 @@ from edgeward.agent.events import Incoming
 from edgeward.core.errors import EdgewardError, TransportError
 
 from .config import ServiceConfig
-from .fleet_store import FleetStore
+from .store import FleetStoreAPI
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ def exit_code(answers: list[Answer]) -> int:
 
 
 class CommandSender:
-    def __init__(self, cfg: ServiceConfig, key: Any, store: FleetStore, devices: list[str], *,
+    def __init__(self, cfg: ServiceConfig, key: Any, store: FleetStoreAPI, devices: list[str], *,
                  clock: Callable[[], float] = time.time, transport: Any = None) -> None:
         from edgeward.agent.transport import MqttTransport
 

@@ -4,7 +4,7 @@ Several verifier workers may share one file (WAL mode, ``busy_timeout``); every 
 workers could race on is one conditional UPDATE whose row count says who won (claiming a
 challenge slot, taking the next command seq). Messages are keyed by ``(device, seq)``, so a
 message delivered twice (QoS 1 is at-least-once; a broker restart resends) is stored once.
-SQLite stands in for PostgreSQL at scale (DESIGN.md, "Real parts").
+:mod:`.fleet_store_pg` is the same contract in PostgreSQL, for many hosts (DESIGN.md, "Real parts").
 
 I/O: the database file only. Gap analysis is the pure :mod:`.gaps`.
 """
@@ -23,33 +23,23 @@ from edgeward.core.errors import DeviceError
 from edgeward.core.persist import private_file
 
 from .gaps import GapReport, Range, analyse, contiguous
+from .migrate import sqlite_migrate
 
 logger = logging.getLogger(__name__)
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS messages (
-    device TEXT NOT NULL, seq INTEGER NOT NULL, type TEXT NOT NULL, ts REAL NOT NULL,
-    received REAL NOT NULL, worker TEXT NOT NULL, body BLOB NOT NULL,
-    PRIMARY KEY (device, seq)
-);
-CREATE TABLE IF NOT EXISTS drops (
-    device TEXT NOT NULL, first INTEGER NOT NULL, last INTEGER NOT NULL, reported_seq INTEGER,
-    PRIMARY KEY (device, first, last)
-);
-CREATE TABLE IF NOT EXISTS devices (
-    device TEXT PRIMARY KEY, status TEXT, last_seen REAL,
-    next_challenge REAL, cmd_seq INTEGER NOT NULL DEFAULT 0,
-    contig INTEGER NOT NULL DEFAULT 0   -- every seq up to this is stored or reported dropped
-);
-CREATE TABLE IF NOT EXISTS appraisals (
-    device TEXT NOT NULL, evidence_seq INTEGER NOT NULL, status TEXT NOT NULL,
-    worker TEXT NOT NULL, at REAL NOT NULL, ear BLOB,
-    PRIMARY KEY (device, evidence_seq)
-);
-"""
+# The schema is migrations/fleet/sqlite/NNNN_*.sql, applied when the file is opened (.migrate).
+
+
+def _legacy(db: sqlite3.Connection) -> None:
+    """A store made before versioned migrations: the column its devices table lacks."""
+    cols = {r[1] for r in db.execute("PRAGMA table_info(devices)")}
+    if cols and "contig" not in cols:
+        db.execute("ALTER TABLE devices ADD COLUMN contig INTEGER NOT NULL DEFAULT 0")
 
 
 class FleetStore:
+    """SQLite-backed fleet store (:class:`.store.FleetStoreAPI`)."""
+
     def __init__(self, path: Path, *, worker: str = "w0") -> None:
         self.path = Path(path)
         self.worker = worker
@@ -62,11 +52,7 @@ class FleetStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA busy_timeout=30000")
-            self._db.executescript(SCHEMA)
-            cols = {r[1] for r in self._db.execute("PRAGMA table_info(devices)")}
-            if "contig" not in cols:  # a store of an older version
-                self._db.execute(
-                    "ALTER TABLE devices ADD COLUMN contig INTEGER NOT NULL DEFAULT 0")
+            sqlite_migrate(self._db, "fleet", str(self.path), legacy=_legacy)
         except sqlite3.Error as e:
             raise DeviceError(f"cannot open fleet store {self.path}: {e}") from e
 

@@ -1,9 +1,9 @@
 """The operator's view of the fleet store: devices, one device's record, the event stream.
 
-Queries only: each function reads the :class:`~.fleet_store.FleetStore` and returns frozen
-dataclasses; :mod:`.fleet_format` turns them into text or JSON, and :mod:`.fleet_cli` is the thin
-click layer. Everything here that came from a device (names, event types and bodies, evidence
-claims) is raw: it is escaped where it is shown, never here.
+Queries only: each function reads the fleet store (:class:`~.store.FleetStoreAPI`, SQLite or
+PostgreSQL) and returns frozen dataclasses; :mod:`.fleet_format` turns them into text or JSON,
+and :mod:`.fleet_cli` is the thin click layer. Everything here that came from a device (names,
+event types and bodies, evidence claims) is raw: it is escaped where it is shown, never here.
 
 A device's *state* is ``online`` or ``offline`` (its retained status: the agent's birth message
 or its last will), ``unknown`` if it never sent one; ``contraindicated`` is a filter over the
@@ -20,8 +20,8 @@ from edgeward.core import cbor
 from edgeward.core.cose import decode_sign1
 from edgeward.core.errors import EdgewardError
 
-from .fleet_store import FleetStore
 from .gaps import GapReport
+from .store import FleetStoreAPI as FleetStore
 
 STATES = ("online", "offline", "contraindicated")
 FAILED = frozenset({"contraindicated", "refused"})

@@ -53,8 +53,8 @@ from edgeward.core.fileio import OPERATOR, read_bounded
 
 from .config import ServiceConfig
 from .early_warning import EarlyWarning, FleetEvent
-from .fleet_store import FleetStore
 from .observe import HealthServer, WorkerMetrics
+from .store import open_fleet_store
 from .watch import FleetWatch, WatchEvent
 
 logger = logging.getLogger(__name__)
@@ -136,7 +136,7 @@ class VerifierService:
         self.limits = cfg.limits  # VERIFIER.toml [limits], as for the appraisal
         self.appraiser = appraiser
         self.command_key = command_key
-        self.store = FleetStore(cfg.store, worker=cfg.worker)
+        self.store = open_fleet_store(cfg.store, cfg.postgres, worker=cfg.worker)
         # SimpleQueue: a C queue, several times cheaper per event than queue.Queue, and its put()
         # is reentrant, so a signal handler may call it while the loop holds the queue.
         self.queue: queue.SimpleQueue[object] = queue.SimpleQueue()
@@ -197,11 +197,13 @@ class VerifierService:
             return
         kept = [name for name, a, b in (
             ("[mqtt]", old.mqtt, new.mqtt), ("[service] store", old.store, new.store),
+            ("[store]", old.postgres, new.postgres),
             ("[service] worker", old.worker, new.worker),
             ("[service] shared_group", old.shared_group, new.shared_group)) if a != b]
         if kept:
             logger.warning("%s changed: kept until restart", ", ".join(kept))
-        self.cfg = dataclasses.replace(new, mqtt=old.mqtt, store=old.store, worker=old.worker,
+        self.cfg = dataclasses.replace(new, mqtt=old.mqtt, store=old.store, postgres=old.postgres,
+                                       worker=old.worker,
                                        shared_group=old.shared_group)
         self.limits = new.limits
         old_appraiser, self.appraiser = self.appraiser, appraiser

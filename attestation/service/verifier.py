@@ -47,7 +47,8 @@ from edgeward.attestation.enroll import (
 from edgeward.attestation.evidence import x5chain_of
 from edgeward.attestation.nonces import NoncePolicy
 from edgeward.attestation.refvalues import RefValues, open_refvalues
-from edgeward.attestation.service.verifier_store import DeviceRecord, Store
+from edgeward.attestation.service.store import VerifierStore, open_verifier_store
+from edgeward.attestation.service.verifier_store import DeviceRecord
 from edgeward.attestation.submods import LockRegistration, Registry, load_lock_registry
 from edgeward.attestation.text import safe
 from edgeward.core import cose
@@ -131,7 +132,7 @@ class Verifier:
     def __init__(
         self,
         *,
-        store: Store,
+        store: VerifierStore,
         ear_key: SigningKey,
         maker_cas: list[x509.Certificate],
         refvalues: dict[str, RefValues],
@@ -164,7 +165,7 @@ class Verifier:
                     ) -> Verifier:
         trust = TrustStore.from_path(cfg.vendor_keys)
         v = cls(
-            store=Store(cfg.database),
+            store=open_verifier_store(cfg.database, cfg.postgres),
             ear_key=load_signing_key(cfg.key_file),
             maker_cas=load_cas(cfg.maker_cas),
             refvalues=load_refvalues_dir(cfg.refvalues_dir, trust, cfg.limits),

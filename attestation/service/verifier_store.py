@@ -4,10 +4,10 @@ This is an edge: the only module of :mod:`edgeward.attestation` that touches the
 change that belongs together is one transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``), so a crash
 never leaves a consumed nonce without its result, or a bootcount without its appraisal.
 Consuming a nonce is ``UPDATE ... WHERE used_at IS NULL`` and checks the row count, so two
-workers racing on the same evidence cannot both accept it. SQLite stands in for PostgreSQL at
-scale (DESIGN.md, "Real parts"). SQLite's exceptions stop here: a failing database is a
-:class:`DeviceError`, a key enrolled under a second name an :class:`UnknownDeviceError`, each
-chained to the ``sqlite3`` error.
+workers racing on the same evidence cannot both accept it. :mod:`.verifier_store_pg` is the same
+contract in PostgreSQL, for many hosts (DESIGN.md, "Real parts"). SQLite's exceptions stop here:
+a failing database is a :class:`DeviceError`, a key enrolled under a second name an
+:class:`UnknownDeviceError`, each chained to the ``sqlite3`` error.
 """
 
 from __future__ import annotations
@@ -24,46 +24,11 @@ from edgeward.attestation.nonces import Session
 from edgeward.core.errors import DeviceError, ReplayError, UnknownDeviceError
 from edgeward.core.persist import private_file
 
+from .migrate import sqlite_migrate
+
 logger = logging.getLogger(__name__)
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS devices (
-    device TEXT PRIMARY KEY,
-    key_id BLOB NOT NULL UNIQUE,
-    spki BLOB NOT NULL,
-    endorsement TEXT NOT NULL,          -- 'x509' or 'tofu'
-    issuer TEXT NOT NULL,               -- CA subject, or 'trust on first use'
-    enrolled_at REAL NOT NULL,
-    last_bootcount INTEGER,
-    key_kind TEXT NOT NULL DEFAULT 'software', -- 'tpm' only if the certificate says so
-    board TEXT,                         -- fixed at enrollment (certificate or first evidence)
-    ueid BLOB,                          -- pinned by the first trustworthy appraisal
-    anchor BLOB,                        -- SHA-256 of the maker CA certificate that endorsed it
-    certs TEXT                          -- revocation ids of the chain: "issuer-hex:serial-hex ..."
-);
-CREATE TABLE IF NOT EXISTS sessions (
-    nonce BLOB PRIMARY KEY,
-    device TEXT NOT NULL,
-    issued REAL NOT NULL,
-    expires REAL NOT NULL,
-    used_at REAL
-);
-CREATE TABLE IF NOT EXISTS results (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    device TEXT,
-    at REAL NOT NULL,
-    status INTEGER NOT NULL,
-    evidence_sha256 BLOB NOT NULL,
-    ear BLOB NOT NULL
-);
-CREATE INDEX IF NOT EXISTS results_device ON results(device, at);
-CREATE TABLE IF NOT EXISTS lock_bootcounts ( -- the highest trusted bootcount of each lock MCU
-    gateway TEXT NOT NULL,
-    name TEXT NOT NULL,                 -- its submods entry name
-    last_bootcount INTEGER NOT NULL,
-    PRIMARY KEY (gateway, name)
-);
-"""
+# The schema is migrations/verifier/sqlite/NNNN_*.sql, applied when the file is opened (.migrate).
 
 
 @dataclass(frozen=True)
@@ -82,7 +47,8 @@ class DeviceRecord:
     certs: str | None = None
 
 
-# Columns added after the first release: (table, column, definition), added to older databases.
+# Columns added after the first release, before versioned migrations: (table, column, definition),
+# added to such a file before its migration 1.
 _ADDED_COLUMNS = (
     ("devices", "board", "TEXT"),
     ("devices", "ueid", "BLOB"),
@@ -93,8 +59,17 @@ _DEVICE_COLUMNS = ("device, key_id, spki, endorsement, issuer, enrolled_at, last
                    "key_kind, board, ueid, anchor, certs")
 
 
+def _legacy(db: sqlite3.Connection) -> None:
+    """A file made before versioned migrations: the columns its tables lack."""
+    for table, column, definition in _ADDED_COLUMNS:
+        have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+        if have and column not in have:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+
+
 class Store:
-    """SQLite-backed verifier state. Thread-safe through one lock around one connection."""
+    """SQLite-backed verifier state (:class:`.store.VerifierStore`). Thread-safe through one
+    lock around one connection."""
 
     def __init__(self, path: Path | str) -> None:
         self.path = str(path)
@@ -105,11 +80,7 @@ class Store:
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(SCHEMA)
-            for table, column, definition in _ADDED_COLUMNS:
-                have = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
-                if column not in have:
-                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+            sqlite_migrate(self._db, "verifier", self.path, legacy=_legacy)
         except sqlite3.Error as e:
             raise DeviceError(f"cannot open the verifier database {self.path}: {e}") from e
         self._lock = threading.RLock()

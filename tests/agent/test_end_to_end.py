@@ -139,8 +139,8 @@ name = "digits_mlp"
         assert statuses()[1] == "contraindicated", svc.store.appraisals(dev)
         from edgeward.attestation.ear import decode_ear
 
-        row = svc.store._tx("SELECT ear FROM appraisals WHERE device=? ORDER BY evidence_seq",
-                            (dev,)).fetchall()[-1][0]
+        row = svc.store.appraisal_history(dev, 1)[0][3]  # the newest appraisal's EAR
+        assert row is not None
         ear = decode_ear(row, verifier.public_key)
         assert ear.vector.file_system == 96 and any("digits_mlp" in r for r in ear.reasons)
         g = svc.store.gaps(dev)
