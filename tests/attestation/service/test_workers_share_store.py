@@ -2,7 +2,7 @@
 device's consecutive messages landing on different workers are still one sequence.
 
 The workers are real :class:`VerifierService` instances with a link that records what they
-publish (no broker: the real-broker run is tests/agent/test_workers_postgres.py)."""
+publish (no broker: the real-broker run is tests/attestation/service/test_workers_postgres.py)."""
 
 from __future__ import annotations
 
