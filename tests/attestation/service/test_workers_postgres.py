@@ -87,7 +87,7 @@ def test_two_workers_one_postgres_every_report_stored_once(
                         time.monotonic() > deadline:
                     break
                 time.sleep(0.2)
-            by_worker = dict(conn.execute(
+            by_worker: dict[str, int] = dict(conn.execute(
                 "SELECT worker, COUNT(*) FROM fleet_messages GROUP BY worker").fetchall())
         for d, n in delivered.items():
             assert n >= 10, (delivered, stored, [a.counters for a in agents])

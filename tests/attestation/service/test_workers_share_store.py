@@ -49,6 +49,11 @@ def worker(name: str, tmp: Path, backend: PostgresSettings | None, key: Any) -> 
     return VerifierService(cfg, command_key=key, transport=Link(), clock=lambda: 100.0)
 
 
+def link(svc: VerifierService) -> Link:
+    assert isinstance(svc.transport, Link)
+    return svc.transport
+
+
 def deliver(svc: VerifierService, device: str, seq: int, type_: str = "metrics",
             **body: Any) -> None:
     kind = "event" if type_ != "metrics" else "report"
@@ -73,14 +78,14 @@ def test_gap_detection_when_a_device_alternates_between_workers(
             assert (g.received, g.highest, g.unexplained) == (7, 8, ((4, 4),))
         assert [m[0] for m in a.store.messages("lock-1")] == [1, 2, 3, 5, 6, 7, 8]
         a.send_acks(100.0)
-        uptos = [check_ack(p, "lock-1", key.public).upto for t, p in a.transport.published]
+        uptos = [check_ack(p, "lock-1", key.public).upto for t, p in link(a).published]
         assert uptos == [3]  # not past the hole: seq 4 may still come
         deliver(b, "lock-1", 9, "outbox.dropped", ranges=[[4, 4]])
         for svc in (a, b):
             g = svc.store.gaps("lock-1")
             assert g.unexplained == () and g.explained == ((4, 4),)
         b.send_acks(100.0)
-        assert check_ack(b.transport.published[-1][1], "lock-1", key.public).upto == 9
+        assert check_ack(link(b).published[-1][1], "lock-1", key.public).upto == 9
         assert a.store.contiguous("lock-1") == 9  # and a sees what b advanced
     finally:
         a.store.close()
@@ -135,7 +140,7 @@ def test_redelivery_storm_stored_once(store_backend: PostgresSettings | None, tm
                     deliver(svc, "lock-9", seq)
         assert [m[0] for m in ws[0].store.messages("lock-9")] == [1, 2, 3]
         assert sum(svc.counters.get("duplicates", 0) for svc in ws) == 3 * 3 * 3 - 3
-        assert all(svc.transport.acked == 9 for svc in ws)  # every copy acked to the broker
+        assert all(link(svc).acked == 9 for svc in ws)  # every copy acked to the broker
     finally:
         for svc in ws:
             svc.store.close()
