@@ -156,3 +156,35 @@ def test_sqlite_store_newer_than_the_code_is_refused(tmp_path: Path) -> None:
     db.close()
     with pytest.raises(ConfigError, match="newer than this edgeward knows"):
         FleetStore(tmp_path / "fleet.sqlite")
+
+
+def test_two_migrations_at_once_apply_each_migration_once(
+        postgres_server: PrivatePostgres) -> None:
+    """Two operators (or two hosts' deploy scripts) run ``verifier migrate`` at the same moment:
+    the advisory lock makes one wait, and it then finds nothing left to apply."""
+    import threading
+
+    from edgeward.attestation.config import PostgresSettings
+    from edgeward.attestation.service.migrate import pg_migrate
+    from edgeward.attestation.service.pg import connect
+
+    settings = PostgresSettings(url=postgres_server.create_database("migrate_race"))
+    gate = threading.Barrier(2)
+    applied: list[tuple[str, str]] = []
+
+    def run() -> None:
+        with connect(settings) as conn:
+            gate.wait()
+            for store in STORES:
+                applied.extend((store, m.label) for m in pg_migrate(conn, store, "db"))
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(applied) == [("fleet", "0001_initial"), ("verifier", "0001_initial")]
+    with psycopg.connect(settings.url) as conn:
+        rows = conn.execute("SELECT store, version FROM edgeward_migrations "
+                            "ORDER BY store").fetchall()
+    assert rows == [("fleet", 1), ("verifier", 1)]
