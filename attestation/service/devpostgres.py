@@ -59,6 +59,7 @@ class PrivatePostgres:
         self.port = 0
         self.root: Path | None = None
         self._as: list[str] = []
+        self._opts = ""
 
     @property
     def data(self) -> Path:
@@ -93,9 +94,19 @@ class PrivatePostgres:
                 "-c shared_buffers=64MB")
         if not self.durable:
             opts += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-l",
-                  str(self.root / "server.log"), "-o", opts, "-w", "-t", "60", "start")
+        self._opts = opts
+        self._pg_ctl("start")
         return self
+
+    def _pg_ctl(self, action: str) -> None:
+        assert self.root is not None
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-l",
+                  str(self.root / "server.log"), "-o", self._opts, "-m", "fast", "-w", "-t",
+                  "60", action)
+
+    def restart(self) -> None:
+        """Stop and start the server on the same port (fault tests): clients' connections die."""
+        self._pg_ctl("restart")
 
     def create_database(self, name: str) -> str:
         """A new empty database; its URL."""
@@ -111,8 +122,7 @@ class PrivatePostgres:
             return
         try:
             if (self.data / "postmaster.pid").exists():
-                self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w",
-                          "-t", "60", "stop")
+                self._pg_ctl("stop")
         finally:
             shutil.rmtree(self.root, ignore_errors=True)
             self.root = None

@@ -73,8 +73,11 @@ class PgDatabase:
             except psycopg.Error as e:
                 raise DeviceError(f"cannot read the schema version of {self.where}: {e}") from e
         require_current(store, "postgresql", version, self.where)
+        # check: a connection is tried before it is handed out, so one the server dropped (a
+        # restart, a failover) is replaced instead of failing the message that drew it
         self.pool = ConnectionPool(settings.url, min_size=1, max_size=settings.pool_size,
                                    kwargs={"autocommit": True}, timeout=settings.connect_timeout,
+                                   check=ConnectionPool.check_connection,
                                    name=f"edgeward-{store}", open=True)
 
     @contextmanager

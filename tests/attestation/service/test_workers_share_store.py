@@ -144,3 +144,20 @@ def test_redelivery_storm_stored_once(store_backend: PostgresSettings | None, tm
     finally:
         for svc in ws:
             svc.store.close()
+
+
+def test_store_survives_a_postgres_restart(postgres_server: Any) -> None:
+    """Fault: the database restarts under a running worker; its pooled connections are dead.
+    The next message is stored on a fresh connection instead of failing."""
+    from fixtures_postgres import migrated
+
+    from edgeward.attestation.service.fleet_store_pg import PgFleetStore
+
+    st = PgFleetStore(migrated(postgres_server), worker="w")
+    try:
+        assert st.record(Envelope(seq=1, ts=1.0, device="lock-1", type="metrics"), 1.0)
+        postgres_server.restart()
+        assert st.record(Envelope(seq=2, ts=1.0, device="lock-1", type="metrics"), 2.0)
+        assert [m[0] for m in st.messages("lock-1")] == [1, 2]
+    finally:
+        st.close()
