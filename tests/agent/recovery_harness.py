@@ -89,12 +89,22 @@ class Fleet:
         self.ca = TestCA(root / "ca")
         (root / "broker").mkdir(parents=True)
         self.broker = Mosquitto(root / "broker", self.ca)
+        self.workers: list[subprocess.Popen[bytes]] = []
+        self.agents: list[subprocess.Popen[bytes]] = []
+        self.store: FleetStore | None = None
         self.broker.start()
+        try:
+            self._start(devices, workers, interval, agent_backoff)
+        except BaseException:
+            self.close()  # nothing left running when the fleet cannot start
+            raise
+
+    def _start(self, devices: int, workers: int, interval: float,
+               agent_backoff: tuple[float, float] | None) -> None:
+        root = self.root
         priv, pub = write_keypair(root / "backend", generate("ed25519"))
         self.store_path = root / "fleet.sqlite"
         self.ports: list[int] = []
-        self.workers: list[subprocess.Popen[bytes]] = []
-        self.agents: list[subprocess.Popen[bytes]] = []
         self.names = [f"dev-{i}" for i in range(devices)]
         for i in range(workers):
             c = self.ca.issue(f"edgeward-verifier-w{i}")
@@ -136,8 +146,8 @@ port = {port}
             self.agents.append(subprocess.Popen(
                 [EDGEWARD, "agent", "run", "--config", str(cfg)],
                 stderr=open(root / f"agent-{name}.log", "wb")))
-        self.store = FleetStore(self.store_path, worker="observer")
-        self.wait(lambda: all(self.store.highest(n) >= 2 for n in self.names), 60,
+        store = self.store = FleetStore(self.store_path, worker="observer")
+        self.wait(lambda: all(store.highest(n) >= 2 for n in self.names), 120,
                   "every device reporting")
 
     @staticmethod
@@ -152,8 +162,13 @@ port = {port}
     def numbered(self) -> dict[str, int]:
         return {n: numbered(self.root / f"state-{n}") for n in self.names}
 
+    @property
+    def fleet_store(self) -> FleetStore:
+        assert self.store is not None, "the fleet has not started"
+        return self.store
+
     def stored_upto(self, name: str, upto: int) -> bool:
-        g = self.store.gaps(name)
+        g = self.fleet_store.gaps(name)
         return g.highest >= upto and all(a > upto for a, _ in g.missing)
 
     def broker_restart(self, down: float, *, drain_timeout: float = 180.0) -> Restart:
@@ -216,7 +231,7 @@ port = {port}
             def lost() -> dict[str, list[int]]:
                 out = {}
                 for n in self.names:
-                    have = {s for s, _, _ in self.store.messages(n)}
+                    have = {s for s, _, _ in self.fleet_store.messages(n)}
                     gone = sorted(set(range(1, final[n] + 1)) - have - self.kept(n))
                     if gone:
                         out[n] = gone
@@ -237,5 +252,6 @@ port = {port}
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait(5)
-        self.store.close()
+        if self.store is not None:
+            self.store.close()
         self.broker.stop()
