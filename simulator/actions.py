@@ -50,6 +50,7 @@ class ActionContext:
     seed: int
     fault_scale: float
     say: Any  # callable(str) for progress lines
+    locks: dict[str, Any] = field(default_factory=dict)  # gateway name -> its LockHost
 
 
 def _replay(ctx: ActionContext, dev: SimDevice) -> ActionOutcome:
@@ -142,6 +143,12 @@ def perform(step: Step, dev: SimDevice | None, ctx: ActionContext) -> ActionOutc
         return ActionOutcome(f"{dev.name}'s network link restored")
     if a == "replay_evidence":
         return _replay(ctx, dev)
+    if a in ("tamper_lock", "restore_lock"):
+        lock = ctx.locks.get(dev.name)
+        if lock is None:
+            raise DeviceError(f"{dev.name} has no lock beside it",
+                              hint="list its index in the scenario's [scenario] locks")
+        return ActionOutcome(lock.tamper() if a == "tamper_lock" else lock.restore())
     if a == "guard_burst":
         out = dev.run(f"{ONDEVICE} guard-burst --seed {ctx.seed} --clean {p['clean']} "
                       f"--ood {p['ood']} --adversarial {p['adversarial']}", timeout=120)

@@ -112,7 +112,10 @@ class BackendView:
                     ear = check_ear(bytes(blob), self._ear_key, now=time.time(),
                                     max_age=10**9,  # the signature, not freshness
                                     device=device)
-                    hardware, reasons = ear.vector.hardware, tuple(ear.reasons)
+                    hardware = ear.vector.hardware
+                    # the agent's reasons, then each submodule's (a lock beside a gateway)
+                    reasons = tuple(ear.reasons) + tuple(r for sub in ear.submods
+                                                         for r in sub.reasons)
                 except Exception as e:  # an EAR we cannot check is itself a finding
                     status, reasons = "unverifiable-ear", (str(e),)
             out.append(Appraisal(seq, status, hardware, reasons, at))

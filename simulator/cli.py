@@ -66,7 +66,9 @@ def run_simulation(*, board_name: str, devices: int, scenario_names: list[str], 
     echo(f"edgeward sim: {devices} x {sim_board.description}, mode {chosen}: {reason}")
     echo(f"seed {seed} (rerun with --seed {seed} for the same inputs, faults and timings)")
     result = RunResult(seed, chosen, reason, sim_board.name, [s.name for s in scenarios])
-    fleet = SimFleet(workdir, sim_board, devices, chosen, lambda m: echo(f"    ..   {m}"))
+    locks = sorted({i for sc in scenarios for i in sc.locks if i < devices})
+    fleet = SimFleet(workdir, sim_board, devices, chosen, lambda m: echo(f"    ..   {m}"),
+                     locks=locks)
     t0 = time.monotonic()
     live = LiveView(fleet, echo)
     runner = Runner(fleet, result, fault_scale=fault_scale, say=echo, on_tick=live.tick)

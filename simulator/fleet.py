@@ -16,6 +16,7 @@ import contextlib
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from edgeward.core.errors import DeviceError
 from edgeward.simulator import workdir
@@ -28,8 +29,10 @@ from edgeward.simulator.relay import LinkRelay
 CHALLENGE_INTERVAL = 5.0  # seconds between scheduled attestations of each device
 
 
-def make_device(mode: str, spec: DeviceSpec, board: SimBoard, relay: LinkRelay) -> SimDevice:
-    """The device for ``mode``: a local process, or a QEMU guest (``edgeward.simulator.qemu``)."""
+def make_device(mode: str, spec: DeviceSpec, board: SimBoard, relay: LinkRelay,
+                lock_line: Path | None = None) -> SimDevice:
+    """The device for ``mode``: a local process, or a QEMU guest (``edgeward.simulator.qemu``);
+    ``lock_line`` is the unix socket of a lock beside a QEMU device (its second console)."""
     if mode == "process":
         from edgeward.simulator.process_device import ProcessDevice
 
@@ -39,13 +42,13 @@ def make_device(mode: str, spec: DeviceSpec, board: SimBoard, relay: LinkRelay) 
     except ImportError as e:
         raise DeviceError("QEMU mode is not available in this build",
                           hint="run with --mode process") from e
-    dev: SimDevice = QemuDevice(spec=spec, board=board, relay=relay)
+    dev: SimDevice = QemuDevice(spec=spec, board=board, relay=relay, lock_line=lock_line)
     return dev
 
 
 class SimFleet:
     def __init__(self, root: Path, board: SimBoard, count: int, mode: str,
-                 say: Callable[[str], None]) -> None:
+                 say: Callable[[str], None], locks: list[int] | tuple[int, ...] = ()) -> None:
         self.root = root.resolve()
         self.board = board
         self.count = count
@@ -57,6 +60,8 @@ class SimFleet:
         self.view: BackendView | None = None
         self.verifier_toml: Path | None = None
         self.names = [f"{board.name}-sim-{i + 1:02d}" for i in range(count)]
+        self.lock_indexes = tuple(i for i in locks if i < count)
+        self.locks: dict[str, Any] = {}  # gateway name -> LockHost (edgeward.simulator.lock)
 
     def setup(self) -> None:
         workdir.claim(self.root, option="--workdir")  # never empties a folder it did not make
@@ -74,7 +79,8 @@ class SimFleet:
             self.relays.append(relay)
             spec = kit.device_files(i, name, self.board.attest_board, relay.port,
                                     free_port_pair(), self.board.pcrs)
-            dev = make_device(self.mode, spec, self.board, relay)
+            line = self._add_lock(i, name, spec.config)
+            dev = make_device(self.mode, spec, self.board, relay, line)
             self.devices.append(dev)
             public, pcrs = dev.tpm_identity(list(self.board.pcrs))  # type: ignore[attr-defined]
             kit.endorse(spec, public)
@@ -86,16 +92,46 @@ class SimFleet:
             raise DeviceError("the simulated devices booted with different PCRs")
         self.verifier_toml = kit.verifier_files(broker.port, self.board.attest_board, specs,
                                                 pcr_sets[0], CHALLENGE_INTERVAL)
+        if self.locks:
+            self._register_locks(self.verifier_toml)
         self.backend.start_broker()
         self.say(f"mosquitto on 127.0.0.1:{broker.port} (shipped deploy/mosquitto.conf and acl)")
         self.backend.start_service(self.verifier_toml)
         self.say("verifier service running (edgeward verifier run), fleet store "
                  "backend/fleet.sqlite")
         self.view = BackendView(self.root / "backend" / "fleet.sqlite", kit.ear_pub)
+        for name, lock in self.locks.items():
+            lock.start()
+            self.say(f"{name}: its lock (MicroPython, the lock's own code) is on, serial line "
+                     f"{lock.port}")
         for dev in self.devices:
             dev.start()
         self.say(f"{self.count} device(s) started in {self.mode} mode "
                  f"({time.monotonic() - t0:.1f} s of setup)")
+
+    def _add_lock(self, i: int, name: str, config: Path) -> Path | None:
+        """A lock beside device ``i`` if the scenarios ask for one: the lock's folder, its
+        serial line, and the gateway's ``[hardware]`` settings for it."""
+        if i not in self.lock_indexes:
+            return None
+        from edgeward.simulator.lock import LOCK_NAME, LockHost
+
+        lock = LockHost(self.root / "locks" / name, name, qemu=self.mode == "qemu")
+        self.locks[name] = lock
+        with open(config, "a") as f:
+            f.write(f'\n[hardware]\nlock_port = "{lock.port}"\nlock_name = "{LOCK_NAME}"\n'
+                    "lock_timeout = 1.0\nlock_retries = 3\n")
+        self.say(f"{name}: a lock microcontroller beside it, key {lock.kid.decode()} "
+                 "registered with the verifier")
+        return getattr(lock, "socket_path", None)
+
+    def _register_locks(self, verifier_toml: Path) -> None:
+        """The vendor's lock registrations (locks.toml) named in VERIFIER.toml."""
+        text = "".join(lock.registration_toml(str(lock.key_file)) + "\n"
+                       for lock in self.locks.values())
+        (verifier_toml.parent / "locks.toml").write_text(text)
+        with open(verifier_toml, "a") as f:
+            f.write('\n[locks]\nfile = "locks.toml"\n')
 
     def _guest_broker_hosts(self) -> tuple[str, ...]:
         """The address a QEMU guest dials for the broker (its ``guestfwd``), in QEMU mode."""
@@ -127,6 +163,9 @@ class SimFleet:
                 dev.stop()
         if self.backend is not None:
             self.backend.stop()
+        for lock in self.locks.values():
+            with contextlib.suppress(Exception):
+                lock.stop()
         for r in self.relays:
             r.stop()
         if self.view is not None:

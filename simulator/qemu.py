@@ -140,7 +140,8 @@ class QemuGuest:
 
     def __init__(self, name: str, board: str, image: Image, config: Path, work: Path,
                  forwards: list[Forward], *, machine: QemuMachine | None = None,
-                 tpm_state: Path | None = None, exclude: tuple[str, ...] = ()) -> None:
+                 tpm_state: Path | None = None, exclude: tuple[str, ...] = (),
+                 serial_lines: list[Path] | None = None) -> None:
         self.name = name
         self.board = board
         self.image = image
@@ -150,6 +151,8 @@ class QemuGuest:
         self.machine = machine or machine_for(board)
         self.tpm_state = tpm_state or work / "tpm"
         self.exclude = exclude  # names in ``config`` that stay off the config drive
+        # unix sockets served on the host (a lock's serial line): /dev/hvc1, /dev/hvc2, ...
+        self.serial_lines = list(serial_lines or [])
         self.console = work / "console.log"
         self._qemu: subprocess.Popen[bytes] | None = None
         self._swtpm: subprocess.Popen[bytes] | None = None
@@ -196,6 +199,10 @@ class QemuGuest:
         relay = f"{sys.executable} -m edgeward.simulator.qemu_relay"
         fwd = "".join(f",guestfwd=tcp:{f.guest_addr}:{f.guest_port}-cmd:{relay} {f.host_port}"
                       for f in self.forwards)
+        lines: list[str] = []
+        for i, path in enumerate(self.serial_lines, 1):  # after cmd0 (hvc0): hvc1, hvc2, ...
+            lines += ["-chardev", f"socket,id=line{i},path={path},reconnect=1",
+                      "-device", f"virtconsole,chardev=line{i}"]
         return [
             "-M", "virt", "-cpu", m.cpu, "-smp", str(m.smp), "-m", str(m.memory_mb),
             "-nographic", "-nodefaults", "-no-user-config", "-no-reboot",
@@ -204,6 +211,7 @@ class QemuGuest:
             "-chardev", f"file,id=con0,path={self.console}", "-serial", "chardev:con0",
             "-chardev", f"socket,id=cmd0,path={w / 'cmd.sock'},server=on,wait=off",
             "-device", "virtio-serial-pci,romfile=", "-device", "virtconsole,chardev=cmd0",
+            *lines,
             "-netdev", f"user,id=net0,restrict=on{fwd}",
             "-device", "virtio-net-pci,netdev=net0,romfile=",
             "-device", "virtio-rng-pci,romfile=",
@@ -273,8 +281,10 @@ class QemuGuest:
     def _keep_state(self) -> None:
         """Save the guest's :data:`KEPT` folders (after the agent stopped) for the next boot."""
         try:
-            out = self.run(f"cd {recipe.GUEST_CONFIG} && tar -cf - $(ls -d {' '.join(KEPT)} "
-                           "2>/dev/null) | base64", 60)
+            kept = " ".join(KEPT)
+            out = self.run(f"cd {recipe.GUEST_CONFIG} && for d in {kept}; do [ -d $d ] && "
+                           "echo $d; done > /tmp/kept && if [ -s /tmp/kept ]; then "
+                           "tar -cf - $(cat /tmp/kept) | base64; fi", 60)
             data = base64.b64decode("".join(out.split()), validate=True)
         except (DeviceError, OSError, ValueError) as e:
             logger.warning("%s: its state was not saved for the next boot: %s", self.name, e)

@@ -34,6 +34,7 @@ from .image import build_image, recipe
 from .qemu import BROKER_PORT, Forward, QemuGuest, QemuMachine
 
 GUEST_TCTI = "device:/dev/tpmrm0"
+LOCK_PORT = "/dev/hvc1"  # the guest's second virtio console: the lock's serial line
 # what stays in the host's device folder and off the config drive
 HOST_ONLY = ("tpm", "qemu", "state", "run", "console.log")
 
@@ -57,13 +58,15 @@ def _start_hook(pcr: int, digest: bytes) -> str:
 class QemuDevice:
     """The runner's SimDevice in QEMU mode: ``QemuDevice(spec=..., board=..., relay=...)``."""
 
-    def __init__(self, *, spec: Any, board: Any, relay: Any, image: Any = None) -> None:
+    def __init__(self, *, spec: Any, board: Any, relay: Any, image: Any = None,
+                 lock_line: Path | None = None) -> None:
         self.spec = spec
         self.name: str = spec.name
         self.board: str = board.name
         self.sim_board = board
         self.relay = relay
         self._image = image
+        self.lock_line = lock_line  # a lock's serial line: the guest's /dev/hvc1
         self.folder = Path(spec.folder)
         self.machine = QemuMachine(str(board.cpu), int(board.cores), int(board.memory_mb))
         self._guest: QemuGuest | None = None
@@ -93,6 +96,8 @@ class QemuDevice:
                 line = f'host = "{recipe.BROKER_ADDR}"'
             elif section == "[mqtt]" and key == "port":
                 line = f"port = {BROKER_PORT}"
+            elif section == "[hardware]" and key == "lock_port":
+                line = f'lock_port = "{LOCK_PORT}"'
             elif section == "[mqtt]" and key in ("ca", "cert", "key"):
                 rel = {"ca": "device/fleet-ca.pem", "cert": "device/tls.crt",
                        "key": "device/tls.key"}[key]
@@ -135,7 +140,8 @@ class QemuDevice:
             self._guest = QemuGuest(
                 self.name, self.board, image, self.folder, self.folder / "qemu",
                 [Forward(int(self.relay.port))], machine=self.machine,
-                tpm_state=self.folder / "tpm", exclude=HOST_ONLY)
+                tpm_state=self.folder / "tpm", exclude=HOST_ONLY,
+                serial_lines=[self.lock_line] if self.lock_line else [])
         return self._guest
 
     def start(self) -> None:

@@ -92,7 +92,7 @@ class Runner:
         outcome: dict[str, object] = {}
         if step.action != "none":
             ctx = ActionContext(fleet.backend, view, fleet.verifier_toml, self.result.seed,
-                                self.fault_scale, lambda m: self.say(f"  {m}"))
+                                self.fault_scale, lambda m: self.say(f"  {m}"), fleet.locks)
             dev = fleet.devices[target] if target is not None else None
             try:
                 out = perform(step, dev, ctx)

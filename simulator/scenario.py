@@ -53,9 +53,12 @@ ACTIONS: dict[str, tuple[str, ...]] = {
     "replay_evidence": (),
     "guard_burst": ("clean", "ood", "adversarial"),
     "extend_pcr": ("pcr",),
+    "tamper_lock": (),
+    "restore_lock": (),
 }
 NEEDS_DEVICE = frozenset({"tamper_model", "restore_model", "reboot", "link_down", "link_up",
-                          "replay_evidence", "guard_burst", "extend_pcr"})
+                          "replay_evidence", "guard_burst", "extend_pcr", "tamper_lock",
+                          "restore_lock"})
 # check -> (its own keys, whether a failure is a security verdict (exit 2) or operational (3))
 CHECKS: dict[str, tuple[tuple[str, ...], bool]] = {
     "online": ((), False),
@@ -117,6 +120,7 @@ class Scenario:
     source: Path
     steps: tuple[Step, ...]
     min_devices: int = 1
+    locks: tuple[int, ...] = ()  # devices with a lock microcontroller beside them (gateways)
 
 
 def _num(sec: Section, key: str, default: float, lo: float, hi: float) -> float:
@@ -214,7 +218,7 @@ _MISSING_DEVICE = object()
 def parse_scenario(root: Section, source: Path) -> Scenario:
     root.reject_unknown(("scenario", "step"))
     head = root.section("scenario", required=True)
-    head.reject_unknown(("name", "description", "min_devices"))
+    head.reject_unknown(("name", "description", "min_devices", "locks"))
     name = head.str("name")
     if not name.replace("-", "").replace("_", "").isalnum() or len(name) > 64:
         raise ConfigError(f"{head._where('name')} is {name!r}; expected letters, digits, '-'")
@@ -223,8 +227,15 @@ def parse_scenario(root: Section, source: Path) -> Scenario:
         raise ConfigError(f"{source}: key 'step' has {len(steps)} steps; expected 1 to "
                           f"{MAX_STEPS} [[step]] tables")
     parsed = tuple(_step(s) for s in steps)
+    locks = head.data.get("locks", [])
+    if (not isinstance(locks, list) or len(locks) > 16
+            or not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < 1024
+                       for i in locks)):
+        raise ConfigError(f"{head._where('locks')} is {locks!r}; expected a list of up to 16 "
+                          "device indexes (the gateways with a lock beside them)")
     return Scenario(name=name, description=head.str("description", ""), source=source,
-                    steps=parsed, min_devices=int(_num(head, "min_devices", 1, 1, 1024)))
+                    steps=parsed, min_devices=int(_num(head, "min_devices", 1, 1, 1024)),
+                    locks=tuple(sorted(set(locks))))
 
 
 def load_scenario(path: Path) -> Scenario:

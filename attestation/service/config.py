@@ -30,7 +30,7 @@ from .early_warning import EARLY_WARNING, EarlyWarningConfig
 from .observe import METRICS_OFF, MetricsConfig
 from .watch import WATCH, WatchConfig
 
-ATTESTATION_TABLES = ("verifier", "enrollment", "refvalues", "policy", "limits")
+ATTESTATION_TABLES = ("verifier", "enrollment", "refvalues", "policy", "limits", "locks")
 WORKER_BACKOFF_BASE = 0.05  # seconds; [mqtt] backoff_base of a worker unless set
 WORKER_BACKOFF_CAP = 0.5  # ... backoff_cap: back within a second of the broker
 

@@ -66,7 +66,7 @@ class Image:
 def _device_code() -> list[tuple[str, Path]]:
     """edgeward's device code as (path under ``edgeward/``, file), every file of each part,
     and the simulator's on-device tools (:data:`recipe.GUEST_TOOLS`, not part of the agent's
-    code measurement, which covers only the device code)."""
+    code measurement, which covers only the device code), and :data:`recipe.GUEST_ALSO`."""
     from edgeward.attestation.measure import DEVICE_CODE, installed_parts
 
     files: list[tuple[str, Path]] = []
@@ -77,7 +77,8 @@ def _device_code() -> list[tuple[str, Path]]:
                 rel = p.relative_to(folder)
                 if "__pycache__" in rel.parts or not p.is_file() or p.suffix == ".pyc":
                     continue
-                if skip and rel.parts[0] in skip:
+                if (skip and rel.parts[0] in skip
+                        and (part, rel.parts[0]) not in recipe.GUEST_ALSO):
                     continue
                 files.append((f"{part}/{rel.as_posix()}", p))
     sim = Path(__file__).resolve().parents[1]  # the simulator's on-device tools, if any

@@ -98,6 +98,10 @@ PRUNE_GLOBS: tuple[str, ...] = (
 # The simulator's tools that scenarios run inside a device (``python3 -m
 # edgeward.simulator.ondevice ...``), copied into the image when they exist.
 GUEST_TOOLS: tuple[str, ...] = ("__init__.py", "ondevice.py")
+# Folders the agent's code measurement leaves out (attestation.measure.DEVICE_CODE) that a
+# device still runs: the gateway's serial link imports the lock's frame codec
+# (firmware_shim/mcu/frame.py), so a gateway with a lock needs it in the image.
+GUEST_ALSO: tuple[tuple[str, str], ...] = (("firmware_shim", "mcu"),)
 
 # Where things live in the guest.
 GUEST_SITE = "/opt/edgeward/lib"  # edgeward's device code and the wheels

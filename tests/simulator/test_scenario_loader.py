@@ -16,7 +16,7 @@ from edgeward.simulator.scenario import (
 )
 
 SHIPPED = ["01-healthy", "02-model-tamper", "03-broker-down", "04-network-cut", "05-replay",
-           "06-guard-burst", "07-boot-state"]
+           "06-guard-burst", "07-boot-state", "08-lock"]
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -65,6 +65,8 @@ def test_unknown_scenario_lists_the_known_ones() -> None:
      "step[0].expect[0].count", "from 1"),
     ('[[step]]\nname = "s"\naction = "guard_burst"\ndevice = 0\nood = 100000\n',
      "step[0].ood", "from 0 to 500"),
+    ('locks = "all"\n[[step]]\nname = "s"\n', "scenario.locks", "list of up to 16 device"),
+    ('locks = [-1]\n[[step]]\nname = "s"\n', "scenario.locks", "device indexes"),
 ])
 def test_a_mistake_names_file_key_and_expectation(tmp_path: Path, body: str, where: str,
                                                    expected: str) -> None:
