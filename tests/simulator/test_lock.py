@@ -69,10 +69,10 @@ def test_lock_on_a_unix_socket_serves_the_guests_console(tmp_path: Path) -> None
                 s.sendall(data)
                 return len(data)
 
-            def read(self, n: int) -> bytes:
+            def read(self, size: int = 1) -> bytes:
                 s.settimeout(0.05)
                 try:
-                    return s.recv(n)
+                    return s.recv(size)
                 except TimeoutError:
                     return b""
 
