@@ -3,7 +3,7 @@
 Each :class:`~edgeward.simulator.scenario.Expect` is evaluated per device it names; ``marks``
 holds each device's highest stored ``seq`` when the step began, so "since the step" means "with
 a seq above the mark". For ``attested``, a device the step acted on must have a result for
-evidence sent after the mark; the others are judged by their latest result. No I/O besides
+evidence stored after its action finished; the others are judged by their latest result. No I/O besides
 the :class:`BackendView` reads.
 """
 
@@ -101,7 +101,9 @@ def _replay(view: BackendView, dev: str, outcome: dict[str, Any]) -> tuple[bool,
 
 
 def check(e: Expect, view: BackendView, dev: str, mark: int, *, acted_on: bool,
-          outcome: dict[str, Any]) -> CheckResult:
+          outcome: dict[str, Any], attest_mark: int | None = None) -> CheckResult:
+    """``attest_mark``: for ``attested`` on the acted-on device, the highest seq stored when the
+    action finished (default ``mark``)."""
     if e.check == "online" or e.check == "offline":
         st = view.status(dev)
         ok, detail = st == e.check, f"status {st or 'never seen'}"
@@ -109,7 +111,8 @@ def check(e: Expect, view: BackendView, dev: str, mark: int, *, acted_on: bool,
         n = len(view.messages(dev, "metrics", after=mark))
         ok, detail = n >= e.count, f"{n} metrics reports since the step began"
     elif e.check == "attested":
-        ok, detail = _attested(e, view, dev, mark, acted_on)
+        ok, detail = _attested(e, view, dev, mark if attest_mark is None else attest_mark,
+                               acted_on)
     elif e.check == "event":
         ok, detail = _event(e, view, dev, mark)
     elif e.check == "gap_free":

@@ -105,12 +105,18 @@ class Runner:
                                                         float(g["threshold"]), g["samples"]))
             except (EdgewardError, OSError) as e:
                 res.error = f"action {step.action} failed: {e}"
+        # a result for the acted-on device must answer evidence stored after the action finished:
+        # evidence measured before it (a challenge answered while the model was being changed)
+        # would otherwise count, and a wrong expectation could pass on a stale result
+        after = dict(marks)
+        if tname is not None and step.action != "none":
+            after[tname] = view.highest(tname)
         deadline = time.monotonic() + step.deadline
         while res.error is None:
             self.on_tick()
             res.checks = [
                 check(e, view, name, marks[name], acted_on=(name == tname),
-                      outcome=outcome)
+                      outcome=outcome, attest_mark=after[name])
                 for e in step.expect
                 for name in devices_for(e, fleet.names, target)
             ]
