@@ -3,8 +3,8 @@
 Each :class:`~edgeward.simulator.scenario.Expect` is evaluated per device it names; ``marks``
 holds each device's highest stored ``seq`` when the step began, so "since the step" means "with
 a seq above the mark". For ``attested``, a device the step acted on must have a result for
-evidence stored after its action finished; the others are judged by their latest result. No I/O besides
-the :class:`BackendView` reads.
+evidence stored after its action finished; the others are judged by their latest result. No
+I/O besides the :class:`BackendView` reads.
 """
 
 from __future__ import annotations
