@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 import os
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -51,8 +52,11 @@ def choose_mode(requested: str, board_name: str) -> tuple[str, str]:
 
 def run_simulation(*, board_name: str, devices: int, scenario_names: list[str], mode: str,
                    workdir: Path, seed: int, fault_scale: float = 1.0,
-                   echo: Callable[[str], None] = click.echo) -> object:
-    """Set up a fleet, run the scenarios, tear down; returns the :class:`RunResult`."""
+                   echo: Callable[[str], None] = click.echo, tty: bool = False) -> object:
+    """Set up a fleet, run the scenarios, tear down; returns the :class:`RunResult`.
+
+    ``tty``: the device states as a table redrawn in place (``echo`` must then be the
+    terminal's), else one line per state change."""
     from edgeward.simulator.board import board
     from edgeward.simulator.fleet import SimFleet
     from edgeward.simulator.results import RunResult
@@ -67,11 +71,13 @@ def run_simulation(*, board_name: str, devices: int, scenario_names: list[str], 
     echo(f"seed {seed} (rerun with --seed {seed} for the same inputs, faults and timings)")
     result = RunResult(seed, chosen, reason, sim_board.name, [s.name for s in scenarios])
     locks = sorted({i for sc in scenarios for i in sc.locks if i < devices})
-    fleet = SimFleet(workdir, sim_board, devices, chosen, lambda m: echo(f"    ..   {m}"),
-                     locks=locks)
     t0 = time.monotonic()
-    live = LiveView(fleet, echo)
-    runner = Runner(fleet, result, fault_scale=fault_scale, say=echo, on_tick=live.tick)
+    live = LiveView(None, echo, tty=tty)  # the fleet follows: its set-up talks through it
+    say = live.say
+    fleet = SimFleet(workdir, sim_board, devices, chosen, lambda m: say(f"    ..   {m}"),
+                     locks=locks)
+    live.fleet = fleet
+    runner = Runner(fleet, result, fault_scale=fault_scale, say=say, on_tick=live.tick)
     try:
         try:
             fleet.setup()
@@ -79,11 +85,12 @@ def run_simulation(*, board_name: str, devices: int, scenario_names: list[str], 
             raise
         except (EdgewardError, OSError, RuntimeError) as e:
             result.setup_error = str(e)
-            echo(f"the simulator could not run: {e}")
+            say(f"the simulator could not run: {e}")
             return result
         runner.run(scenarios)
         runner.collect()
     finally:
+        live.finish()
         fleet.close()
         result.duration = round(time.monotonic() - t0, 1)
     return result
@@ -120,7 +127,8 @@ def run_cmd(board_name: str, devices: int, scenarios: tuple[str, ...], mode: str
         seed = int.from_bytes(os.urandom(4), "big")
     result = run_simulation(board_name=board_name, devices=devices,
                             scenario_names=list(scenarios), mode=mode, workdir=workdir,
-                            seed=seed, fault_scale=fault_scale)
+                            seed=seed, fault_scale=fault_scale,
+                            tty=sys.stdout.isatty() and os.environ.get("TERM") != "dumb")
     assert isinstance(result, RunResult)
     write_reports(result, report_dir, junit_file)
     from edgeward.simulator.view import summary
