@@ -137,7 +137,10 @@ class QemuBackend:
         (r / "refvalues").mkdir()
         self.verifier_toml = r / "verifier.toml"
         self.verifier_toml.write_text(
-            f'[service]\nworker = "w0"\nstore = "fleet.sqlite"\ntick = 0.2\n\n[mqtt]\n{mqtt}'
+            f'[service]\nworker = "w0"\nstore = "fleet.sqlite"\ntick = 0.2\n'
+            # a device whose challenge on connect was lost (sent before it subscribed) is
+            # challenged again within 10 s, not after the default hour
+            f'challenge_interval = 10.0\n\n[mqtt]\n{mqtt}'
             f'cert = "{vtls.cert}"\nkey = "{vtls.key}"\n\n[commands]\nkey = "{cmd_priv}"\n\n'
             '[verifier]\ndatabase = "verifier.sqlite"\nkey_file = "ear-key/private.pem"\n'
             'policy_id = "edgeward-sim/1"\n\n'
