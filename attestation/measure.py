@@ -4,9 +4,10 @@
   agent's files in a fixed order. The files are every ``*.py``, ``*.toml`` and ``py.typed``
   of the code that runs on the device, listed once in :data:`DEVICE_CODE` (``__pycache__``
   skipped), or under ``agent_root`` if configured, sorted by their relative POSIX path. Server
-  code (``attestation/service/``), the simulator and the demo, and the lock microcontroller's
-  MicroPython code (``firmware_shim/mcu/``, measured by the microcontroller itself) are left
-  out, so a fix to the backend or the demo does not change the measurement of a device. The
+  code (``attestation/service/``), the simulator and the demo are left out, so a fix to the
+  backend or the demo does not change the measurement of a device. The lock microcontroller's
+  code (``firmware_shim/mcu/``) is measured here too: the microcontroller measures its own
+  copy, but the gateway's serial link runs ``mcu/frame.py`` itself. The
   digest is ``SHA-256( for each file: len(path) || path || SHA-256(content) )`` with a 2-byte
   big-endian length, so no two file sets collide by moving bytes between names and contents.
 * Agent configuration: SHA-256 over the canonical JSON (sorted keys, no spaces) of the parsed
@@ -47,7 +48,7 @@ DEVICE_CODE: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("models", ()),
     ("attestation", ("service",)),
     ("agent", ()),
-    ("firmware_shim", ("mcu",)),
+    ("firmware_shim", ()),
     ("boards", ()),
 )
 CODE_SUFFIXES = (".py", ".toml")
