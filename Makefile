@@ -148,6 +148,13 @@ bench: system venv $(VENV_BENCH)/.installed
 bench-check:
 	$(MAKE) bench BENCH_ARGS="--check $(BENCH_ARGS)"
 
+# The fleet load benchmark (docs/BENCHMARKS.md, "Fleet load"): device identities are made once
+# per count under build/fleet-load/. FLEET_ARGS="--devices 10000 --workers 2 --hold 600".
+FLEET_ARGS ?= --devices 1000 --workers 1 --hold 60
+.PHONY: fleet-load
+fleet-load: system venv
+	nice -n 10 $(VENV)/bin/python benchmarks/fleet_load.py $(FLEET_ARGS)
+
 $(VENV_BENCH)/.installed:
 	$(PYTHON) -m venv $(VENV_BENCH)
 	$(VENV_BENCH)/bin/pip install $(PIP_FLAGS) awsiotdevicedefenderagentsdk psutil
