@@ -44,6 +44,10 @@ class ServiceSettings:
     shared_group: str = setting("edgeward")
     challenge_interval: float = setting(3600.0, min=1.0)
     challenge_on_connect: bool = setting(True)
+    # scheduled challenges per second per worker: a mass reconnect (every device online at
+    # once) is spread over time, not sent at once, so that the evidence comes back no faster
+    # than the workers appraise it within the nonce's lifetime (docs/SCALE.md)
+    challenge_rate: float = setting(20.0, min=0.1, max=100_000)
     tick: float = setting(1.0, min=0.05, max=60)
     ack_interval: float = setting(0.5, min=0.0, max=60)  # at most one e2e ack per device per it
 
@@ -65,6 +69,7 @@ class ServiceConfig:
     shared_group: str = ServiceSettings.shared_group
     challenge_interval: float = ServiceSettings.challenge_interval
     challenge_on_connect: bool = ServiceSettings.challenge_on_connect
+    challenge_rate: float = ServiceSettings.challenge_rate
     tick: float = ServiceSettings.tick
     command_key: Path | None = ServiceCommands.key
     command_ttl: float = ServiceCommands.ttl
@@ -101,6 +106,7 @@ def load_service_config(path: Path) -> ServiceConfig:
         shared_group=s.shared_group,
         challenge_interval=s.challenge_interval,
         challenge_on_connect=s.challenge_on_connect,
+        challenge_rate=s.challenge_rate,
         tick=s.tick,
         ack_interval=s.ack_interval,
         command_key=c.key,

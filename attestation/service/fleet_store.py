@@ -139,11 +139,14 @@ class FleetStore:
         self._tx("INSERT OR IGNORE INTO devices (device) VALUES (?)", (device,))
         self._tx("UPDATE devices SET next_challenge=? WHERE device=?", (when, device))
 
-    def claim_due_challenges(self, now: float, interval: float) -> list[str]:
-        """Devices whose challenge is due, each claimed by exactly one worker."""
+    def claim_due_challenges(self, now: float, interval: float,
+                             limit: int | None = None) -> list[str]:
+        """Devices whose challenge is due, each claimed by exactly one worker; at most
+        ``limit``, longest due first (the others stay due for the next call)."""
         due = [r[0] for r in self._tx(
             "SELECT device FROM devices WHERE status='online' AND next_challenge IS NOT NULL "
-            "AND next_challenge<=?", (now,)).fetchall()]
+            "AND next_challenge<=? ORDER BY next_challenge LIMIT ?",
+            (now, -1 if limit is None else limit)).fetchall()]
         won = []
         for d in due:
             cur = self._tx(

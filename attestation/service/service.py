@@ -25,7 +25,9 @@ workers. For every message it
   a command key no acks are sent (devices then keep PUBACK semantics, ``e2e_ack = false``).
 
 Challenges are also issued on a per-device schedule; each due slot is claimed by exactly one
-worker through the store. Commands are signed with the backend key (:meth:`send_command`).
+worker through the store, at most ``challenge_rate`` per second per worker (a mass reconnect
+makes every device due at once: the rest stay due and go out in the next ticks). Commands are
+signed with the backend key (:meth:`send_command`).
 
 paho callbacks hand events to :attr:`queue`; everything else runs on the worker's loop thread.
 """
@@ -144,6 +146,8 @@ class VerifierService:
         self._stop = threading.Event()
         self._ack_due: dict[str, bool] = {}  # device -> re-send even if unchanged (a duplicate)
         self._ack_last: dict[str, tuple[float, int]] = {}  # device -> (when, upto) last sent
+        self._challenge_tokens = max(cfg.challenge_rate, 1.0)  # see _challenge_budget
+        self._challenge_at: float | None = None
         self.early_warning = EarlyWarning(cfg.early_warning) if cfg.early_warning.enabled else None
         self.watch = FleetWatch(cfg.watch)  # fleet.gap, fleet.contraindicated, fleet.silent
         self.metrics = WorkerMetrics()  # [metrics]: no-op unless a port is set
@@ -465,8 +469,20 @@ class VerifierService:
         if self.early_warning is not None:
             self.on_fleet_events(self.early_warning.advance(now), now)
         self.watch_tick(now)
-        for device in self.store.claim_due_challenges(now, self.cfg.challenge_interval):
+        for device in self.store.claim_due_challenges(now, self.cfg.challenge_interval,
+                                                      limit=self._challenge_budget(now)):
             self.issue_challenge(device, now)
+            self._challenge_tokens -= 1
+
+    def _challenge_budget(self, now: float) -> int:
+        """Scheduled challenges this tick may send: a token bucket at ``challenge_rate`` per
+        second holding at most one second's worth, so a mass reconnect is spread, not burst."""
+        rate = self.cfg.challenge_rate
+        last, self._challenge_at = self._challenge_at, now
+        if last is not None:
+            self._challenge_tokens = min(max(rate, 1.0),
+                                         self._challenge_tokens + max(0.0, now - last) * rate)
+        return int(self._challenge_tokens)
 
     def issue_challenge(self, device: str, now: float) -> None:
         if self.appraiser is None:
