@@ -310,6 +310,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="where the identities are kept, one folder per count")
     ap.add_argument("--keep", type=Path, help="keep the run's folder (broker, logs, store) here")
     args = ap.parse_args(argv)
+    # stopped (SIGTERM): still stop the broker and workers (the finally below)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     n = args.devices
     kit = fleet_kit.build(n, say, args.cache)
     run = Path(tempfile.mkdtemp(prefix="fleet-load-"))

@@ -69,6 +69,7 @@ UP_KINDS = ("status", "report", "event", "attest/evidence")
 RECHALLENGE_ON = frozenset({"attest.request", "model.rejected"})
 
 
+SATURATED = 0.1  # a worker idle less than this share of a tick is behind: no scheduled challenges
 FLEET = "@fleet"  # the store's device name for fleet events (not a valid device name)
 WORKER_PREFIX = "edgeward-verifier"
 MAX_PEM_BYTES = 64 * 1024  # a certificate (chain) in PEM
@@ -148,6 +149,9 @@ class VerifierService:
         self._ack_last: dict[str, tuple[float, int]] = {}  # device -> (when, upto) last sent
         self._challenge_tokens = max(cfg.challenge_rate, 1.0)  # see _challenge_budget
         self._challenge_at: float | None = None
+        self.looping = False  # run() measures how busy the loop is (not when driven by tests)
+        self.idle = 0.0  # seconds the loop waited for a message since the last tick
+        self._idle_since = time.monotonic()
         self.early_warning = EarlyWarning(cfg.early_warning) if cfg.early_warning.enabled else None
         self.watch = FleetWatch(cfg.watch)  # fleet.gap, fleet.contraindicated, fleet.silent
         self.metrics = WorkerMetrics()  # [metrics]: no-op unless a port is set
@@ -228,6 +232,7 @@ class VerifierService:
             health.start()
             logger.info("metrics and health on http://%s:%d/metrics and /health",
                         self.cfg.metrics.host, health.port)
+        self.looping = True
         next_tick = self.clock()
         try:
             while not self._stop.is_set():
@@ -236,9 +241,11 @@ class VerifierService:
                     wait = max(0.0, min(self.cfg.tick, next_tick - self.clock()))
                     if self._ack_due:
                         wait = min(wait, self.cfg.ack_interval / 2)
+                    waited = time.monotonic()
                     ev = self.queue.get(timeout=wait)
                 except queue.Empty:
                     ev = None
+                self.idle += time.monotonic() - waited
                 if ev is not None:
                     self._last_event = self.clock()
                     self.handle(ev)
@@ -482,7 +489,17 @@ class VerifierService:
         if last is not None:
             self._challenge_tokens = min(max(rate, 1.0),
                                          self._challenge_tokens + max(0.0, now - last) * rate)
-        return int(self._challenge_tokens)
+        busy = self._saturated()
+        return 0 if busy else int(self._challenge_tokens)
+
+    def _saturated(self) -> bool:
+        """True when the loop was idle under ``SATURATED`` of the time since the last tick:
+        messages are waiting (at the broker, for this worker), so evidence asked for now would
+        queue behind them and might outlive its nonce. Scheduled challenges wait (they stay due)
+        until the worker catches up; challenges a device asks for are not held back."""
+        now, since = time.monotonic(), self._idle_since
+        idle, self.idle, self._idle_since = self.idle, 0.0, now
+        return self.looping and now - since > 0.05 and idle < SATURATED * (now - since)
 
     def issue_challenge(self, device: str, now: float) -> None:
         if self.appraiser is None:

@@ -10,6 +10,7 @@ the store and go out in the next ticks, each device exactly once.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +90,34 @@ def test_a_small_fleet_is_still_challenged_at_once(tmp_path: Path) -> None:
     finally:
         svc.store.close()
     assert len(link.sent) == 5
+
+
+def test_a_worker_that_is_behind_holds_scheduled_challenges_back(tmp_path: Path) -> None:
+    """Messages waiting for the worker (it was never idle since the last tick): challenges
+    sent now would bring evidence that queues behind them past its nonce's lifetime. They stay
+    due and go out once the worker has idle time again."""
+    svc, link, now = service(tmp_path, "challenge_rate = 100")
+    try:
+        for i in range(30):
+            svc.on_message(Incoming(topic(f"lock-{i}", "status"), b"online", False))
+        svc.looping = True  # as in run(): the loop's waiting time is measured
+        svc.idle = 10.0  # it had been waiting: the first 30 go out at once
+        svc.tick(now[0])
+        assert len(link.sent) == 30
+        link.sent.clear()
+        time.sleep(0.1)  # busy the whole time: no idle measured
+        for i in range(30, 60):
+            svc.on_message(Incoming(topic(f"lock-{i}", "status"), b"online", False))
+        now[0] += 1
+        svc.tick(now[0])
+        assert link.sent == []
+        time.sleep(0.1)
+        svc.idle = 0.09  # mostly waiting for messages again
+        now[0] += 1
+        svc.tick(now[0])
+    finally:
+        svc.store.close()
+    assert sorted(parse_topic(t)[0] for _at, t in link.sent) == [f"lock-{i}" for i in range(30, 60)]
 
 
 @pytest.mark.parametrize("bad", ["challenge_rate = 0", "challenge_rate = -5"])
