@@ -74,6 +74,9 @@ class Fleet:
         self.challenges = 0
         self.evidence_sent: dict[tuple[str, int], float] = {}  # legit evidence -> sent at
         self.publish_errors = 0
+        # published and not yet PUBACKed by the broker: (device index, mid) -> (device, seq)
+        self.unacked: dict[tuple[int, int], tuple[str, int]] = {}
+        self.disconnects = 0
 
     # --- connections ---------------------------------------------------------------------------
 
@@ -87,6 +90,7 @@ class Fleet:
         c.will_set(topic(d.name, "status"), b"offline", qos=1, retain=True)
         c.on_connect = self._on_connect
         c.on_message = self._on_message
+        c.on_publish = self._on_publish
         c.on_socket_register_write = self._want_write
         c.on_socket_unregister_write = self._done_write
         c.on_socket_close = self._closed
@@ -124,6 +128,8 @@ class Fleet:
         if d.sock is not None:
             self.sel.unregister(d.sock)
             d.sock = None
+        if d.connected:
+            self.disconnects += 1  # not reconnected: what it had not sent is lost here
         d.connected = False
 
     def _on_connect(self, c: Any, d: Device, flags: Any, rc: Any, props: Any) -> None:
@@ -166,13 +172,19 @@ class Fleet:
         self.sent[(d.name, d.seq)] = type_
         if hostile is not None:
             self.hostile_sent[hostile].append((d.name, d.seq))
-        self._publish(d, kind, data)
+        self._publish(d, kind, data, (d.name, d.seq))
         return data
 
-    def _publish(self, d: Device, kind: str, data: bytes) -> None:
+    def _publish(self, d: Device, kind: str, data: bytes,
+                 key: tuple[str, int] | None = None) -> None:
         info = d.client.publish(topic(d.name, kind), data, qos=1)
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             self.publish_errors += 1
+        if key is not None:
+            self.unacked[(d.i, info.mid)] = key
+
+    def _on_publish(self, c: Any, d: Device, mid: int, rc: Any, props: Any) -> None:
+        self.unacked.pop((d.i, mid), None)
 
     def report(self, i: int) -> None:
         d = self.devices[i]

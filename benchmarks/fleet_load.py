@@ -284,6 +284,9 @@ def account(fleet: Fleet, view: StoreView, h: dict[str, Any]) -> dict[str, Any]:
         "legit_evidence": len(legit),
         "legit_affirming": sum(s == "affirming" for s in legit),
         "publish_errors": fleet.publish_errors,
+        # of the lost: never PUBACKed by the broker (lost on the device side of the broker)
+        "lost_not_acked_by_broker": len(set(lost) & set(fleet.unacked.values())),
+        "device_disconnects": fleet.disconnects,
         "reports_per_s": round(sum(r[2] == "metrics" for r in in_hold) / span, 1),
         "messages_per_s": round(len(in_hold) / span, 1),
         "appraisals_per_s": round(sum(h["start"] <= a[3] < h["end"] for a in apprs) / span, 2),
@@ -291,6 +294,41 @@ def account(fleet: Fleet, view: StoreView, h: dict[str, Any]) -> dict[str, Any]:
                       "p95": round(percentile(lat, 95), 3), "p99": round(percentile(lat, 99), 3),
                       "max": round(max(lat), 3) if lat else None},
     }
+
+
+def profile_start(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes] | None:
+    """py-spy (the dev extra) sampling one worker for the hold, as collapsed stacks."""
+    spy = Path(sys.executable).parent / "py-spy"
+    if not spy.exists():
+        say("no py-spy in this venv (pip install -e '.[dev]'): not profiling")
+        return None
+    return subprocess.Popen([str(spy), "record", "--format", "raw", "--nonblocking", "--idle",
+                             "--threads",
+                             "--rate", "50", "--duration", str(int(seconds)), "--pid", str(pid),
+                             "--output", str(out)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+
+
+def profile_summary(path: Path, pid: int, top: int = 12) -> dict[str, Any]:
+    """Share of the worker's main-thread samples in each function (inclusive; idle included:
+    ``SimpleQueue.get`` is the loop waiting for a message)."""
+    incl: dict[str, int] = {}
+    total = 0
+    for line in path.read_text(errors="replace").splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not n.isdigit() or not stack.startswith(f"thread ({pid})"):
+            continue
+        total += int(n)
+        for fn in {f.split(" (")[0] for f in stack.split(";")}:
+            incl[fn] = incl.get(fn, 0) + int(n)
+    keys = ["SimpleQueue.get", "VerifierService.handle", "FleetStore._tx",
+            "VerifierService.on_evidence", "VerifierService.send_acks", "VerifierService.tick",
+            "decode", "Verifier.appraise", "make_ack", "Store.transaction"]
+    out = {k: round(incl.get(k, 0) / total, 3) for k in keys if total}
+    out["samples"] = total
+    out["top"] = sorted(((round(v / total, 3), k) for k, v in incl.items()), reverse=True)[:top] \
+        if total else []
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -308,6 +346,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, help="write the figures here")
     ap.add_argument("--cache", type=Path, default=fleet_kit.ROOT,
                     help="where the identities are kept, one folder per count")
+    ap.add_argument("--profile", type=Path, help="py-spy worker w0 during the hold into this "
+                    "file (collapsed stacks); its summary goes into the figures")
     ap.add_argument("--keep", type=Path, help="keep the run's folder (broker, logs, store) here")
     args = ap.parse_args(argv)
     # stopped (SIGTERM): still stop the broker and workers (the finally below)
@@ -328,16 +368,28 @@ def main(argv: list[str] | None = None) -> int:
                       hostile=args.hostile)
         result["herd"] = herd(fleet, view, n, args.herd_timeout)
         say(f"fleet attested: {result['herd']}")
+        spy = (profile_start(backend.procs[0].pid, args.hold, args.profile)
+               if args.profile else None)
         h = hold(fleet, n, args.hold, args.report_interval, args.attest_interval)
+        if spy is not None:
+            spy.wait(60)
         result["hold"] = h
         result["drain_s"] = drain(fleet, view, args.drain_timeout)
         result["account"] = account(fleet, view, h)
+        if spy is not None and args.profile.exists():
+            result["profile_w0"] = profile_summary(args.profile, backend.procs[0].pid)
     finally:
         if fleet is not None:
             fleet.close()
         backend.stop()
         if "account" in result:
             result["account"]["malformed_refused"] = malformed_logged(backend.backend)
+        logs = fleet_kit.ROOT / "last-run"  # the logs of the last run, whatever happened
+        shutil.rmtree(logs, ignore_errors=True)
+        logs.mkdir(parents=True)
+        for log in [*backend.backend.glob("w*.log"), backend.broker.log]:
+            if log.exists():
+                shutil.copy(log, logs / log.name)
         if args.keep:
             shutil.copytree(run, args.keep, dirs_exist_ok=True)
         shutil.rmtree(run, ignore_errors=True)

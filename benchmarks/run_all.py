@@ -173,7 +173,7 @@ def main() -> None:
         "",
     ]
     body = []
-    for name in BENCHES:
+    for name in [*BENCHES, *(n for n in old if n not in BENCHES)]:  # and hand-run sections
         if name in old:
             body += [MARK.format(name), old[name]]
     if not args.no_write:
