@@ -77,6 +77,7 @@ class Fleet:
         # published and not yet PUBACKed by the broker: (device index, mid) -> (device, seq)
         self.unacked: dict[tuple[int, int], tuple[str, int]] = {}
         self.disconnects = 0
+        self.closing = False
 
     # --- connections ---------------------------------------------------------------------------
 
@@ -128,7 +129,7 @@ class Fleet:
         if d.sock is not None:
             self.sel.unregister(d.sock)
             d.sock = None
-        if d.connected:
+        if d.connected and not self.closing:
             self.disconnects += 1  # not reconnected: what it had not sent is lost here
         d.connected = False
 
@@ -156,6 +157,7 @@ class Fleet:
                 d.client.loop_misc()
 
     def close(self) -> None:
+        self.closing = True
         for d in self.devices:
             if d.client is not None and d.sock is not None:
                 d.client.disconnect()
