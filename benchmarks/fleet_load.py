@@ -53,6 +53,7 @@ import fleet_kit
 from fleet_clients import Fleet
 
 from edgeward.attestation.service.pki import FleetCA
+from edgeward.attestation.service.service import FLEET
 from edgeward.simulator.devbroker import DevCA, Mosquitto, device_acls
 
 AGENT_CMD = [sys.executable, "-c", "from edgeward.agent.cli import main; main()"]
@@ -149,13 +150,17 @@ class StoreView:
             raise
 
     def count(self) -> int:
-        rows = self.q("SELECT COUNT(*) FROM messages")
+        rows = self.q("SELECT COUNT(*) FROM messages WHERE device != ?", (FLEET,))
         return int(rows[0][0]) if rows else 0
 
     def appraised_devices(self) -> dict[str, int]:
         rows = self.q("SELECT status, COUNT(DISTINCT device) FROM appraisals "
                       "WHERE status != 'pending' GROUP BY status")
         return {r[0]: int(r[1]) for r in rows}
+
+    def appraised(self) -> int:
+        rows = self.q("SELECT COUNT(*) FROM appraisals WHERE status != 'pending'")
+        return int(rows[0][0]) if rows else 0
 
     def pending(self) -> int:
         rows = self.q("SELECT COUNT(*) FROM appraisals WHERE status = 'pending'")
@@ -240,15 +245,17 @@ def hold(fleet: Fleet, n: int, seconds: float, report_every: float,
 
 def drain(fleet: Fleet, view: StoreView, timeout: float) -> float:
     """Until the store holds as many messages as were sent (devices still answer challenges
-    for attestation requests the workers reach late, so ``sent`` grows meanwhile) and nothing
-    is pending: no appraisal, no publish the broker has not acknowledged."""
+    for attestation requests the workers reach late, so ``sent`` grows meanwhile), every
+    evidence has a finished appraisal, and no publish waits for the broker's PUBACK."""
     t0 = time.monotonic()
     last = 0.0
     while time.monotonic() - t0 < timeout:
         fleet.pump(0.02)
         if time.monotonic() - last >= 0.5:
             last = time.monotonic()
-            if view.count() >= len(fleet.sent) and not view.pending() and not fleet.unacked:
+            evidence = sum(t == "attest.evidence" for t in fleet.sent.values())
+            if (view.count() >= len(fleet.sent) and view.appraised() >= evidence
+                    and not view.pending() and not fleet.unacked):
                 break
     return round(time.monotonic() - t0, 1)
 
@@ -260,7 +267,12 @@ def malformed_logged(backend: Path) -> int:
 
 
 def account(fleet: Fleet, view: StoreView, h: dict[str, Any]) -> dict[str, Any]:
-    rows = view.q("SELECT device, seq, type, ts, received FROM messages")
+    # the backend's own fleet events (fleet.contraindicated for each forged evidence, gaps)
+    # are stored under the pseudo-device @fleet: counted apart, not as device messages
+    fleet_events = view.q("SELECT type, COUNT(*) FROM messages WHERE device = ? GROUP BY type",
+                          (FLEET,))
+    rows = view.q("SELECT device, seq, type, ts, received FROM messages WHERE device != ?",
+                  (FLEET,))
     stored: dict[tuple[str, int], str] = {}
     twice = 0
     for r in rows:
@@ -285,6 +297,7 @@ def account(fleet: Fleet, view: StoreView, h: dict[str, Any]) -> dict[str, Any]:
         "hostile_accepted": len(accepted),  # hostile evidence affirming or never appraised
         "legit_evidence": len(legit),
         "legit_affirming": sum(s == "affirming" for s in legit),
+        "backend_fleet_events": dict(fleet_events),
         "publish_errors": fleet.publish_errors,
         # of the lost: never PUBACKed by the broker (lost on the device side of the broker)
         "lost_not_acked_by_broker": len(set(lost) & set(fleet.unacked.values())),
