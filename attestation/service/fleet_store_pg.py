@@ -113,13 +113,16 @@ class PgFleetStore:
             "ON CONFLICT (device) DO UPDATE SET next_challenge = EXCLUDED.next_challenge",
             (device, when))
 
-    def claim_due_challenges(self, now: float, interval: float) -> list[str]:
-        """Devices whose challenge is due, each claimed by exactly one worker."""
+    def claim_due_challenges(self, now: float, interval: float,
+                             limit: int | None = None) -> list[str]:
+        """Devices whose challenge is due, each claimed by exactly one worker; at most
+        ``limit``, longest due first (the others stay due for the next call)."""
         rows = self.db.execute(
             "UPDATE fleet_devices SET next_challenge = %s WHERE device IN (SELECT device FROM "
-            "fleet_devices WHERE status = 'online' AND next_challenge <= %s ORDER BY device "
+            "fleet_devices WHERE status = 'online' AND next_challenge <= %s "
+            "ORDER BY next_challenge, device LIMIT %s "
             "FOR UPDATE SKIP LOCKED) AND next_challenge <= %s RETURNING device",
-            (now + interval, now, now))
+            (now + interval, now, limit, now))
         return sorted(r[0] for r in rows)
 
     def next_command_seq(self, device: str) -> int:

@@ -121,6 +121,24 @@ def test_due_challenge_claimed_by_one_worker(store_backend: Backend, tmp_path: P
             w.close()
 
 
+def test_due_challenges_claimed_at_most_limit_longest_due_first(store_backend: Backend,
+                                                               tmp_path: Path) -> None:
+    """The thundering herd: a worker claims at most its rate's worth per tick; the rest stay
+    due (none dropped) and the longest due go first."""
+    w = fleet(store_backend, tmp_path)
+    try:
+        for d in range(10):
+            w.seen(f"lock-{d}", 1.0, "online")
+            w.schedule_challenge(f"lock-{d}", 9.0 - d)  # lock-9 has been due the longest
+        assert sorted(w.claim_due_challenges(10.0, 3600.0, limit=3)) == \
+            ["lock-7", "lock-8", "lock-9"]
+        assert w.claim_due_challenges(10.0, 3600.0, limit=0) == []
+        rest = w.claim_due_challenges(10.0, 3600.0, limit=None)
+        assert sorted(rest) == [f"lock-{d}" for d in range(7)]
+    finally:
+        w.close()
+
+
 def test_command_seqs_unique_across_workers(store_backend: Backend, tmp_path: Path) -> None:
     """Attack surface: two workers giving two commands the same seq would let the device
     refuse one as a replay (or accept a replay); the database hands out each seq once."""
