@@ -35,7 +35,7 @@ from .calibrate import Outputs, combine, input_scores, output_scores, squeeze_sc
 from .detectors import softmax, validity_problems
 from .link import AgentLink
 from .modelio import ModelIO, softmax_logits_index
-from .policy import Policy, PolicyConfig, Verdict
+from .policy import Policy, PolicyConfig, Verdict, info_verdict
 from .profile import Profile
 from .stats import Cusum, LatencyMonitor, WindowShift
 
@@ -44,13 +44,23 @@ logger = logging.getLogger(__name__)
 F64 = NDArray[np.float64]
 _LN10 = math.log(10.0)
 _ndarray = np.ndarray
-_sub, _mul, _dot = np.subtract, np.multiply, np.dot
+_sub, _mul, _abs, _dot = np.subtract, np.multiply, np.abs, np.dot
+_new = object.__new__
 
 
 @dataclass(frozen=True)
 class GuardedResult:
     outputs: np.ndarray | None  # the model's own output tensor; None if the input was refused
     verdict: Verdict
+
+
+def _result(outputs: np.ndarray, verdict: Verdict) -> GuardedResult:
+    """``GuardedResult(outputs, verdict)`` without the frozen ``__init__`` (see info_verdict)."""
+    r = _new(GuardedResult)
+    d = r.__dict__
+    d["outputs"] = outputs
+    d["verdict"] = verdict
+    return r
 
 
 class GuardedInterpreter:
@@ -166,9 +176,8 @@ class GuardedInterpreter:
             xc, z, t = self._xc, self._z, self._t
             _sub(x.reshape(self._d), self._mean, out=xc)
             _mul(xc, self._inv, out=z)
-            zmax, zmin = z.item(z.argmax()), -z.item(z.argmin())
-            if zmin > zmax:
-                zmax = zmin
+            _abs(z, out=z)
+            zmax = z.item(z.argmax())
             if self._diag:
                 _mul(xc, xc, out=t)
                 maha = math.sqrt(float(_dot(t, self._prec)))
@@ -176,9 +185,21 @@ class GuardedInterpreter:
                 _dot(xc, self._prec, out=t)
                 q = float(_dot(t, xc))
                 maha = math.sqrt(q) if q > 0.0 else 0.0
-        t0 = self._mono()
-        raw, y, logits = self.io.run_raw(x)
-        elapsed = self._mono() - t0
+        io = self.io
+        if io.plain:  # float tensors: ModelIO.run_raw, inlined
+            it = io.interp
+            t0 = self._mono()
+            it.set_tensor(io._in_index, x.reshape(io.in_shape))
+            it.invoke()
+            raw = it.get_tensor(io._out_index)
+            li = io.logits_index
+            logits = None if li is None else it.get_tensor(li).reshape(-1)
+            elapsed = self._mono() - t0
+            y = raw.reshape(-1)
+        else:
+            t0 = self._mono()
+            raw, y, logits = io.run_raw(x)
+            elapsed = self._mono() - t0
         if logits is not None and not self._logits_checked:
             logits = self._check_logits(y, logits)
         if self._logits_kind:
@@ -227,11 +248,11 @@ class GuardedInterpreter:
         if combined > threshold or problems or lat >= self._lat_crit or drift:
             v = self._flagged(scores, problems, drift)
         else:
-            v = Verdict(False, "info", scores)
+            v = info_verdict(scores)
         events = self.policy.observe(v, self._wall())
         if events:
             self._send(events)
-        return GuardedResult(raw, v)
+        return _result(raw, v)
 
     def _wide_inputs(self, x: np.ndarray) -> tuple[float, float]:
         """zmax and Mahalanobis in float64, for an input outside the calibrated range."""

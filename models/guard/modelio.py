@@ -78,6 +78,8 @@ class ModelIO:
                     self.logits_q = (float(scale), int(zero))
                     kind = np.dtype(t["dtype"]).kind if "dtype" in t else "i"  # unknown: check
                     self._int_logits = kind in "iu" and bool(scale)
+        # Float input, output and logits: nothing to quantise (the guard inlines run_raw).
+        self.plain = self._float_in and not self._int_out and not self._int_logits
 
     def _logits(self) -> np.ndarray:
         assert self.logits_index is not None

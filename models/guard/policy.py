@@ -48,6 +48,25 @@ class Verdict:
         }
 
 
+_new = object.__new__
+
+
+def info_verdict(scores: dict[str, float]) -> Verdict:
+    """``Verdict(False, "info", scores)``, built for the per-invoke path.
+
+    A frozen dataclass's ``__init__`` sets each field through ``object.__setattr__``; an info
+    verdict is made on almost every invoke, so its fields go straight into a fresh instance's
+    ``__dict__`` (equal to the constructor's result: tests/models/guard/test_guard_policy.py).
+    """
+    v = _new(Verdict)
+    d = v.__dict__
+    d["flagged"] = False
+    d["severity"] = "info"
+    d["scores"] = scores
+    d["reasons"] = ()
+    return v
+
+
 @dataclass(frozen=True)
 class PolicyConfig:
     min_severity: str = "warning"

@@ -70,3 +70,16 @@ def test_quiet_info_verdicts_still_close_the_window() -> None:
     assert [e["body"]["reason"] for e in closed] == ["b"] and closed[0]["body"]["summary"]
     loud = Policy(PolicyConfig(min_severity="info"))
     assert len(loud.observe(v("info"), now=0.0)) == 1 and len(loud.observe(v("info"), now=1.0)) == 0
+
+
+def test_fast_info_verdict_equals_the_constructed_one() -> None:
+    from edgeward.models.guard.guarded import GuardedResult, _result
+    from edgeward.models.guard.policy import info_verdict
+
+    scores = {"combined": 0.3, "msp": 0.01}
+    fast, built = info_verdict(scores), Verdict(False, "info", scores)
+    assert fast == built and repr(fast) == repr(built) and fast.to_json() == built.to_json()
+    assert fast.scores is scores
+    with pytest.raises(AttributeError):  # still frozen
+        fast.severity = "critical"  # type: ignore[misc]
+    assert _result(None, fast) == GuardedResult(None, built)  # type: ignore[arg-type]
