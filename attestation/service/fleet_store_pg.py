@@ -180,12 +180,32 @@ class PgFleetStore:
             (device, list(types), exclude, limit))
         return [(r[0], r[1], r[2], r[3], r[4], cbor.loads(bytes(r[5]))) for r in rows]
 
+    # ``fleet events --follow`` continues after the last event it showed. An id is handed out at
+    # insert but becomes visible at commit, so "id > last shown" would pass over a lower id that a
+    # slower worker commits after a higher one was shown. The standard PostgreSQL answer (as in
+    # outbox/CDC readers): each row records its inserting transaction (``xid``,
+    # ``pg_current_xact_id()``); readers see only rows of transactions older than the oldest one
+    # still open (``pg_snapshot_xmin(pg_current_snapshot())``: every such transaction has ended,
+    # so nothing below that horizon can still appear) and walk them in ``(xid, id)`` order,
+    # continuing after the ``(xid, id)`` of the last row shown. Each committed event is shown
+    # once; a new one waits until every transaction that began writing before it has ended (a
+    # session left idle in a transaction holds the follow back until it ends).
     def events_after(self, after: int, *, since: float | None, types: tuple[str, ...],
                      skip: tuple[str, ...], device: str | None, limit: int,
                      newest: bool = False) -> list[tuple[int, str, int, str, float, float, Any]]:
+        """Settled messages after row ``after`` in ``(xid, id)`` order (see above)."""
         sql = ("SELECT id, device, seq, type, ts, received, body FROM fleet_messages "
-               "WHERE id > %s")
-        args: list[Any] = [after]
+               "WHERE xid < pg_snapshot_xmin(pg_current_snapshot())")
+        args: list[Any] = []
+        if after > 0:
+            row = self.db.execute("SELECT xid::text FROM fleet_messages WHERE id = %s",
+                                  (after,)).fetchone()
+            if row is None:  # not a stored id: continue after it as a plain id
+                sql += " AND id > %s"
+                args.append(after)
+            else:
+                sql += " AND (xid, id) > (%s::xid8, %s)"
+                args += [row[0], after]
         if since is not None:
             sql += " AND received >= %s"
             args.append(since)
@@ -198,14 +218,18 @@ class PgFleetStore:
         if device is not None:
             sql += " AND device = %s"
             args.append(device)
-        sql += " ORDER BY id DESC LIMIT %s" if newest else " ORDER BY id LIMIT %s"
+        sql += (" ORDER BY xid DESC, id DESC LIMIT %s" if newest
+                else " ORDER BY xid, id LIMIT %s")
         rows = self.db.execute(sql, (*args, limit)).fetchall()
         if newest:
             rows.reverse()
         return [(r[0], r[1], r[2], r[3], r[4], r[5], cbor.loads(bytes(r[6]))) for r in rows]
 
     def last_rowid(self) -> int:
-        row = self.db.execute("SELECT COALESCE(MAX(id), 0) FROM fleet_messages").fetchone()
+        """The last settled row in follow order (0 if none): a follow continues after it."""
+        row = self.db.execute("SELECT id FROM fleet_messages WHERE xid < pg_snapshot_xmin("
+                              "pg_current_snapshot()) ORDER BY xid DESC, id DESC LIMIT 1"
+                              ).fetchone()
         return int(row[0]) if row else 0
 
     def close(self) -> None:

@@ -4,8 +4,12 @@ CREATE TABLE fleet_messages (
     id BIGINT GENERATED ALWAYS AS IDENTITY UNIQUE,  -- `fleet events --follow` continues after it
     device TEXT NOT NULL, seq BIGINT NOT NULL, type TEXT NOT NULL, ts DOUBLE PRECISION NOT NULL,
     received DOUBLE PRECISION NOT NULL, worker TEXT NOT NULL, body BYTEA NOT NULL,
+    -- the inserting transaction: an id is handed out at insert but seen at commit, so a follower
+    -- orders by (xid, id) and reads only below the oldest open transaction (fleet_store_pg.py)
+    xid XID8 NOT NULL DEFAULT pg_current_xact_id(),
     PRIMARY KEY (device, seq)
 );
+CREATE INDEX fleet_messages_follow ON fleet_messages(xid, id);
 CREATE TABLE fleet_drops (
     device TEXT NOT NULL, first BIGINT NOT NULL, last BIGINT NOT NULL, reported_seq BIGINT,
     PRIMARY KEY (device, first, last)
