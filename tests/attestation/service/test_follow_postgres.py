@@ -58,8 +58,10 @@ def test_follow_attack_lower_id_committed_after_higher_one_was_looked_at(
     follower = Follower(store)
     assert follower.shown == [1]
     with psycopg.connect(postgres.url) as slow:  # a transaction: open until commit()
-        low = slow.execute(INSERT, ("dev-1", 2, time.time(), time.time(),
-                                    cbor.dumps({"n": 2}))).fetchone()[0]
+        row = slow.execute(INSERT, ("dev-1", 2, time.time(), time.time(),
+                                    cbor.dumps({"n": 2}))).fetchone()
+        assert row is not None
+        low = row[0]
         assert store.record(event(3), time.time())
         high = store.db.execute("SELECT id FROM fleet_messages WHERE seq = 3").fetchone()[0]
         assert low < high
