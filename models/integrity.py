@@ -38,6 +38,7 @@ from edgeward.core.digest import (
     fd_sha256,
     fd_shard_digests,
     first_mismatch,
+    read_shards,
     shard_digests,
 )
 from edgeward.core.errors import (
@@ -161,36 +162,52 @@ def _check_name(path: Path, manifest: Manifest | None, expected: str | None) -> 
         )
 
 
-def _check_digest(path: Path, data: bytes | memoryview | int, size: int, entry: Any) -> bytes:
-    """Compare the bytes (or an open file's, given its descriptor) with the signed entry.
-
-    Returns their SHA-256.
-    """
+def _check_size(path: Path, size: int, entry: Any) -> None:
     signed_size = getattr(entry, "size", None)
     if signed_size is not None and signed_size != size:
         raise DigestMismatchError(
             f"model {path.name} is {size} bytes but the signed size is {signed_size}",
             hint="the model was modified or truncated; reinstall it from a trusted source",
         )
-    shards = getattr(entry, "shards", ())
-    if shards:
-        # Every shard's SHA-256 is signed, so matching them all covers every byte; the file's
-        # SHA-256, signed beside them, is then the one the signer computed from these bytes.
-        actual = (
-            fd_shard_digests(data, size, entry.shard_size)
-            if isinstance(data, int)
-            else shard_digests(data, entry.shard_size)
+
+
+def _check_shards(path: Path, actual: list[bytes], size: int, entry: Any) -> bytes:
+    """Every shard's SHA-256 is signed, so matching them all covers every byte; the file's
+    SHA-256, signed beside them, is then the one the signer computed from these bytes."""
+    bad = first_mismatch(actual, entry.shards)
+    if bad >= 0:
+        lo = bad * entry.shard_size
+        raise DigestMismatchError(
+            f"model {path.name} differs from the signed digest in bytes "
+            f"{lo}..{min(lo + entry.shard_size, size) - 1} (shard {bad})",
+            hint="the model was modified; reinstall it from a trusted source",
         )
-        bad = first_mismatch(actual, shards)
-        if bad >= 0:
-            lo = bad * entry.shard_size
-            raise DigestMismatchError(
-                f"model {path.name} differs from the signed digest in bytes "
-                f"{lo}..{min(lo + entry.shard_size, size) - 1} (shard {bad})",
-                hint="the model was modified; reinstall it from a trusted source",
+    return bytes(entry.sha256)
+
+
+def _shrunk(path: Path, e: EOFError) -> DigestMismatchError:
+    return DigestMismatchError(f"model {path.name} got shorter while it was read ({e})",
+                               hint="the model is being replaced; verify it again once it is "
+                               "in place, or reinstall it from a trusted source")
+
+
+def _check_digest(path: Path, data: bytes | memoryview | int, size: int, entry: Any) -> bytes:
+    """Compare the bytes (or an open file's, given its descriptor) with the signed entry.
+
+    Returns their SHA-256.
+    """
+    _check_size(path, size, entry)
+    try:
+        if getattr(entry, "shards", ()):
+            actual = (
+                fd_shard_digests(data, size, entry.shard_size)
+                if isinstance(data, int)
+                else shard_digests(data, entry.shard_size)
             )
-        return bytes(entry.sha256)
-    digest = fd_sha256(data, size) if isinstance(data, int) else hashlib.sha256(data).digest()
+            return _check_shards(path, actual, size, entry)
+        digest = fd_sha256(data, size) if isinstance(data, int) else hashlib.sha256(data).digest()
+    except EOFError as e:
+        raise _shrunk(path, e) from e
     if not hmac.compare_digest(digest, entry.sha256):
         raise DigestMismatchError(
             f"model {path.name} has SHA-256 {digest.hex()[:16]}… but the signed digest is "
@@ -198,6 +215,27 @@ def _check_digest(path: Path, data: bytes | memoryview | int, size: int, entry: 
             hint="the model was modified; reinstall it from a trusted source",
         )
     return digest
+
+
+def _read_checked(path: Path, entry: Any, limit: int) -> tuple[bytes, bytes]:
+    """One read of the model and its SHA-256, checked against the signed entry.
+
+    With shard digests in the entry, the shards are read and hashed in parallel straight into
+    the bytes returned (:func:`read_shards`); otherwise one read and one SHA-256.
+    """
+    if not getattr(entry, "shards", ()):
+        content = read_bounded(path, limit, what="model")
+        return content, _check_digest(path, content, len(content), entry)
+    with open_bounded(path, limit, what="model") as f:
+        size = f.stat.st_size
+        _check_size(path, size, entry)  # before reading a byte
+        try:
+            content, actual = read_shards(f.fd, size, entry.shard_size)
+        except EOFError as e:
+            raise _shrunk(path, e) from e
+        except OSError as e:
+            raise DeviceError(f"cannot read model {path}: {e.strerror or e}") from e
+    return content, _check_shards(path, actual, size, entry)
 
 
 @contextlib.contextmanager
@@ -266,6 +304,16 @@ def _check_bytes(
 ) -> tuple[bytes, ModelSummary]:
     size = memoryview(view).nbytes
     digest = _check_digest(model_path, view if fd is None else fd, size, entry)
+    return digest, _check_structure(view, manifest, state, limits)
+
+
+def _check_structure(
+    view: bytes | memoryview,
+    manifest: Manifest | None,
+    state: RollbackState | None,
+    limits: Limits,
+) -> ModelSummary:
+    """Anti-rollback, structural validation and the signed summary (after the digest)."""
     if manifest is not None and state is not None:
         state.check(manifest.name, manifest.version)
     allow_custom = manifest.allow_custom_ops if manifest else False
@@ -274,7 +322,7 @@ def _check_bytes(
         _compare_summary(summary, manifest.tflite)
         if state is not None:
             state.accept(manifest.name, manifest.version)
-    return digest, summary
+    return summary
 
 
 def verify_model(
@@ -298,8 +346,8 @@ def verify_model(
     model_path = Path(model_path)
     manifest, entry, key_id, scheme = _open_signature(model_path, trust, sig_path, state, limits,
                                                       name)
-    content = read_bounded(model_path, limits.max_model_bytes, what="model")
-    digest, summary = _check_bytes(model_path, content, manifest, entry, state, limits)
+    content, digest = _read_checked(model_path, entry, limits.max_model_bytes)
+    summary = _check_structure(content, manifest, state, limits)
     logger.info("verified %s (%s, sha256 %s, key %s)", model_path.name, scheme,
                 digest.hex()[:16], key_id.hex()[:16])
     return VerifiedModel(path=model_path, sha256=digest, size=len(content), summary=summary,

@@ -66,7 +66,7 @@ def test_repeating_stops_when_settled_or_capped() -> None:
 
 
 def test_met_by_the_median_in_the_targets_direction() -> None:
-    at_least = target("delivery_outbox")  # >= 0.5
+    at_least = target("appraisal_core_ed25519")  # >= 0.5
     at_most = target("metrics_time")  # <= 0.5
     assert Verdict(at_least, (0.4, 0.55, 0.6)).met
     assert not Verdict(at_least, (0.9, 0.45, 0.3)).met  # one lucky run does not make it
@@ -89,24 +89,26 @@ def test_check_exits_nonzero_only_when_asked_and_a_target_is_missed() -> None:
 
 
 def test_the_verdict_line_states_target_median_iqr_and_outcome() -> None:
-    line = Verdict(target("appraisal_core_ed25519"), (0.27, 0.28, 0.29, 0.30, 0.31)).line()
+    line = Verdict(target("verifier_store_ed25519"), (0.27, 0.28, 0.29, 0.30, 0.31)).line()
     assert ">= 0.3" in line and "median 0.29" in line and "IQR 0.28-0.30" in line
     assert "5 runs" in line and "IQR settled" in line and line.endswith("NOT MET")
 
 
-def test_targets_are_the_current_ones_and_the_raised_ones_are_only_listed() -> None:
+def test_the_targets_are_issue_16s_raised_ones() -> None:
     by = {t.name: t for t in benchstats.TARGETS}
-    assert (by["verify_inproc_20mb"].op, by["verify_inproc_20mb"].value) == (">=", 0.8)
+    assert (by["verify_inproc_20mb"].op, by["verify_inproc_20mb"].value) == (">=", 1.5)
     assert (by["cli_20mb"].op, by["cli_20mb"].value) == ("<=", 0.5)
-    assert (by["appraisal_core_ed25519"].value, by["appraisal_core_ed25519"].next_value) == (0.3, 0.5)
-    assert (by["delivery_outbox"].value, by["delivery_outbox"].next_value) == (0.5, 0.8)
+    assert (by["appraisal_core_ed25519"].value, by["appraisal_core_ed25519"].was) == (0.5, 0.3)
+    assert (by["verifier_store_ed25519"].op, by["verifier_store_ed25519"].value) == (">=", 0.3)
+    assert (by["delivery_outbox"].value, by["delivery_outbox"].was) == (0.8, 0.5)
     assert (by["metrics_time"].op, by["metrics_time"].value) == ("<=", 0.5)
-    # a raised target is not what decides "met"
-    assert Verdict(by["appraisal_core_ed25519"], (0.4,) * 5).met
+    # the old target is not what decides "met"
+    assert not Verdict(by["appraisal_core_ed25519"], (0.4,) * 5).met
 
 
 def test_the_section_table_shows_each_target_of_the_section() -> None:
-    vs = benchstats.verdicts({"delivery_outbox": [0.6] * 5}, ["agent"])
+    vs = benchstats.verdicts({"delivery_outbox": [0.85] * 5}, ["agent"])
     assert [v.target.name for v in vs] == ["delivery_outbox", "metrics_time"]
     t = benchstats.table(vs)
-    assert "**0.60**" in t and "| met |" in t and "not measured" in t and ">= 0.8" in t
+    assert "**0.85**" in t and "| met |" in t and "not measured" in t and ">= 0.8" in t
+    assert "| >= 0.5 |" in t  # the target before issue 16

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -402,3 +403,34 @@ def test_a_renamed_model_is_told_to_take_its_signed_name_back(work, signer):
     with pytest.raises(DigestMismatchError) as e:
         verify_model(renamed, trust, sig_path=sig)
     assert "renamed" in (e.value.hint or "") and "digits_mlp.tflite" in str(e.value)
+
+
+def test_attack_model_cut_short_while_it_is_read(big_model, tmp_path, monkeypatch):
+    """The model is truncated between the size check and the read: a digest verdict, no bytes."""
+    key = generate("ed25519")
+    trust = TrustStore([key.public])
+    model = tmp_path / big_model.name
+    shutil.copy(big_model, model)
+    _sign(model, key, name="dense")
+    real = integrity.read_shards
+
+    def cut_then_read(fd, size, shard_size):
+        os.truncate(model, size // 2)
+        return real(fd, size, shard_size)
+
+    monkeypatch.setattr(integrity, "read_shards", cut_then_read)
+    with pytest.raises(DigestMismatchError, match="got shorter while it was read"):
+        verify_model(model, trust)
+
+
+def test_a_large_model_loads_from_the_bytes_its_shards_were_checked_in(big_model, tmp_path):
+    from edgeward.models.runtime import load_interpreter
+
+    key = generate("ed25519")
+    trust = TrustStore([key.public])
+    model = tmp_path / big_model.name
+    shutil.copy(big_model, model)
+    _sign(model, key, name="dense")
+    vm = verify_model(model, trust)
+    assert type(vm.content) is bytes and vm.content == big_model.read_bytes()
+    load_interpreter(vm.content).allocate_tensors()
