@@ -118,8 +118,14 @@ def appraise(
     policy: Policy = Policy(),
     limits: Limits = DEFAULT_LIMITS,
     submod_registry: Registry | None = None,
+    decoded: cose.Sign1Message | None = None,
 ) -> Verdict:
-    """Appraise one evidence token; see the module docstring for the steps."""
+    """Appraise one evidence token; see the module docstring for the steps.
+
+    ``decoded``: the caller's :func:`cose.decode_sign1` of these very ``evidence`` bytes with
+    these ``limits``, if it has one (the verifier looks up the key first), so it is not decoded
+    twice.
+    """
     digest = hashlib.sha256(evidence if isinstance(evidence, bytes) else b"").digest()
     r = _Result()
     enrolled_ueid: bytes | None = b""  # set once the device is known; b"": nothing to pin
@@ -135,7 +141,7 @@ def appraise(
 
     # 1-2. structure, identity, signature, claims
     try:
-        msg = cose.decode_sign1(evidence, limits=limits)
+        msg = decoded if decoded is not None else cose.decode_sign1(evidence, limits=limits)
     except IntegrityError as e:
         r.set("instance-identity", C.CRYPTO_VALIDATION_FAILED,
               f"evidence is malformed: {safe(e, 200)}")

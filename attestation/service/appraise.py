@@ -42,5 +42,9 @@ class AttestationAppraiser:
             status = "contraindicated"
         return bytes(r.signed), status
 
+    def group(self) -> Any:
+        """Group commit of the verifier's store (see :meth:`.verifier_store.Store.group`)."""
+        return self.verifier.store.group()
+
     def close(self) -> None:
         self.verifier.close()

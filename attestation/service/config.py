@@ -50,6 +50,7 @@ class ServiceSettings:
     challenge_rate: float = setting(20.0, min=0.1, max=100_000)
     tick: float = setting(1.0, min=0.05, max=60)
     ack_interval: float = setting(0.5, min=0.0, max=60)  # at most one e2e ack per device per it
+    commit_delay: float = setting(0.002, min=0.0, max=0.1)  # group commit: wait for more events
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,7 @@ class ServiceConfig:
     command_key: Path | None = ServiceCommands.key
     command_ttl: float = ServiceCommands.ttl
     ack_interval: float = ServiceSettings.ack_interval
+    commit_delay: float = ServiceSettings.commit_delay
     limits: Limits = VERIFIER_LIMITS  # [limits]: envelope decoding bounds
     verifier: VerifierConfig | None = None  # [verifier] and its tables; None: not appraised
     early_warning: EarlyWarningConfig = EARLY_WARNING  # [early_warning]
@@ -109,6 +111,7 @@ def load_service_config(path: Path) -> ServiceConfig:
         challenge_rate=s.challenge_rate,
         tick=s.tick,
         ack_interval=s.ack_interval,
+        commit_delay=s.commit_delay,
         command_key=c.key,
         command_ttl=c.ttl,
         limits=verifier_limits(root.section("limits")),

@@ -14,6 +14,8 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +57,28 @@ class FleetStore:
             sqlite_migrate(self._db, "fleet", str(self.path), legacy=_legacy)
         except sqlite3.Error as e:
             raise DeviceError(f"cannot open fleet store {self.path}: {e}") from e
+
+    @contextmanager
+    def group(self) -> Iterator[None]:
+        """Group commit: every statement inside joins one transaction, made durable by one COMMIT
+        (one fsync with ``synchronous=FULL``) when the block ends, or rolled back if it raises.
+        Outside a group each statement commits on its own. Nothing inside is durable before the
+        block ends: acknowledge what it stored only after it. Not nested."""
+        self._tx("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            with self._lock:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+            raise
+        try:
+            self._tx("COMMIT")
+        except DeviceError:
+            with self._lock:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+            raise
 
     def _tx(self, sql: str, args: tuple[Any, ...] = ()) -> sqlite3.Cursor:
         with self._lock:

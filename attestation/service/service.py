@@ -30,10 +30,17 @@ makes every device due at once: the rest stay due and go out in the next ticks).
 signed with the backend key (:meth:`send_command`).
 
 paho callbacks hand events to :attr:`queue`; everything else runs on the worker's loop thread.
+
+Group commit: the loop takes the events already queued, and those arriving within
+``[service] commit_delay`` (at most :data:`COMMIT_BATCH`), and handles them in one transaction
+per store (one fsync each with ``synchronous=FULL``). What answers for them (PUBACKs, EARs,
+challenges) is held back until those commits are done; if a commit fails, none of it is sent and
+the broker delivers the messages again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import queue
@@ -70,6 +77,7 @@ RECHALLENGE_ON = frozenset({"attest.request", "model.rejected"})
 
 
 SATURATED = 0.1  # a worker idle less than this share of a tick is behind: no scheduled challenges
+COMMIT_BATCH = 256  # events handled under one commit at most
 FLEET = "@fleet"  # the store's device name for fleet events (not a valid device name)
 WORKER_PREFIX = "edgeward-verifier"
 MAX_PEM_BYTES = 64 * 1024  # a certificate (chain) in PEM
@@ -248,7 +256,7 @@ class VerifierService:
                 self.idle += time.monotonic() - waited
                 if ev is not None:
                     self._last_event = self.clock()
-                    self.handle(ev)
+                    self.handle_group(self._gather(ev))
                 if self._reload:
                     self._reload = False
                     self.reload()
@@ -277,6 +285,45 @@ class VerifierService:
         return now - self._last_event >= ONCE_QUIET or now - self._served_at >= ONCE_MAX
 
     # --- incoming ----------------------------------------------------------------------------
+
+    def _gather(self, first: object) -> list[object]:
+        """``first``, the events queued behind it and those arriving within ``commit_delay``."""
+        events = [first]
+        deadline = time.monotonic() + self.cfg.commit_delay
+        while len(events) < COMMIT_BATCH:
+            left = deadline - time.monotonic()
+            try:
+                ev = self.queue.get(timeout=left) if left > 0 else self.queue.get_nowait()
+            except queue.Empty:
+                break
+            if ev is None:  # a stop request: handle what came before it
+                self.queue.put(None)
+                break
+            events.append(ev)
+        return events
+
+    def handle_group(self, events: list[object]) -> None:
+        """Handle ``events`` under one commit per store; then send what answers for them."""
+        held = _AfterCommit(self.transport)
+        self.transport = held  # type: ignore[assignment]
+        try:
+            with self._group():
+                for ev in events:
+                    self.handle(ev)
+        except EdgewardError as e:  # the commit: nothing was stored, so nothing is answered
+            self.count("errors")
+            logger.error("%d message(s) not stored: %s", len(events), safe(e, 200))
+            return
+        finally:
+            self.transport = held.inner
+        held.send()
+
+    @contextlib.contextmanager
+    def _group(self) -> Any:
+        appraiser_group = getattr(self.appraiser, "group", None)
+        with self.store.group(), (appraiser_group() if appraiser_group is not None
+                                  else contextlib.nullcontext()):
+            yield  # the verifier's store commits first, then the fleet store
 
     def handle(self, ev: object) -> None:
         if isinstance(ev, ConnectFailed):
@@ -522,3 +569,25 @@ class VerifierService:
                             ttl=self.cfg.command_ttl)
         self.transport.publish(topic(device, "cmd"), data)
         return seq
+
+
+class _AfterCommit:
+    """The transport while a group is open: acks and publishes wait for its commit."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.held: list[tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]] = []
+
+    def publish(self, *args: Any, **kw: Any) -> None:
+        self.held.append((self.inner.publish, args, kw))
+
+    def ack(self, *args: Any, **kw: Any) -> None:
+        self.held.append((self.inner.ack, args, kw))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def send(self) -> None:
+        for fn, args, kw in self.held:
+            fn(*args, **kw)
+        self.held.clear()

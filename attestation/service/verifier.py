@@ -19,6 +19,7 @@ load time and logged as errors; their board then has no reference and cannot be 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import logging
 import time
@@ -156,6 +157,8 @@ class Verifier:
         self.limits = limits or VERIFIER_LIMITS
         self.clock = clock
         self._refvalues_source: tuple[Path, TrustStore] | None = None
+        self._anchor_cache: tuple[tuple[x509.Certificate, ...], frozenset[bytes]] = (
+            (), frozenset())
         if tofu:
             logger.warning("TRUST ON FIRST USE is enabled: any device that presents a "
                            "certificate is enrolled without a maker CA; do not use in production")
@@ -264,10 +267,20 @@ class Verifier:
         ids = (rec.certs or "").split()
         if any(i in self.revoked for i in ids):
             return "its certificate is revoked by the maker CA's CRL"
-        if rec.endorsement == "x509" and rec.anchor is not None and bytes(rec.anchor) not in {
-                ca.fingerprint(hashes.SHA256()) for ca in self.maker_cas}:
+        if rec.endorsement == "x509" and rec.anchor is not None and \
+                bytes(rec.anchor) not in self._anchors():
             return "the maker CA that endorsed it is no longer trusted"
         return None
+
+    def _anchors(self) -> frozenset[bytes]:
+        """The maker CAs' SHA-256 fingerprints, computed once per list of CAs (not per token)."""
+        cas, anchors = self._anchor_cache
+        if len(cas) != len(self.maker_cas) or any(
+                a is not b for a, b in zip(cas, self.maker_cas, strict=True)):
+            cas = tuple(self.maker_cas)
+            anchors = frozenset(ca.fingerprint(hashes.SHA256()) for ca in cas)
+            self._anchor_cache = (cas, anchors)
+        return anchors
 
     def _lookup(self, kid: bytes) -> EnrolledDevice | None:
         rec = self.store.device_by_key(kid)
@@ -323,7 +336,8 @@ class Verifier:
             verdict = appraise(evidence, devices=self._lookup, sessions=self.store.session,
                                refvalues=self.refvalues, now=now, policy=self.policy,
                                limits=self.limits,
-                               submod_registry=self._lock if self.locks else None)
+                               submod_registry=self._lock if self.locks else None,
+                               decoded=msg)
         except DeviceError:
             raise
         except Exception as e:  # the last line: every input ends in a verdict
@@ -380,7 +394,10 @@ class Verifier:
         return AppraisalResult(ear, signed, verdict.device)
 
 
+@functools.lru_cache(maxsize=4096)
 def _from_spki(der: bytes) -> VerifyingKey:
+    """An enrolled key from its stored SPKI; cached, as devices attest again and again (a
+    pure function of the bytes)."""
     from cryptography.hazmat.primitives.serialization import load_der_public_key
 
     return VerifyingKey.from_crypto(load_der_public_key(der))

@@ -84,11 +84,59 @@ class Store:
         except sqlite3.Error as e:
             raise DeviceError(f"cannot open the verifier database {self.path}: {e}") from e
         self._lock = threading.RLock()
+        self._grouped = False
+
+    @contextmanager
+    def group(self) -> Iterator[None]:
+        """Group commit: the transactions inside are savepoints of one transaction, made durable
+        by one COMMIT (one fsync with ``synchronous=FULL``) when the block ends, or all rolled back
+        if it raises. Nothing inside is durable before the block ends, so whatever answers for
+        it (an EAR published, a message acknowledged) must wait until then. Nested: one group."""
+        with self._lock:
+            if self._grouped:
+                yield
+                return
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as e:
+                raise DeviceError(f"verifier database {self.path} is unavailable: {e}") from e
+            self._grouped = True
+            try:
+                yield
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            else:
+                try:
+                    self._db.execute("COMMIT")
+                except sqlite3.Error as e:
+                    raise DeviceError(f"cannot commit to {self.path}: {e}") from e
+            finally:
+                self._grouped = False
+
+    @contextmanager
+    def _savepoint(self) -> Iterator[sqlite3.Connection]:
+        """A transaction inside a group: undone alone on an exception."""
+        self._db.execute("SAVEPOINT tx")
+        try:
+            yield self._db
+        except BaseException as e:
+            self._db.execute("ROLLBACK TO tx")
+            self._db.execute("RELEASE tx")
+            if isinstance(e, sqlite3.Error):
+                raise DeviceError(f"verifier database {self.path} failed: {e}") from e
+            raise
+        else:
+            self._db.execute("RELEASE tx")
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """One atomic unit of work; rolled back on any exception."""
         with self._lock:
+            if self._grouped:
+                with self._savepoint() as db:
+                    yield db
+                return
             try:
                 self._db.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as e:
