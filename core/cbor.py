@@ -136,11 +136,12 @@ def _scan(buf: bytes, limits: Limits, allowed_tags: frozenset[int]) -> None:
                 if info <= 24 and arg not in (20, 21, 22):
                     raise _fail(f"simple value {arg} is not accepted (only false, true, null)")
             else:
+                new_keys: set[Any] | None = None
                 if major == _ARRAY:
                     if arg > end - pos:
                         raise _fail(f"declares an array of {arg} items but only {end - pos} "
                                     "bytes remain")
-                    size, new_keys = arg, None
+                    size = arg
                 elif major == _MAP:
                     if 2 * arg > end - pos:
                         raise _fail(f"declares a map of {arg} pairs but only {end - pos} bytes "
@@ -149,7 +150,7 @@ def _scan(buf: bytes, limits: Limits, allowed_tags: frozenset[int]) -> None:
                 else:
                     if arg not in allowed_tags:
                         raise _fail(f"tag {arg} is not allowed here")
-                    size, new_keys = 1, None
+                    size = 1
                 depth = len(stack) + (left >= 0)
                 if depth >= max_depth:
                     raise _fail(f"nested deeper than {max_depth}")

@@ -305,7 +305,7 @@ class VerifierService:
     def handle_group(self, events: list[object]) -> None:
         """Handle ``events`` under one commit per store; then send what answers for them."""
         held = _AfterCommit(self.transport)
-        self.transport = held  # type: ignore[assignment]
+        self.transport = held
         try:
             with self._group():
                 for ev in events:
