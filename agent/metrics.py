@@ -6,13 +6,29 @@ temperature (the board's thermal zone through the firmware shim, else psutil's s
 process count, uptime, and the agent's own CPU and memory. Lists are capped (:data:`MAX_LIST`)
 so a busy host cannot make a report unbounded; the true counts are always reported.
 
-I/O: reads /proc and /sys through psutil. The result is a plain map ready to be the ``body`` of a
-``metrics`` report (docs/protocol.cddl ``metrics-body``).
+Cost per report (issue 13: a report cost the agent about 20 ms of CPU, more on a busy host):
+
+* sockets come from the kernel's socket diagnostics (:mod:`.sockdiag`), asked for the listening
+  and established ones only; psutil's ``net_connections`` (the fallback where netlink is not
+  available) reads every socket of the host and then lists every file descriptor of every
+  process to find each socket's owner, which the metrics do not need;
+* what does not change while the agent runs (CPU count, boot time) is read once.
+
+Size per report: the three lists (listening TCP and UDP ports, established connections) are
+sent when they changed since the last report that carried them, and in full every
+:data:`FULL_EVERY` reports whatever happened (so a backend that missed a report catches up);
+in between, the list is left out and ``"unchanged": true`` stands in its place, beside the
+count, which is always sent. docs/protocol.cddl and docs/DESIGN-NOTES.md say the same.
+
+I/O: reads /proc and /sys through psutil, and one netlink exchange per socket query. The result
+is a plain map ready to be the ``body`` of a ``metrics`` report (docs/protocol.cddl
+``metrics-body``).
 """
 
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -21,46 +37,49 @@ import psutil
 
 from edgeward.core.errors import EdgewardError
 
+from . import sockdiag
+
 logger = logging.getLogger(__name__)
 
 MAX_LIST = 64
+FULL_EVERY = 10  # every this many reports the lists go in full, changed or not
+# (map in the body, its list) sent only on change
+_LISTS = (("listening_tcp_ports", "ports"), ("listening_udp_ports", "ports"),
+          ("tcp_connections", "connections"))
 
 
-def _ports(conns: list[Any], status: str | None) -> list[dict[str, Any]]:
-    seen: set[tuple[str, int]] = set()
-    out: list[dict[str, Any]] = []
-    for c in conns:
-        if status is not None and c.status != status:
-            continue
-        if not c.laddr:
-            continue
-        key = (str(c.laddr.ip), int(c.laddr.port))
-        if key not in seen:
-            seen.add(key)
-            out.append({"interface": key[0], "port": key[1]})
-    out.sort(key=lambda d: (d["port"], d["interface"]))
-    return out
+def _ports(socks: list[tuple[str, int]]) -> list[dict[str, Any]]:
+    return [{"interface": ip, "port": port}
+            for ip, port in sorted(set(socks), key=lambda a: (a[1], a[0]))]
 
 
 class MetricsCollector:
-    """Collect one metrics body per call; keeps psutil's per-process CPU state between calls."""
+    """Collect one metrics body per call; keeps psutil's per-process CPU state between calls,
+    and the lists last sent (see the module docstring)."""
 
     def __init__(self, disk_paths: Sequence[str] = ("/",), *,
-                 temperature: Callable[[], float | None] | None = None) -> None:
+                 temperature: Callable[[], float | None] | None = None,
+                 full_every: int = FULL_EVERY) -> None:
         self.disk_paths = tuple(disk_paths)
         # The board's own sensor (the firmware shim's Platform.cpu_temperature: the thermal
         # zone); psutil's hottest sensor where the board has none or it cannot be read.
         self.cpu_temperature = temperature
+        self.full_every = max(1, full_every)
         self._me = psutil.Process()
         self._me.cpu_percent(None)
         psutil.cpu_percent(None)
+        self._cpu_count = psutil.cpu_count() or 0
+        self._boot = psutil.boot_time()
+        self._sent: dict[str, Any] = {}
+        self._reports = 0
+        self._diag = True  # sock_diag answered (or not tried yet)
 
     def collect(self) -> dict[str, Any]:
         body: dict[str, Any] = {}
         body.update(self._network())
         vm = psutil.virtual_memory()
         body["cpu_percent"] = float(psutil.cpu_percent(None))
-        body["cpu_count"] = psutil.cpu_count() or 0
+        body["cpu_count"] = self._cpu_count
         try:
             body["load"] = [round(x, 3) for x in psutil.getloadavg()]
         except (OSError, AttributeError):
@@ -69,7 +88,7 @@ class MetricsCollector:
         body["disk"] = self._disks()
         body["temperature_c"] = self._board_temperature()
         body["process_count"] = len(psutil.pids())
-        body["uptime_s"] = round(time.time() - psutil.boot_time(), 1)
+        body["uptime_s"] = round(time.time() - self._boot, 1)
         with self._me.oneshot():
             mem = self._me.memory_info()
             body["agent"] = {
@@ -78,30 +97,62 @@ class MetricsCollector:
                 "threads": self._me.num_threads(),
                 "fds": self._me.num_fds(),
             }
+        self._leave_out_unchanged(body)
         return body
+
+    def _leave_out_unchanged(self, body: dict[str, Any]) -> None:
+        full = self._reports % self.full_every == 0
+        self._reports += 1
+        for key, field in _LISTS:
+            part = body[key]
+            if not full and self._sent.get(key) == part[field]:
+                del part[field]
+                part["unchanged"] = True
+            else:
+                self._sent[key] = part[field]
+
+    def _sockets(self) -> tuple[list[tuple[str, int]], list[tuple[str, int]],
+                                list[tuple[tuple[str, int], tuple[str, int]]], int]:
+        """Listening TCP, UDP (local addresses), established TCP (first MAX_LIST in order of
+        local port and remote address) and the number established."""
+        if self._diag:
+            try:
+                tcp_listen = [s.local for s in sockdiag.sockets(
+                    socket.IPPROTO_TCP, 1 << sockdiag.TCP_LISTEN)]
+                udp = [s.local for s in sockdiag.sockets(socket.IPPROTO_UDP, sockdiag.ALL_STATES)]
+                est_raw = list(sockdiag.sockets(socket.IPPROTO_TCP, 1 << sockdiag.TCP_ESTABLISHED))
+                est_raw.sort(key=lambda s: (s.sport, s.family, s.dst, s.dport))
+                est = [(s.local, s.remote) for s in est_raw[:MAX_LIST]]
+                return tcp_listen, udp, est, len(est_raw)
+            except (OSError, ValueError) as e:
+                logger.info("socket diagnostics unavailable (%s); listing sockets with psutil", e)
+                self._diag = False
+        try:
+            tcp = psutil.net_connections(kind="tcp")
+            udp_c = psutil.net_connections(kind="udp")
+        except (psutil.AccessDenied, OSError) as e:
+            logger.info("cannot list connections: %s", e)
+            return [], [], [], 0
+        tcp_listen = [(str(c.laddr.ip), int(c.laddr.port)) for c in tcp
+                      if c.status == psutil.CONN_LISTEN and c.laddr]
+        udp = [(str(c.laddr.ip), int(c.laddr.port)) for c in udp_c if c.laddr]
+        pairs = [((str(c.laddr.ip), int(c.laddr.port)), (str(c.raddr.ip), int(c.raddr.port)))
+                 for c in tcp if c.status == psutil.CONN_ESTABLISHED and c.laddr and c.raddr]
+        pairs.sort(key=lambda p: (p[0][1], p[1]))
+        return tcp_listen, udp, pairs[:MAX_LIST], len(pairs)
 
     def _network(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        try:
-            tcp = psutil.net_connections(kind="tcp")
-            udp = psutil.net_connections(kind="udp")
-        except (psutil.AccessDenied, OSError) as e:
-            logger.info("cannot list connections: %s", e)
-            tcp, udp = [], []
-        listen_tcp = _ports(tcp, psutil.CONN_LISTEN)
-        listen_udp = _ports(udp, None)
-        est = [(c.laddr, c.raddr) for c in tcp
-               if c.status == psutil.CONN_ESTABLISHED and c.laddr and c.raddr]
+        tcp_listen, udp, est, n_est = self._sockets()
+        listen_tcp = _ports(tcp_listen)
+        listen_udp = _ports(udp)
         out["listening_tcp_ports"] = {"total": len(listen_tcp), "ports": listen_tcp[:MAX_LIST]}
         out["listening_udp_ports"] = {"total": len(listen_udp), "ports": listen_udp[:MAX_LIST]}
         out["tcp_connections"] = {
-            "established": len(est),
+            "established": n_est,
             "connections": [
-                {
-                    "local_port": int(local.port),
-                    "remote_addr": f"{remote.ip}:{remote.port}",
-                }
-                for local, remote in est[:MAX_LIST]
+                {"local_port": local[1], "remote_addr": f"{remote[0]}:{remote[1]}"}
+                for local, remote in est
             ],
         }
         io = psutil.net_io_counters()
