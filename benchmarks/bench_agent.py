@@ -7,7 +7,9 @@
    (``--idle-seconds`` to shorten).
 3. Time and memory per metrics collection: edgeward's MetricsCollector against the AWS IoT
    Device Defender Python agent's collector (PyPI ``awsiotdevicedefenderagentsdk``), if it is
-   installed in the venv given by ``--dd-python``.
+   installed in the venv given by ``--dd-python``; and what one report costs the agent (CPU time
+   of the collecting thread) and weighs on the wire (the CBOR envelope the loop sends), median
+   and with the full lists (sent on change and every 10th report).
 
 Usage: .venv/bin/python benchmarks/bench_agent.py [--messages 5000] [--idle-seconds 60]
        [--dd-python .venv-bench/bin/python]
@@ -138,6 +140,28 @@ def bench_metrics(rounds: int) -> tuple[float, float]:
     return statistics.median(times) * 1000, statistics.median(peaks) / 1024
 
 
+def report_cost(rounds: int) -> tuple[float, float, int]:
+    """CPU ms of one collection (this thread), median report bytes, bytes with full lists."""
+    from edgeward.agent.envelope import Envelope, encode
+    from edgeward.agent.metrics import MetricsCollector
+
+    m = MetricsCollector()
+    cpu, sizes, full = [], [], 0
+    for i in range(max(rounds, 10)):
+        t0 = time.thread_time()
+        body = m.collect()
+        cpu.append(time.thread_time() - t0)
+        # what the loop adds before sending (agent/loop.py run_timers)
+        body["outbox"] = {"count": 0, "bytes": 0, "dropped": 0, "delivered": 1000 + i}
+        body["counters"] = {"delivered": 1000 + i}
+        n = len(encode(Envelope(seq=1000 + i, ts=time.time(), device="lock-0001",
+                                type="metrics", body=body)))
+        sizes.append(n)
+        if i == 0:
+            full = n
+    return statistics.median(cpu) * 1000, statistics.median(sizes), full
+
+
 DD_SCRIPT = r"""
 import json, statistics, sys, time, tracemalloc
 from AWSIoTDeviceDefenderAgentSDK import collector
@@ -205,6 +229,7 @@ def main() -> None:
             break
         dds.append(got)
     ew_t, ew_m = (statistics.median(x) for x in zip(*ews, strict=True))
+    cost_cpu, size_median, size_full = report_cost(args.metrics_rounds)
     if dds:
         dd = tuple(statistics.median(x) for x in zip(*dds, strict=True))  # type: ignore[assignment]
     print(f"\n### Agent (Mosquitto 2 over TLS on loopback, {os.cpu_count()} CPUs, "
@@ -228,6 +253,10 @@ def main() -> None:
     else:
         print(f"| time per metrics collection (median) | {ew_t:.1f} ms | Device Defender: {dd} | |")
         print(f"| Python heap peak per collection | {ew_m:.0f} KiB | | |")
+    print(f"| agent CPU per metrics report (collecting thread, median of "
+          f"{max(args.metrics_rounds, 10)}) | {cost_cpu:.1f} ms | | |")
+    print(f"| metrics report on the wire (CBOR envelope) | {size_median / 1024:.2f} KiB median, "
+          f"{size_full / 1024:.2f} KiB with the full port and connection lists | | |")
     print(ratio_line("delivery_outbox", ratios))
     if dds:
         print(ratio_line("metrics_time", [e[0] / d[0] for e, d in zip(ews, dds, strict=False)]))
