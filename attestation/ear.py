@@ -56,7 +56,9 @@ class TrustVector:
     sourced_data: int = C.NO_CLAIM
 
     def items(self) -> list[tuple[str, int]]:
-        return [(f.name.replace("_", "-"), getattr(self, f.name)) for f in fields(self)]
+        # the field names once (_VECTOR_FIELDS), not dataclasses.fields() per call: this runs
+        # several times per appraisal
+        return [(label, getattr(self, name)) for name, label in _VECTOR_FIELDS]
 
     def status(self) -> int:
         """The worst tier among the claims that have a value (EAR draft §3.2)."""
@@ -77,6 +79,9 @@ class TrustVector:
                 raise MalformedInputError(f"EAR claim {name} is not an int8")
             kw[name.replace("-", "_")] = v
         return cls(**kw)
+
+
+_VECTOR_FIELDS = tuple((f.name, f.name.replace("_", "-")) for f in fields(TrustVector))
 
 
 @dataclass(frozen=True)

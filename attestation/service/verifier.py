@@ -282,8 +282,9 @@ class Verifier:
             self._anchor_cache = (cas, anchors)
         return anchors
 
-    def _lookup(self, kid: bytes) -> EnrolledDevice | None:
-        rec = self.store.device_by_key(kid)
+    def _lookup(self, kid: bytes, known: DeviceRecord | None = None) -> EnrolledDevice | None:
+        """The enrolled device of key ``kid``; ``known``: its record, just read by the caller."""
+        rec = known if known is not None and known.key_id == kid else self.store.device_by_key(kid)
         if rec is None:
             return None
         return EnrolledDevice(rec.device, _from_spki(rec.spki), rec.endorsement,
@@ -320,9 +321,11 @@ class Verifier:
             msg = cose.decode_sign1(evidence, limits=self.limits)
         except IntegrityError:
             msg = None  # the appraisal says why the evidence is malformed, once
+        known: DeviceRecord | None = None  # read once here, again only after an enrollment
         try:
-            if msg is not None and msg.kid and self.store.device_by_key(msg.kid) is None:
-                chain = x5chain_of(msg)
+            if msg is not None and msg.kid:
+                known = self.store.device_by_key(msg.kid)
+                chain = x5chain_of(msg) if known is None else None
                 if chain:
                     self._enroll_from_x5chain(chain, device)
         except DeviceError:
@@ -333,7 +336,8 @@ class Verifier:
             logger.warning("device certificate refused: %s: %s", type(e).__name__, safe(e, 200))
             enroll_error = f"device certificate cannot be parsed ({type(e).__name__})"
         try:
-            verdict = appraise(evidence, devices=self._lookup, sessions=self.store.session,
+            verdict = appraise(evidence, devices=lambda kid: self._lookup(kid, known),
+                               sessions=self.store.session,
                                refvalues=self.refvalues, now=now, policy=self.policy,
                                limits=self.limits,
                                submod_registry=self._lock if self.locks else None,
