@@ -8,6 +8,7 @@ is consumed once.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -44,7 +45,8 @@ class AttestationAppraiser:
 
     def group(self) -> Any:
         """Group commit of the verifier's store (see :meth:`.verifier_store.Store.group`)."""
-        return self.verifier.store.group()
+        group = getattr(self.verifier.store, "group", None)  # SQLite; PostgreSQL has none
+        return group() if group is not None else contextlib.nullcontext()
 
     def close(self) -> None:
         self.verifier.close()

@@ -320,9 +320,12 @@ class VerifierService:
 
     @contextlib.contextmanager
     def _group(self) -> Any:
+        # SQLite stores group their commits; a store without group() (PostgreSQL) commits
+        # each transaction as before
+        store_group = getattr(self.store, "group", None)
         appraiser_group = getattr(self.appraiser, "group", None)
-        with self.store.group(), (appraiser_group() if appraiser_group is not None
-                                  else contextlib.nullcontext()):
+        with (store_group() if store_group is not None else contextlib.nullcontext()), \
+                (appraiser_group() if appraiser_group is not None else contextlib.nullcontext()):
             yield  # the verifier's store commits first, then the fleet store
 
     def handle(self, ev: object) -> None:

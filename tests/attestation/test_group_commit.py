@@ -73,6 +73,7 @@ def test_every_ack_and_ear_of_a_group_is_sent_after_its_commit(tmp_path: Path) -
 def test_attack_worker_cannot_commit_so_nothing_is_acknowledged(tmp_path: Path) -> None:
     """Another writer holds the database: the group fails, no PUBACK, the broker resends."""
     svc, rec = _service(tmp_path)
+    assert isinstance(svc.store, FleetStore)  # the SQLite store, whose lock is held below
     svc.store._db.execute("PRAGMA busy_timeout=50")
     other = sqlite3.connect(tmp_path / "fleet.sqlite", isolation_level=None)
     other.execute("BEGIN IMMEDIATE")
