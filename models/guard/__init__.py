@@ -12,6 +12,8 @@ Public API (see docs/GUARD.md):
 from __future__ import annotations
 
 from .calibrate import Outputs, calibrate
+from .features import FeatureModel
+from .featuretap import FeatureTap, run_features
 from .guarded import GuardedInterpreter, GuardedResult, ModelIO, softmax_logits_index
 from .link import AgentLink
 from .policy import SEVERITIES, Policy, PolicyConfig, Verdict
@@ -29,6 +31,8 @@ from .profile import (
 __all__ = [
     "SEVERITIES",
     "AgentLink",
+    "FeatureModel",
+    "FeatureTap",
     "GuardedInterpreter",
     "GuardedResult",
     "ModelIO",
@@ -44,6 +48,7 @@ __all__ = [
     "encode_profile",
     "open_profile",
     "profile_digest",
+    "run_features",
     "sign_profile",
     "softmax_logits_index",
 ]

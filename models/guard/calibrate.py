@@ -23,12 +23,15 @@ Pure: the model is a callable passed in (``predict``), data comes in as arrays. 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
 
+from .combine import choose_rule, proxy_outliers
+from .combine import combine as combine_scores
 from .detectors import (
     InputSpec,
     InputStats,
@@ -39,6 +42,7 @@ from .detectors import (
     squeeze_distance,
     squeeze_median,
 )
+from .features import FeatureModel
 from .profile import DriftConfig, Profile, SqueezeConfig
 from .stats import Cusum, TailModel, quantile_threshold
 
@@ -57,6 +61,7 @@ class Outputs:
 
 
 Predict = Callable[[F64], Outputs]  # (N, d) float64 inputs -> outputs
+FeatureFn = Callable[[F64], F64]  # (N, d) float64 inputs -> (N, dim) penultimate features
 
 ALWAYS_ON = ("zmax", "mahalanobis", "msp", "entropy", "energy")
 SQUEEZE = "squeeze"
@@ -88,9 +93,25 @@ def squeeze_scores(
 
 
 def combine(profile: Profile, scores: dict[str, F64]) -> F64:
-    """Combined surprise: max over the detectors present in ``scores`` (see module doc)."""
-    parts = [profile.tails[k].surprise(v) for k, v in scores.items() if k in profile.tails]
-    return np.max(parts, axis=0)
+    """Combined score by the profile's rule over the detectors present in ``scores``."""
+    return combine_scores(profile.tails, scores, profile.weights)
+
+
+def all_scores(
+    predict: Predict,
+    xflat: F64,
+    stats: InputStats,
+    spec: InputSpec,
+    sq: SqueezeConfig,
+    features: tuple[FeatureModel, FeatureFn] | None,
+) -> tuple[dict[str, F64], Outputs]:
+    """Every detector's scores on rows ``xflat`` (calibration and offline scoring)."""
+    out = predict(xflat)
+    scores = {**input_scores(stats, xflat), **output_scores(out)}
+    scores[SQUEEZE] = squeeze_scores(predict, xflat, out, spec, sq)
+    if features is not None:
+        scores.update(features[0].scores(features[1](xflat)))
+    return scores, out
 
 
 def _cusum_h(
@@ -128,11 +149,33 @@ def calibrate(
     range_margin: float = 0.1,
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
+    feature_fn: FeatureFn | None = None,
+    feature_tensor: str = "",
+    feature_labels: np.ndarray | None = None,
+    feature_rate: float = 0.1,
+    react_percentile: float | None = 90.0,
+    knn_k: int = 1,
+    combination: str = "auto",
+    feature_reference: tuple[np.ndarray, np.ndarray | None] | None = None,
 ) -> Profile:
-    """Calibrate a profile on clean inputs ``x`` of shape (N, *input_shape) or (N, size)."""
+    """Calibrate a profile on clean inputs ``x`` of shape (N, *input_shape) or (N, size).
+
+    With ``feature_fn`` (rows -> penultimate features of the tensor named ``feature_tensor``),
+    the feature detectors (``features.py``) are fitted on the first part, with class means by
+    ``feature_labels`` (the true labels of ``x``) or else the model's own predictions, and run on
+    a fraction ``feature_rate`` of invokes. ``feature_reference`` ``(rows, labels or None)`` adds
+    clean rows (typically the model's training set) to those the feature detectors are fitted
+    on: more writers in the kNN bank and class means, thresholds still from the held part.
+    ``combination``: ``"max"`` keeps max surprise; ``"auto"`` fits a weighted rule on proxy
+    outliers and keeps it only where it does better (``combine.py``).
+    """
     say = progress or (lambda _m: None)
     if not 0.0 < fpr < 0.5:
         raise ValueError(f"fpr {fpr} must be in (0, 0.5)")
+    if combination not in ("max", "auto"):
+        raise ValueError(f"combination {combination!r} is not 'max' or 'auto'")
+    if feature_fn is not None and not feature_tensor:
+        raise ValueError("feature_fn needs the name of the feature tensor (feature_tensor)")
     size = int(np.prod(input_shape))
     xflat = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
     if xflat.shape[1] != size:
@@ -158,19 +201,52 @@ def calibrate(
     say(f"fitting input statistics on {n_fit} samples ({size} features)")
     stats = InputStats.fit(fit)
 
-    say(f"scoring {len(held)} held samples")
-    out = predict(held)
-    if out.logits is None and energy_source != "none":
-        energy_source = "none"
-    output_kind = out.kind
-    scores = {**input_scores(stats, held), **output_scores(out)}
+    fm: FeatureModel | None = None
+    if feature_fn is not None:
+        say(f"fitting feature detectors on {n_fit} samples (tensor {feature_tensor!r})")
+        labels = (
+            np.asarray(feature_labels).reshape(-1)[order[:n_fit]]
+            if feature_labels is not None
+            else predict(fit).probs.argmax(axis=1)
+        )
+        ffit = feature_fn(fit)
+        if feature_reference is not None:
+            rx = np.asarray(feature_reference[0], dtype=np.float64).reshape(
+                len(feature_reference[0]), -1
+            )
+            ry = feature_reference[1]
+            rlab = predict(rx).probs.argmax(axis=1) if ry is None else np.asarray(ry).reshape(-1)
+            ffit = np.r_[ffit, feature_fn(rx)]
+            labels = np.r_[labels, rlab]
+        fm = FeatureModel.fit(
+            ffit, labels, tensor=feature_tensor, k=knn_k,
+            react_percentile=react_percentile, rate=feature_rate, seed=seed,
+        )
+    feats = (fm, feature_fn) if fm is not None and feature_fn is not None else None
     sq = squeeze or SqueezeConfig()
-    say("feature squeezing (extra inferences)")
-    scores[SQUEEZE] = squeeze_scores(predict, held, out, spec, sq)
+    say(f"scoring {len(held)} held samples (feature squeezing: extra inferences)")
+    t0 = time.perf_counter()
+    probe = predict(held[: min(len(held), 50)])
+    invoke_s = (time.perf_counter() - t0) / min(len(held), 50)
+    if probe.logits is None and energy_source != "none":
+        energy_source = "none"
+    output_kind = probe.kind
+    scores, out = all_scores(predict, held, stats, spec, sq, feats)
+    if fm is not None:
+        fm = fm.with_cost(_feature_cost(fm, feature_fn, held))
 
     tails = {k: TailModel.fit(v) for k, v in scores.items()}
     thresholds = {k: quantile_threshold(v, fpr) for k, v in scores.items()}
-    surprise = np.max([tails[k].surprise(v) for k, v in scores.items()], axis=0)
+    weights = None
+    if combination == "auto":
+        say("fitting the combination rule on proxy outliers (blends and splices)")
+        labels_held = out.probs.argmax(axis=1)
+        proxies = proxy_outliers(held, labels_held, rng, len(held))
+        pscores, _ = all_scores(predict, proxies, stats, spec, sq, feats)
+        sur_c = {k: tails[k].surprise(v) for k, v in scores.items()}
+        sur_p = {k: tails[k].surprise(v) for k, v in pscores.items()}
+        weights, _dets = choose_rule(sur_c, sur_p, fpr, rng)
+    surprise = combine_scores(tails, scores, weights)
     threshold = quantile_threshold(surprise, fpr)
 
     say("calibrating drift detection")
@@ -206,4 +282,20 @@ def calibrate(
         squeeze=sq,
         drift=drift,
         n_calibration=n,
+        features=fm,
+        weights=weights,
+        invoke_s=float(invoke_s),
     )
+
+
+def _feature_cost(fm: FeatureModel, feature_fn: FeatureFn | None, held: F64) -> float:
+    """Median seconds to score one input's features (the per-invoke cost, tensor read aside)."""
+    if feature_fn is None:
+        return 0.0
+    f = feature_fn(held[:20])
+    times = []
+    for row in f:
+        t0 = time.perf_counter()
+        fm.scores(row[None, :])
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))

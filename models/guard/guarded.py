@@ -32,7 +32,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .calibrate import Outputs, combine, input_scores, output_scores, squeeze_scores
+from .combine import weighted_one
 from .detectors import softmax, validity_problems
+from .featuretap import FeatureHook, run_features
 from .link import AgentLink
 from .modelio import ModelIO, softmax_logits_index
 from .policy import Policy, PolicyConfig, Verdict, info_verdict
@@ -133,6 +135,11 @@ class GuardedInterpreter:
         self._step = d.step
         self._lat_crit = self.latency.z_crit
         self._drift_batch: list[float] = []
+        # Feature detectors (sampled, featuretap.py) and a weighted combination, when the profile
+        # has them; a profile naming a tensor this model lacks is refused here.
+        self.features = FeatureHook(interpreter, profile.features) if profile.features else None
+        if profile.weights is not None:
+            self._combined = weighted_one(profile.tails, profile.weights)  # type: ignore[method-assign,assignment]
 
     def invoke(self, x: np.ndarray) -> GuardedResult:
         """Run one sample (shape as the model's input, with or without the batch axis, or flat)."""
@@ -228,6 +235,8 @@ class GuardedInterpreter:
             for v in zs:
                 s += exp(v - m)
             scores["energy"] = -(m + log(s))
+        if self.features is not None:  # before squeezing, whose inferences overwrite the tensor
+            self.features(scores)
         self._acc += self.rate
         if self._acc >= 1.0:
             self._acc -= 1.0
@@ -385,6 +394,9 @@ class GuardedInterpreter:
             scores["squeeze"] = squeeze_scores(
                 lambda r: self.io.predict(r, p.output_kind), good, out, p.spec, p.squeeze
             )
+            if self.features is not None:
+                tap = self.features.tap
+                scores.update(self.features.model.scores(run_features(self.io, tap, good)))
             combined = combine(p, scores)
         j = 0
         for i in range(len(rows)):

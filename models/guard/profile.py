@@ -34,13 +34,14 @@ from edgeward.core.keys import SigningKey, TrustStore, VerifyingKey
 from edgeward.core.limits import DEFAULT_LIMITS, Limits
 
 from .detectors import InputSpec, InputStats
+from .features import FeatureModel, decode_features, encode_features
 from .stats import TailModel
 
 logger = logging.getLogger(__name__)
 
 PROFILE_VERSION = 1
 CONTENT_TYPE = "application/vnd.edgeward.guard-profile+cbor"
-MAX_PROFILE_BYTES = 1024 * 1024
+MAX_PROFILE_BYTES = 4 * 1024 * 1024  # room for a kNN bank and a feature covariance
 MAX_DIM = 1 << 20
 
 F64 = NDArray[np.float64]
@@ -85,6 +86,10 @@ class Profile:
     squeeze: SqueezeConfig
     drift: DriftConfig
     n_calibration: int
+    # Optional parts (absent from the encoding when unset, so older profiles decode unchanged):
+    features: FeatureModel | None = None  # penultimate-layer detectors (features.py)
+    weights: dict[str, float] | None = None  # weighted-surprise combination; None: max surprise
+    invoke_s: float = 0.0  # median invoke time at calibration (the latency baseline); 0: unknown
 
     @property
     def detectors(self) -> tuple[str, ...]:
@@ -122,7 +127,18 @@ def _unarr(obj: Any, what: str, ndim: int) -> F64:
 
 def encode_profile(p: Profile) -> bytes:
     """Deterministic CBOR of ``p`` (the COSE payload)."""
-    return cbor.dumps(
+    m = _encode_base(p)
+    if p.features is not None:
+        m["features"] = encode_features(p.features)
+    if p.weights is not None:
+        m["weights"] = {k: float(v) for k, v in p.weights.items()}
+    if p.invoke_s:
+        m["invoke_s"] = float(p.invoke_s)
+    return cbor.dumps(m)
+
+
+def _encode_base(p: Profile) -> dict[str, Any]:
+    return dict(
         {
             "v": PROFILE_VERSION,
             "model_sha256": p.model_sha256,
@@ -269,6 +285,13 @@ def decode_profile(payload: bytes, *, limits: Limits = DEFAULT_LIMITS) -> Profil
         raise MalformedInputError("profile drift settings out of range")
     if not 0.0 < fpr < 1.0:
         raise MalformedInputError("profile fpr out of range")
+    features = decode_features(m["features"]) if "features" in m else None
+    if features is not None and not {"feature_mahalanobis", "feature_knn"} <= set(tails):
+        raise MalformedInputError("profile has feature detectors but no tails for them")
+    weights = _decode_weights(m["weights"], tails) if "weights" in m else None
+    invoke_s = _get(m, "invoke_s", float) if "invoke_s" in m else 0.0
+    if not 0.0 <= invoke_s < 3600.0:
+        raise MalformedInputError("profile invoke_s out of range")
     return Profile(
         model_sha256=digest,
         fpr=fpr,
@@ -283,7 +306,24 @@ def decode_profile(payload: bytes, *, limits: Limits = DEFAULT_LIMITS) -> Profil
         squeeze=SqueezeConfig(bits=bits, rate=rate, image_shape=tuple(ishape) if ishape else None),
         drift=drift,
         n_calibration=_get(m, "n", int),
+        features=features,
+        weights=weights,
+        invoke_s=invoke_s,
     )
+
+
+def _decode_weights(obj: Any, tails: dict[str, TailModel]) -> dict[str, float]:
+    """Combination weights: one finite, non-negative weight per known detector, some positive."""
+    if not isinstance(obj, dict) or not obj or not set(obj) <= set(tails):
+        raise MalformedInputError("profile weights do not name the profile's detectors")
+    out: dict[str, float] = {}
+    for k, v in obj.items():
+        if isinstance(v, bool) or not isinstance(v, int | float) or not 0.0 <= v <= 1e6:
+            raise MalformedInputError(f"profile weight of {k!r} is not in [0, 1e6]")
+        out[str(k)] = float(v)
+    if not any(out.values()):
+        raise MalformedInputError("profile weights are all zero")
+    return out
 
 
 # --- signing and opening -------------------------------------------------------------------------

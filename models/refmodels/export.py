@@ -46,8 +46,13 @@ def _const(
     return m.add_tensor(TensorDef(name, dtype, tuple(arr.shape), buf, scale, zero_point))
 
 
-def _dense_chain(m: ModelDef, x: int, layers: tuple[Layer, ...], prefix: str = "dense") -> int:
+def _dense_chain(
+    m: ModelDef, x: int, layers: tuple[Layer, ...], prefix: str = "dense"
+) -> tuple[int, int]:
+    """(logits tensor, penultimate tensor: the input of the last layer)."""
+    penultimate = x
     for k, (w, b) in enumerate(layers):
+        penultimate = x
         last = k == len(layers) - 1
         wt = _const(m, f"{prefix}_{k}/weights", w.astype(np.float32), "FLOAT32")
         bt = _const(m, f"{prefix}_{k}/bias", b.astype(np.float32), "FLOAT32")
@@ -63,7 +68,7 @@ def _dense_chain(m: ModelDef, x: int, layers: tuple[Layer, ...], prefix: str = "
             )
         )
         x = y
-    return x
+    return x, penultimate
 
 
 def _softmax(m: ModelDef, x: int, n: int) -> int:
@@ -74,19 +79,30 @@ def _softmax(m: ModelDef, x: int, n: int) -> int:
     return y
 
 
-def mlp_tflite(weights: MlpWeights, description: str = "edgeward digits MLP") -> bytes:
-    """The float32 MLP as a ``.tflite`` model: input ``[1, F]``, output probabilities."""
+def mlp_tflite(
+    weights: MlpWeights, description: str = "edgeward digits MLP", *, features: bool = False
+) -> bytes:
+    """The float32 MLP as a ``.tflite`` model: input ``[1, F]``, output probabilities.
+
+    ``features=True`` names the penultimate layer as a second output, for the guard's
+    feature-space detectors (the tensor's name is in ``get_output_details()[1]``).
+    """
     m = ModelDef(description=description)
     n_in = weights.layers[0][0].shape[1]
     x = m.add_tensor(TensorDef("input", "FLOAT32", (1, n_in)))
-    logits = _dense_chain(m, x, weights.layers)
+    logits, pen = _dense_chain(m, x, weights.layers)
     y = _softmax(m, logits, weights.layers[-1][0].shape[0])
-    m.inputs, m.outputs = [x], [y]
+    m.inputs, m.outputs = [x], [y, pen] if features else [y]
     return build(m)
 
 
-def cnn_tflite(weights: CnnWeights, description: str = "edgeward digits CNN") -> bytes:
-    """The float32 CNN as a ``.tflite`` model: input ``[1, 8, 8, 1]``, output probabilities."""
+def cnn_tflite(
+    weights: CnnWeights, description: str = "edgeward digits CNN", *, features: bool = False
+) -> bytes:
+    """The float32 CNN as a ``.tflite`` model: input ``[1, 8, 8, 1]``, output probabilities.
+
+    ``features=True`` names the penultimate layer as a second output (see :func:`mlp_tflite`).
+    """
     m = ModelDef(description=description)
     h, w = weights.image
     c = weights.conv_w.shape[0]
@@ -113,9 +129,9 @@ def cnn_tflite(weights: CnnWeights, description: str = "edgeward digits CNN") ->
             ((0, "b", s.PADDING_VALID), (1, "i", 2), (2, "i", 2), (3, "i", 2), (4, "i", 2)),
         )
     )
-    logits = _dense_chain(m, pool, weights.dense)
+    logits, pen = _dense_chain(m, pool, weights.dense)
     y = _softmax(m, logits, weights.dense[-1][0].shape[0])
-    m.inputs, m.outputs = [x], [y]
+    m.inputs, m.outputs = [x], [y, pen] if features else [y]
     return build(m)
 
 
@@ -140,8 +156,11 @@ def mlp_int8_tflite(
     *,
     int8_io: bool = False,
     description: str = "edgeward digits MLP int8",
+    features: bool = False,
 ) -> bytes:
     """Post-training int8 quantisation of the MLP, calibrated on ``calibration_x`` ``[N, F]``.
+
+    ``features=True`` names the (int8) penultimate layer as a second output.
 
     Input range is taken from the calibration data, activation ranges from a float forward pass.
     """
@@ -157,7 +176,9 @@ def mlp_int8_tflite(
         m.operators.append(OperatorDef(m.opcode(QUANTIZE, version=2), (x,), (q_in,)))
         m.inputs = [x]
     h, s_h, cur = xs, s_x, q_in
+    pen = cur
     for k, (w, b) in enumerate(weights.layers):
+        pen = cur
         last = k == len(weights.layers) - 1
         s_w = float(np.abs(w).max()) / 127.0 or 1.0
         qw = _const(
@@ -201,4 +222,6 @@ def mlp_int8_tflite(
         probs = m.add_tensor(TensorDef("probabilities", "FLOAT32", (1, n_out)))
         m.operators.append(OperatorDef(m.opcode(DEQUANTIZE, version=2), (probs_q,), (probs,)))
         m.outputs = [probs]
+    if features:
+        m.outputs.append(pen)
     return build(m)

@@ -66,3 +66,28 @@ def sample_clean(centers: np.ndarray, n: int, seed: int) -> np.ndarray:
 
 
 FAKE_SHA = hashlib.sha256(b"fake model").digest()
+
+
+class FeatureInterp(FakeInterp):
+    """FakeInterp with a penultimate layer h = relu(x A) named as a second output."""
+
+    def __init__(self, w: np.ndarray, b: np.ndarray, a: np.ndarray, *,
+                 name: str = "dense_0/relu") -> None:
+        super().__init__(w, b)
+        self.a, self.name = a, name
+
+    def get_output_details(self) -> list[dict[str, Any]]:
+        return [{"index": 1, "name": "probabilities", "shape": np.array([1, K]),
+                 "dtype": np.float32, "quantization": (0.0, 0)},
+                {"index": 3, "name": self.name, "shape": np.array([1, self.a.shape[1]]),
+                 "dtype": np.float32, "quantization": (0.0, 0)}]
+
+    def get_tensor_details(self) -> list[dict[str, Any]]:
+        return [{"index": 0, "name": "input", "shape": np.array(self.shape), "dtype": np.float32},
+                {"index": 2, "name": "logits", "shape": np.array([1, K]), "dtype": np.float32},
+                *self.get_output_details()]
+
+    def _invoke(self) -> None:
+        super()._invoke()
+        x = self.tensors[0].reshape(1, -1).astype(np.float64)
+        self.tensors[3] = np.maximum(x @ self.a, 0).astype(np.float32)

@@ -21,6 +21,7 @@ from edgeward.core.errors import (
 from edgeward.core.keys import TrustStore, generate
 from edgeward.models.guard import GuardedInterpreter, ModelIO, calibrate
 from edgeward.models.guard.profile import (
+    MAX_PROFILE_BYTES,
     Profile,
     check_manifest_binding,
     decode_profile,
@@ -105,7 +106,7 @@ def test_attack_truncated_profile(profile: Profile, key, cut: int) -> None:
 
 def test_attack_oversized_profile(key) -> None:
     with pytest.raises(MalformedInputError, match="exceeds"):
-        open_profile(b"\xa0" * (2 << 20), model_sha256=FAKE_SHA, trust=key.public)
+        open_profile(b"\xa0" * (MAX_PROFILE_BYTES + 1), model_sha256=FAKE_SHA, trust=key.public)
 
 
 def test_attack_signed_payload_that_is_not_a_profile(key) -> None:
