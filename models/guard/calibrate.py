@@ -163,9 +163,10 @@ def calibrate(
     With ``feature_fn`` (rows -> penultimate features of the tensor named ``feature_tensor``),
     the feature detectors (``features.py``) are fitted on the first part, with class means by
     ``feature_labels`` (the true labels of ``x``) or else the model's own predictions, and run on
-    a fraction ``feature_rate`` of invokes. ``feature_reference`` ``(rows, labels or None)`` adds
-    clean rows (typically the model's training set) to those the feature detectors are fitted
-    on: more writers in the kNN bank and class means, thresholds still from the held part.
+    a fraction ``feature_rate`` of invokes. ``feature_reference`` ``(rows, labels or None)``:
+    other clean rows (typically the model's training set) to fit the feature detectors on
+    instead of the first part, so the held part is as new to the kNN bank as a device's inputs
+    will be (fitting both on one population, say the same writers, makes thresholds too tight).
     ``combination``: ``"max"`` keeps max surprise; ``"auto"`` fits a weighted rule on proxy
     outliers and keeps it only where it does better (``combine.py``).
     """
@@ -204,20 +205,20 @@ def calibrate(
     fm: FeatureModel | None = None
     if feature_fn is not None:
         say(f"fitting feature detectors on {n_fit} samples (tensor {feature_tensor!r})")
-        labels = (
-            np.asarray(feature_labels).reshape(-1)[order[:n_fit]]
-            if feature_labels is not None
-            else predict(fit).probs.argmax(axis=1)
-        )
-        ffit = feature_fn(fit)
-        if feature_reference is not None:
+        if feature_reference is None:
+            ffit = feature_fn(fit)
+            labels = (
+                np.asarray(feature_labels).reshape(-1)[order[:n_fit]]
+                if feature_labels is not None
+                else predict(fit).probs.argmax(axis=1)
+            )
+        else:
             rx = np.asarray(feature_reference[0], dtype=np.float64).reshape(
                 len(feature_reference[0]), -1
             )
             ry = feature_reference[1]
             rlab = predict(rx).probs.argmax(axis=1) if ry is None else np.asarray(ry).reshape(-1)
-            ffit = np.r_[ffit, feature_fn(rx)]
-            labels = np.r_[labels, rlab]
+            ffit, labels = feature_fn(rx), rlab
         fm = FeatureModel.fit(
             ffit, labels, tensor=feature_tensor, k=knn_k,
             react_percentile=react_percentile, rate=feature_rate, seed=seed,
