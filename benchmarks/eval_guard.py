@@ -52,7 +52,8 @@ __all__ = ["NumpyNet", "fgsm", "interpreter", "metrics", "shifts"]
 
 DETECTORS = ("zmax", "mahalanobis", "msp", "entropy", "energy", "squeeze",
              "feature_mahalanobis", "feature_knn", "feature_mahalanobis_noreact",
-             "feature_knn_noreact", "combined_max", "combined")
+             "feature_knn_noreact", "combined_max", "combined_always_on", "combined")
+SAMPLED = ("squeeze", "feature_mahalanobis", "feature_knn")
 IMG = (8, 8)
 
 
@@ -127,19 +128,23 @@ def setup(content: bytes, x_cal: np.ndarray, y_cal: np.ndarray, x_ref: np.ndarra
 def thresholds(g: Guard) -> dict[str, float]:
     p = g.main.profile
     return {**p.thresholds, **g.noreact_th, "combined": p.threshold,
-            "combined_max": g.plain_max.threshold}
+            "combined_always_on": p.threshold, "combined_max": g.plain_max.threshold}
 
 
 def set_scores(g: Guard, x: np.ndarray) -> dict[str, np.ndarray]:
     """Every detector's score on rows ``x`` (all detectors run: the sampled ones too)."""
     verdicts = g.main.score_batch(x.reshape(len(x), *g.shape).astype(np.float32))
     out = {k: np.array([v.scores.get(k, np.nan) for v in verdicts]) for k in DETECTORS
-           if not k.endswith(("_noreact", "_max"))}
+           if not k.endswith(("_noreact", "_max", "_always_on"))}
     feats = run_features(g.io, g.tap, x.reshape(len(x), -1).astype(np.float32))
     for k, v in g.noreact.scores(feats).items():
         out[k + "_noreact"] = v
     base = {k: out[k] for k in g.plain_max.tails}
     out["combined_max"] = combine(g.plain_max.tails, base, None)
+    # What an invoke on which no sampled detector ran sees (the profile's rule, same threshold).
+    p = g.main.profile
+    out["combined_always_on"] = combine(p.tails, {k: v for k, v in base.items()
+                                                  if k not in SAMPLED}, p.weights)
     return out
 
 
@@ -199,15 +204,18 @@ def attacks(net: NumpyNet, x: np.ndarray, y: np.ndarray, x_cal: np.ndarray, seed
 
 
 def metrics(clean: np.ndarray, shifted: np.ndarray, threshold: float) -> dict[str, float]:
-    """AUROC, FPR at 95% TPR, detection rate at the calibrated threshold (flag when s > t)."""
+    """AUROC, FPR at 95% TPR, detection rate at the calibrated threshold (flag when s > t), and
+    TPR at 5% clean FPR (``tpr05``: the detection a threshold right for this clean set gives)."""
     if np.isnan(clean).all() or np.isnan(shifted).all():
-        return {"auroc": float("nan"), "fpr95": float("nan"), "det": float("nan")}
+        return {"auroc": float("nan"), "fpr95": float("nan"), "det": float("nan"),
+                "tpr05": float("nan")}
     y = np.r_[np.zeros(len(clean)), np.ones(len(shifted))]
     s = np.nan_to_num(np.r_[clean, shifted], nan=np.inf, posinf=1e300)
     auroc = float(roc_auc_score(y, s))
     t95 = np.quantile(shifted, 0.05, method="lower")
+    t05 = np.quantile(np.nan_to_num(clean, nan=np.inf), 0.95, method="higher")
     return {"auroc": auroc, "fpr95": float((clean >= t95).mean()),
-            "det": float((shifted > threshold).mean())}
+            "det": float((shifted > threshold).mean()), "tpr05": float((shifted > t05).mean())}
 
 
 def eval_model(name: str, g: Guard, content: bytes, x_cal: np.ndarray, x_test: np.ndarray,
@@ -322,7 +330,16 @@ def main(argv: list[str] | None = None) -> int:
                   rate=args.rate)
         clean = set_scores(g, x_test[keep_t])
         sc, th = set_scores(g, unseen), thresholds(g)
+        probs = g.io.predict(unseen.astype(np.float64), "probs").probs
+        conf = probs.max(axis=1)
+        top = np.bincount(probs.argmax(axis=1), minlength=8)
         held.append({"model": name, "n_unseen": len(unseen), "weights": g.main.profile.weights,
+                     "unseen_confident": float((conf >= 0.9).mean()),
+                     "unseen_as": {int(c): int(v) for c, v in enumerate(top) if v},
+                     "by_class": {str(c): metrics(clean["combined"],
+                                                  sc["combined"][np.r_[y_tr[y_tr >= 8],
+                                                                       y_test[y_test >= 8]] == c],
+                                                  th["combined"]) for c in (8, 9)},
                      "clean_fpr": {k: float((clean[k] > th[k]).mean()) for k in DETECTORS},
                      "metrics": {k: metrics(clean[k], sc[k], th[k]) for k in DETECTORS}})
     text = report(results, held, cost, drift, same, DETECTORS)

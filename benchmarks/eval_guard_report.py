@@ -8,6 +8,7 @@ SHORT = {"zmax": "zmax", "mahalanobis": "input maha", "msp": "MSP", "entropy": "
          "energy": "energy", "squeeze": "squeeze", "feature_mahalanobis": "feat maha",
          "feature_knn": "feat kNN", "feature_mahalanobis_noreact": "feat maha (no ReAct)",
          "feature_knn_noreact": "feat kNN (no ReAct)", "combined_max": "combined (max)",
+         "combined_always_on": "combined (always-on only)",
          "combined": "combined (profile rule)"}
 
 
@@ -35,15 +36,21 @@ def report(results: list[dict[str, Any]], held: list[dict[str, Any]], cost: dict
     lines: list[str] = ["### Goals", "",
                         "| model | held-out classes AUROC (>= 0.95) | held-out detected "
                         "(>= 0.70) | clean FPR, new writers (<= 0.05) | adaptive PGD 0.1 / 0.2 "
-                        "detected (>= 0.50) |", "|---|---|---|---|---|"]
+                        "detected (>= 0.50) | held-out / PGD 0.1 / PGD 0.2 detected at 5% clean "
+                        "FPR |", "|---|---|---|---|---|---|"]
     for r, h in zip(results, held, strict=True):
         hm = h["metrics"]["combined"]
-        a1 = r["sets"]["adversarial: PGD eps=0.1 adaptive"]["combined"]["det"]
-        a2 = r["sets"]["adversarial: PGD eps=0.2 adaptive"]["combined"]["det"]
+        a1 = r["sets"]["adversarial: PGD eps=0.1 adaptive"]["combined"]
+        a2 = r["sets"]["adversarial: PGD eps=0.2 adaptive"]["combined"]
         lines.append(f"| {r['model']} | {fmt(hm['auroc'])} | {fmt(hm['det'])} | "
-                     f"{fmt(r['clean_fpr']['combined'])} | {fmt(a1)} / {fmt(a2)} |")
-    lines += ["", "Combined score with the profile's rule (what a device runs when the feature "
-              "detectors are sampled); held-out classes on the 0-7 variant of each model.", ""]
+                     f"{fmt(r['clean_fpr']['combined'])} (0-7: {fmt(h['clean_fpr']['combined'])})"
+                     f" | {fmt(a1['det'])} / {fmt(a2['det'])} | {fmt(hm['tpr05'])} / "
+                     f"{fmt(a1['tpr05'])} / {fmt(a2['tpr05'])} |")
+    lines += ["", "Combined score with the profile's rule, all detectors running (an invoke on "
+              "which the sampled ones run); held-out classes on the 0-7 variant of each model. "
+              "The last column uses the threshold that flags 5% of these clean test inputs (an "
+              "oracle: what detection would be with a threshold right for the new writers).",
+              ""]
     for r in results:
         lines += [f"### {r['model']}", "",
                   f"Clean test accuracy {r['clean_acc']:.3f}. Combination rule fitted at "
@@ -68,6 +75,12 @@ def report(results: list[dict[str, Any]], held: list[dict[str, Any]], cost: dict
         lines.append(f"| {SHORT[k]} | " + " | ".join(
             f"{fmt(h['metrics'][k]['auroc'])} / {fmt(h['metrics'][k]['fpr95'])} / "
             f"{fmt(h['metrics'][k]['det'])}" for h in held) + " |")
+    lines += ["", "Held-out diagnosis: " + "; ".join(
+        f"{h['model']}: {h['unseen_confident']:.0%} of the unseen digits get a softmax "
+        f"probability >= 0.9; predicted as " + ", ".join(
+            f"{c}: {n}" for c, n in sorted(h["unseen_as"].items(), key=lambda t: -t[1])[:4])
+        + "; combined AUROC on unseen 8s " + fmt(h["by_class"]["8"]["auroc"]) + ", on 9s "
+        + fmt(h["by_class"]["9"]["auroc"]) for h in held) + "."]
     lines += ["", "Rules: " + "; ".join(f"{h['model']}: {_weights(h['weights'])}" for h in held)
               + ". Clean FPR on 0-7 (new writers), combined: " + ", ".join(
                   f"{h['model']} {h['clean_fpr']['combined']:.3f}" for h in held) + ".", ""]

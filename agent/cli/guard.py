@@ -11,20 +11,21 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
 import click
 
 from edgeward.agent.cli.common import echo_json, progress_printer
-from edgeward.core.errors import ConfigError
+from edgeward.core.errors import ConfigError, MalformedInputError
 from edgeward.core.persist import write_atomic
 
 logger = logging.getLogger(__name__)
 
 PATH = click.Path(path_type=Path)
 MAX_DATA_BYTES = 512 * 1024 * 1024
-MAX_PROFILE_FILE = 1024 * 1024
+MAX_PROFILE_FILE = 4 * 1024 * 1024  # the profile's own bound (guard.profile.MAX_PROFILE_BYTES)
 
 
 @click.group()
@@ -104,6 +105,15 @@ def _image_shape(spec: str | None, input_shape: tuple[int, ...]) -> tuple[int, i
     return None
 
 
+def _tensor_size(interp: Any, name: str) -> int:
+    """Values per input of the tensor ``name`` (0 if the model has no such tensor)."""
+    for d in [*interp.get_output_details(), *interp.get_tensor_details()]:
+        if d.get("name") == name:
+            shape = [int(n) for n in d["shape"]]
+            return math.prod(shape[1:]) if len(shape) > 1 else math.prod(shape)
+    return 0
+
+
 @guard.command()
 @click.argument("model", type=PATH)
 @click.option("--data", "data_path", required=True, type=PATH, help="Clean inputs (.npy).")
@@ -124,6 +134,26 @@ def _image_shape(spec: str | None, input_shape: tuple[int, ...]) -> tuple[int, i
     help="Fraction of invokes that run feature squeezing (extra inferences).",
 )
 @click.option("--image-shape", help="HxWxC for median smoothing of flat inputs, e.g. 8x8x1.")
+@click.option(
+    "--features",
+    "feature_tensor",
+    help="Name of the penultimate-layer tensor (a model output, or any tensor: it is read with "
+    "preserved tensors) for the feature detectors (Mahalanobis, kNN).",
+)
+@click.option(
+    "--feature-rate",
+    type=click.FloatRange(0.0, 1.0),
+    default=0.1,
+    show_default=True,
+    help="Fraction of invokes that run the feature detectors.",
+)
+@click.option(
+    "--reference",
+    "reference_path",
+    type=PATH,
+    help="Clean inputs (.npy, e.g. the training set) for the feature detectors' bank and means; "
+    "without it, half of --data.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines.")
 def calibrate(
     model: Path,
@@ -133,6 +163,9 @@ def calibrate(
     out_path: Path,
     squeeze_rate: float,
     image_shape: str | None,
+    feature_tensor: str | None,
+    feature_rate: float,
+    reference_path: Path | None,
     quiet: bool,
 ) -> None:
     """Fit the guard on clean data and write a signed profile bound to MODEL."""
@@ -147,6 +180,19 @@ def calibrate(
     shape = io_.in_shape[1:]
     x = _load_data(data_path, shape)
     say(f"model {model.name} sha256 {digest.hex()[:16]}, {len(x)} clean samples")
+    feats: dict[str, Any] = {}
+    if feature_tensor:
+        try:
+            tap = g.FeatureTap(interp, feature_tensor, _tensor_size(interp, feature_tensor))
+        except MalformedInputError as e:
+            raise ConfigError(f"--features {feature_tensor}: {e}") from e
+        feats = {
+            "feature_fn": lambda rows: g.run_features(io_, tap, rows),
+            "feature_tensor": feature_tensor,
+            "feature_rate": feature_rate,
+        }
+        if reference_path is not None:
+            feats["feature_reference"] = (_load_data(reference_path, shape), None)
     try:
         profile = g.calibrate(
             x,
@@ -160,6 +206,7 @@ def calibrate(
                 rate=squeeze_rate, image_shape=_image_shape(image_shape, shape)
             ),
             progress=say,
+            **feats,
         )
     except ValueError as e:
         raise ConfigError(f"cannot calibrate: {e}") from e

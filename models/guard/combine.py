@@ -4,9 +4,12 @@ Every detector's score becomes a *surprise* ``-log10 P_clean(S >= s)`` (``TailMo
 default rule takes the maximum over the detectors that ran. It treats a noisy detector as loudly
 as a sharp one, which costs detection on shifts only some detectors see (held-out classes).
 
-The weighted rule is ``sum_d w_d * surprise_d`` over the detectors that ran, with ``w_d >= 0``
-(so a sampled detector that did not run can only lower the score: an invoke without it is flagged
-at most as often as the calibrated rate). The weights are fitted **on calibration data only**:
+The weighted rule is ``max(max_d surprise_d, sum_d w_d * surprise_d)`` over the detectors that
+ran, with ``w_d >= 0`` (so a sampled detector that did not run can only lower the score: an
+invoke without it is flagged at most as often as the calibrated rate). The sum catches weak
+signals several detectors share; the maximum keeps a jump one detector alone sees, including
+detectors the fit gave no weight (a pure sum lost the always-on detectors' catches whenever the
+heavily weighted detector was a sampled one). The weights are fitted **on calibration data only**:
 
 1. negatives: the held calibration inputs (clean, scored out of sample);
 2. positives: *proxy outliers* built from those same inputs: pixel-wise blends and splices of two
@@ -45,11 +48,16 @@ def combine_max(sur: Mapping[str, F64]) -> F64:
 
 
 def combine_weighted(sur: Mapping[str, F64], weights: Mapping[str, float]) -> F64:
+    """max(max surprise, weighted sum of surprises): the sum for weak signals several detectors
+    share, the maximum for a jump one detector alone sees (a detector the weights leave out,
+    such as ``zmax`` on noise, still counts)."""
+    if not sur:
+        return np.zeros(0)
     parts = [weights[k] * v for k, v in sur.items() if weights.get(k)]
+    top = combine_max(sur)
     if not parts:
-        n = len(next(iter(sur.values()))) if sur else 0
-        return np.zeros(n)
-    return np.asarray(np.sum(parts, axis=0), dtype=np.float64)
+        return top
+    return np.asarray(np.maximum(top, np.sum(parts, axis=0)), dtype=np.float64)
 
 
 def combine(
@@ -64,15 +72,17 @@ def weighted_one(
     tails: Mapping[str, TailModel], weights: Mapping[str, float]
 ) -> Callable[[dict[str, float]], float]:
     """The per-invoke weighted combination (plain Python over a few detectors)."""
-    items = {k: (tails[k].surprise1, float(w)) for k, w in weights.items() if w > 0 and k in tails}
+    items = {k: (t.surprise1, float(weights.get(k, 0.0))) for k, t in tails.items()}
 
     def combined(scores: dict[str, float]) -> float:
-        total = 0.0
+        total = top = 0.0
         for k, v in scores.items():
             t = items.get(k)
             if t is not None:
-                total += t[1] * t[0](v)
-        return total
+                sur = t[0](v)
+                total += t[1] * sur
+                top = sur if sur > top else top
+        return total if total > top else top
 
     return combined
 

@@ -228,3 +228,36 @@ def test_installed_command_tampered_profile_one_line_exit_2(signed: Path) -> Non
                        text=True, timeout=120)
     lines = [ln for ln in p.stderr.splitlines() if ln.startswith("edgeward:")]
     assert p.returncode == 2 and len(lines) == 1 and "Traceback" not in p.stderr
+
+
+def test_calibrate_with_feature_detectors(signed: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--features names the penultimate layer (preserved here: the example has one output)."""
+    w, f = signed, signed / "feat"
+    f.mkdir(exist_ok=True)
+    shutil.copy(w / "digits_mlp.tflite", f / "digits_mlp.tflite")
+    key = str(w / "k/private.pem")
+    for args in (
+        ["guard", "calibrate", str(f / "digits_mlp.tflite"), "--data", str(w / "clean.npy"),
+         "--key", key, "--out", str(f / "feat.prof"), "--features", "dense_0/relu",
+         "--feature-rate", "0.2", "--reference", str(w / "clean.npy"), "-q"],
+        ["model", "sign", str(f / "digits_mlp.tflite"), "--key", key, "--name", "digits",
+         "--version", "1", "--profile", str(f / "feat.prof")],
+    ):
+        code, _, err = run(args, capsys)
+        assert code == 0, err
+    code, out, err = run(["guard", "score", str(f / "digits_mlp.tflite"), "--profile",
+                          str(f / "feat.prof"), "--data", str(w / "test.npy"), "--trust",
+                          str(w / "k/public.pem"), "--json"], capsys)
+    assert code == 0, err
+    samples = json.loads(out)["samples"]
+    assert "feature_knn" in samples[0]["scores"] and "feature_mahalanobis" in samples[0]["scores"]
+    assert samples[6]["flagged"]  # the inverted digit
+
+
+def test_calibrate_features_of_a_tensor_the_model_lacks(signed: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    w = signed
+    code, _, err = run(["guard", "calibrate", str(w / "digits_mlp.tflite"), "--data",
+                        str(w / "clean.npy"), "--out", str(w / "x.prof"), "--features",
+                        "no/such/tensor", "-q"], capsys)
+    assert code == 1 and "--features no/such/tensor" in err and "does not have" in err

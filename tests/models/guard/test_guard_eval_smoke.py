@@ -56,6 +56,6 @@ def test_shifts_and_metrics(digits: tuple[np.ndarray, np.ndarray]) -> None:
         assert v.shape == x.shape and v.dtype == np.float32 and v.min() >= 0 and v.max() <= 1
     clean, shifted = np.arange(100.0), np.arange(100.0) + 1000
     m = ev.metrics(clean, shifted, threshold=95.0)
-    assert m == {"auroc": 1.0, "fpr95": 0.0, "det": 1.0}
+    assert m == {"auroc": 1.0, "fpr95": 0.0, "det": 1.0, "tpr05": 1.0}
     m = ev.metrics(clean, clean.copy(), threshold=95.0)
     assert m["auroc"] == pytest.approx(0.5) and m["fpr95"] > 0.9
