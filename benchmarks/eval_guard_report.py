@@ -37,7 +37,7 @@ def report(results: list[dict[str, Any]], held: list[dict[str, Any]], cost: dict
                         "| model | held-out classes AUROC (>= 0.95) | held-out detected "
                         "(>= 0.70) | clean FPR, new writers (<= 0.05) | adaptive PGD 0.1 / 0.2 "
                         "detected (>= 0.50) | held-out / PGD 0.1 / PGD 0.2 detected at 5% clean "
-                        "FPR |", "|---|---|---|---|---|---|"]
+                        "FPR | the same, max surprise |", "|---|---|---|---|---|---|---|"]
     for r, h in zip(results, held, strict=True):
         hm = h["metrics"]["combined"]
         a1 = r["sets"]["adversarial: PGD eps=0.1 adaptive"]["combined"]
@@ -45,7 +45,12 @@ def report(results: list[dict[str, Any]], held: list[dict[str, Any]], cost: dict
         lines.append(f"| {r['model']} | {fmt(hm['auroc'])} | {fmt(hm['det'])} | "
                      f"{fmt(r['clean_fpr']['combined'])} (0-7: {fmt(h['clean_fpr']['combined'])})"
                      f" | {fmt(a1['det'])} / {fmt(a2['det'])} | {fmt(hm['tpr05'])} / "
-                     f"{fmt(a1['tpr05'])} / {fmt(a2['tpr05'])} |")
+                     f"{fmt(a1['tpr05'])} / {fmt(a2['tpr05'])} | " + " / ".join(
+                         fmt(m["tpr05"]) for m in (
+                             h["metrics"]["combined_max"],
+                             r["sets"]["adversarial: PGD eps=0.1 adaptive"]["combined_max"],
+                             r["sets"]["adversarial: PGD eps=0.2 adaptive"]["combined_max"]))
+                     + " |")
     lines += ["", "Combined score with the profile's rule, all detectors running (an invoke on "
               "which the sampled ones run); held-out classes on the 0-7 variant of each model. "
               "The last column uses the threshold that flags 5% of these clean test inputs (an "
