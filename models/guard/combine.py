@@ -27,6 +27,8 @@ Pure numpy: no I/O; the model is not called here (the caller scores the proxies)
 from __future__ import annotations
 
 import logging
+import math
+from bisect import bisect_left
 from collections.abc import Callable, Mapping
 
 import numpy as np
@@ -71,17 +73,29 @@ def combine(
 def weighted_one(
     tails: Mapping[str, TailModel], weights: Mapping[str, float]
 ) -> Callable[[dict[str, float]], float]:
-    """The per-invoke weighted combination (plain Python over a few detectors)."""
-    items = {k: (t.surprise1, float(weights.get(k, 0.0))) for k, t in tails.items()}
+    """The per-invoke weighted combination: ``TailModel.surprise1`` inlined (the hot path)."""
+    items = {
+        k: (t._ref_list, len(t._ref_list), t._ref_list[-1], t._beta, float(weights.get(k, 0.0)))
+        for k, t in tails.items()
+    }
+    log, log10, ln10 = math.log, math.log10, math.log(10.0)
 
     def combined(scores: dict[str, float]) -> float:
         total = top = 0.0
         for k, v in scores.items():
             t = items.get(k)
-            if t is not None:
-                sur = t[0](v)
-                total += t[1] * sur
-                top = sur if sur > top else top
+            if t is None:
+                continue
+            ref, n, hi, beta, w = t
+            if v != v:
+                return 300.0
+            if v > hi:
+                sur = min(((v - hi) / beta + log(n + 1)) / ln10, 300.0)
+            else:
+                sur = -log10((n - bisect_left(ref, v) + 1.0) / (n + 1))
+            total += w * sur
+            if sur > top:
+                top = sur
         return total if total > top else top
 
     return combined
