@@ -73,12 +73,14 @@ def combine(
 def weighted_one(
     tails: Mapping[str, TailModel], weights: Mapping[str, float]
 ) -> Callable[[dict[str, float]], float]:
-    """The per-invoke weighted combination: ``TailModel.surprise1`` inlined (the hot path)."""
-    items = {
-        k: (t._ref_list, len(t._ref_list), t._ref_list[-1], t._beta, float(weights.get(k, 0.0)))
-        for k, t in tails.items()
-    }
-    log, log10, ln10 = math.log, math.log10, math.log(10.0)
+    """The per-invoke weighted combination: ``TailModel.surprise1`` inlined, the empirical tail
+    looked up in a precomputed table (the hot path, as ``GuardedInterpreter._combined``)."""
+    items = {}
+    for k, t in tails.items():
+        ref, n = t._ref_list, len(t._ref_list)
+        table = [-math.log10((n - i + 1.0) / (n + 1)) for i in range(n + 1)]
+        items[k] = (ref, ref[-1], t._beta, math.log(n + 1), table, float(weights.get(k, 0.0)))
+    ln10 = math.log(10.0)
 
     def combined(scores: dict[str, float]) -> float:
         total = top = 0.0
@@ -86,13 +88,13 @@ def weighted_one(
             t = items.get(k)
             if t is None:
                 continue
-            ref, n, hi, beta, w = t
+            ref, hi, beta, log_n1, table, w = t
             if v != v:
                 return 300.0
             if v > hi:
-                sur = min(((v - hi) / beta + log(n + 1)) / ln10, 300.0)
+                sur = min(((v - hi) / beta + log_n1) / ln10, 300.0)
             else:
-                sur = -log10((n - bisect_left(ref, v) + 1.0) / (n + 1))
+                sur = table[bisect_left(ref, v)]
             total += w * sur
             if sur > top:
                 top = sur

@@ -109,7 +109,8 @@ def test_real_model_verdicts_and_scores_unchanged(guard_models: Path, name: str)
     x_train, _, x, _ = load_digits_split()
     profile = calibrate(x[:300].reshape(300, *shape), io.predict, model_sha256=FAKE_SHA,
                         input_shape=shape, energy_source="preserved-logits",
-                        squeeze=SqueezeConfig(bits=3, image_shape=(8, 8, 1), rate=0.1))
+                        squeeze=SqueezeConfig(bits=3, image_shape=(8, 8, 1), rate=0.1),
+                        combination="max")  # the reference implements max surprise
     xs = [v.reshape(shape) if v.size == 64 and v.ndim == 1 else v
           for v in digit_stream(x[300:], x_train)]
     vs = run_both(it, profile, xs, rate=0.1)
@@ -125,7 +126,8 @@ def test_fake_model_verdicts_and_scores_unchanged(
 ) -> None:
     io = ModelIO(fake_interp, logits_index=softmax_logits_index(fake_interp))
     profile = calibrate(clean, io.predict, model_sha256=FAKE_SHA, input_shape=(16,),
-                        energy_source="preserved-logits", squeeze=SqueezeConfig(bits=4, rate=0.25))
+                        energy_source="preserved-logits", squeeze=SqueezeConfig(bits=4, rate=0.25),
+                        combination="max")  # the reference implements max surprise
     if diagonal:  # the per-feature precision kept for wide inputs (over MAX_FULL_DIM features)
         profile = dataclasses.replace(profile, stats=InputStats.fit(clean, max_full_dim=8))
     rng = np.random.default_rng(11)
