@@ -225,6 +225,13 @@ def calibrate(
         f"wrote {out_path} ({len(data)} bytes, sha256 {g.profile_digest(data).hex()[:16]}); "
         f"combined threshold {profile.threshold:.3f}"
     )
+    fm = profile.features
+    if fm is not None:
+        say(
+            f"feature detectors on {fm.tensor!r} ({fm.dim} features, kNN bank {len(fm.bank)}): "
+            f"{fm.cost_s * 1e6:.0f} us per scored invoke here, run on {fm.rate:g} of invokes: "
+            f"expected mean {fm.mean_cost_s * 1e6:.1f} us per invoke"
+        )
     if key is not None:
         say(f"bind it: edgeward model sign {model} --key {key_path} --profile {out_path} ...")
 

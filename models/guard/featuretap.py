@@ -26,7 +26,7 @@ from numpy.typing import NDArray
 
 from edgeward.core.errors import MalformedInputError
 
-from .features import FeatureModel
+from .features import FEATURE_DETECTORS, FeatureModel
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +94,7 @@ class FeatureHook:
         self.rate = model.rate if rate is None else float(rate)
         self._acc = 0.0
         self.scored = 0
+        self.broken = False
         self.seconds = 0.0  # time spent scoring features, for the measured mean cost
 
     def __call__(self, scores: dict[str, float]) -> None:
@@ -103,7 +104,17 @@ class FeatureHook:
             return
         self._acc -= 1.0
         t0 = time.perf_counter()
-        for k, v in self.model.scores(self.tap.read()).items():
+        try:
+            got = self.model.scores(self.tap.read())
+        except (MalformedInputError, ValueError) as e:
+            # The tensor changed size under the guard (a resized interpreter): the features
+            # cannot be trusted, so they score as anomalous as it gets; never an exception
+            # out of the invoke. Said once.
+            if not self.broken:
+                logger.error("feature detectors: %s; scoring features as anomalous", e)
+            self.broken = True
+            got = {k: np.array([np.inf]) for k in FEATURE_DETECTORS}
+        for k, v in got.items():
             scores[k] = float(v[0])
         self.seconds += time.perf_counter() - t0
         self.scored += 1

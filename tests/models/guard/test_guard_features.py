@@ -248,6 +248,19 @@ def test_feature_detectors_catch_a_shift_the_output_does_not(feat_profile, feat_
     assert np.mean([v["msp"] > tm for v in s]) < 0.5
 
 
+def test_attack_feature_tensor_resized_under_the_guard(feat_profile, centers) -> None:
+    """The tensor changes size after the guard was built: anomalous verdicts, never a crash."""
+    a = np.random.default_rng(5).normal(0, 1, size=(D, H))
+    interp = FeatureInterp(centers.T * 0.8, -0.4 * (centers**2).sum(axis=1), a)
+    g = GuardedInterpreter(interp, feat_profile, squeeze_rate=0.0)
+    assert g.features is not None
+    g.features.rate = 1.0
+    interp.a = np.ones((D, H + 3))  # now H + 3 features per input
+    v = g.invoke(sample_clean(centers, 1, seed=12)[0]).verdict
+    assert v.flagged and v.severity == "critical" and math.isinf(v.scores[KNN])
+    assert g.features.broken
+
+
 # --- the reference models in LiteRT --------------------------------------------------------
 
 
