@@ -18,7 +18,7 @@ def test_pi4_by_name_and_alias() -> None:
 
 @pytest.mark.parametrize(("name", "why"), [("esp32-lock", "not a Linux board"),
                                            ("rpi-zero2w", "has no TPM"),
-                                           ("no-such-board", "")])
+                                           ("no-such-board", "unknown board .no-such-board.")])
 def test_boards_the_simulator_cannot_imitate_are_refused(name: str, why: str) -> None:
     with pytest.raises(ConfigError, match=why):
         board(name)
