@@ -98,6 +98,16 @@ def _pattern(expect: str) -> re.Pattern[str]:
     return re.compile(r".*?".join(parts))
 
 
+def port_free(port: int) -> bool:
+    """Whether ``port`` on 127.0.0.1 can be bound now (for a service that takes PORT + 1 too)."""
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def free_port() -> int:
     """A free TCP port on 127.0.0.1 (for ``env_extra``, e.g. ``{"MQTT_PORT": str(free_port())}``)."""
     with socket.socket() as s:

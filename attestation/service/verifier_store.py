@@ -59,6 +59,39 @@ _DEVICE_COLUMNS = ("device, key_id, spki, endorsement, issuer, enrolled_at, last
                    "key_kind, board, ueid, anchor, certs")
 
 
+# What both stores' put_device share: the values in column order, the refusals, the log line.
+def _device_values(rec: DeviceRecord) -> tuple[object, ...]:
+    """The INSERT's values, in ``_DEVICE_COLUMNS`` order."""
+    return (rec.device, rec.key_id, rec.spki, rec.endorsement, rec.issuer, rec.enrolled_at,
+            rec.last_bootcount, rec.key_kind, rec.board, rec.ueid, rec.anchor, rec.certs)
+
+
+def _reenroll_values(rec: DeviceRecord) -> tuple[object, ...]:
+    """The re-enrollment UPDATE's values: key_id, spki, endorsement, issuer, enrolled_at,
+    key_kind, board, anchor, certs, then the device of the WHERE."""
+    return (rec.key_id, rec.spki, rec.endorsement, rec.issuer, rec.enrolled_at, rec.key_kind,
+            rec.board, rec.anchor, rec.certs, rec.device)
+
+
+def _key_not_replaced(rec: DeviceRecord, old_key: bytes) -> UnknownDeviceError:
+    return UnknownDeviceError(
+        f"device {rec.device} is already enrolled with key {bytes(old_key).hex()[:16]}"
+        f"; a certificate for key {rec.key_id.hex()[:16]} does not replace it",
+        hint="re-enroll explicitly: edgeward attest enroll --replace --cert CERT")
+
+
+def _key_under_another_name(rec: DeviceRecord) -> UnknownDeviceError:
+    return UnknownDeviceError(
+        f"key {rec.key_id.hex()[:16]} is already enrolled under another device name")
+
+
+def _log_enrolled(log: logging.Logger, rec: DeviceRecord, replaced: bool) -> None:
+    (log.warning if replaced else log.info)(
+        "device %s %s (%s, key %s)", rec.device,
+        "RE-ENROLLED with a new key" if replaced else "enrolled", rec.endorsement,
+        rec.key_id.hex()[:16])
+
+
 def _legacy(db: sqlite3.Connection) -> None:
     """A file made before versioned migrations: the columns its tables lack."""
     for table, column, definition in _ADDED_COLUMNS:
@@ -184,33 +217,20 @@ class Store:
             if old is not None and bytes(old[0]) == rec.key_id:
                 return False  # the same key again: nothing changes
             if old is not None and not replace:
-                raise UnknownDeviceError(
-                    f"device {rec.device} is already enrolled with key {bytes(old[0]).hex()[:16]}"
-                    f"; a certificate for key {rec.key_id.hex()[:16]} does not replace it",
-                    hint="re-enroll explicitly: edgeward attest enroll --replace --cert CERT")
+                raise _key_not_replaced(rec, old[0])
             try:
                 if old is None:
                     db.execute(
                         f"INSERT INTO devices ({_DEVICE_COLUMNS}) "  # noqa: S608
-                        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                        (rec.device, rec.key_id, rec.spki, rec.endorsement, rec.issuer,
-                         rec.enrolled_at, rec.last_bootcount, rec.key_kind, rec.board, rec.ueid,
-                         rec.anchor, rec.certs))
+                        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", _device_values(rec))
                 else:
                     db.execute(
                         "UPDATE devices SET key_id=?, spki=?, endorsement=?, issuer=?, "
                         "enrolled_at=?, key_kind=?, board=COALESCE(?, board), ueid=NULL, "
-                        "anchor=?, certs=? WHERE device=?",
-                        (rec.key_id, rec.spki, rec.endorsement, rec.issuer, rec.enrolled_at,
-                         rec.key_kind, rec.board, rec.anchor, rec.certs, rec.device))
+                        "anchor=?, certs=? WHERE device=?", _reenroll_values(rec))
             except sqlite3.IntegrityError as e:  # key_id is UNIQUE
-                raise UnknownDeviceError(
-                    f"key {rec.key_id.hex()[:16]} is already enrolled under another device name"
-                ) from e
-        (logger.warning if old is not None else logger.info)(
-            "device %s %s (%s, key %s)", rec.device,
-            "RE-ENROLLED with a new key" if old is not None else "enrolled", rec.endorsement,
-            rec.key_id.hex()[:16])
+                raise _key_under_another_name(rec) from e
+        _log_enrolled(logger, rec, replaced=old is not None)
         return True
 
     _DEVICE_QUERIES = {

@@ -17,10 +17,18 @@ from collections.abc import Mapping
 
 from edgeward.attestation.config import PostgresSettings
 from edgeward.attestation.nonces import Session
-from edgeward.core.errors import ReplayError, UnknownDeviceError
+from edgeward.core.errors import ReplayError
 
 from .pg import PgDatabase
-from .verifier_store import _DEVICE_COLUMNS, DeviceRecord
+from .verifier_store import (
+    _DEVICE_COLUMNS,
+    DeviceRecord,
+    _device_values,
+    _key_not_replaced,
+    _key_under_another_name,
+    _log_enrolled,
+    _reenroll_values,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -48,36 +56,22 @@ class PgStore:
                 if old is not None and bytes(old[0]) == rec.key_id:
                     return False
                 if old is not None and not replace:
-                    raise UnknownDeviceError(
-                        f"device {rec.device} is already enrolled with key "
-                        f"{bytes(old[0]).hex()[:16]}; a certificate for key "
-                        f"{rec.key_id.hex()[:16]} does not replace it",
-                        hint="re-enroll explicitly: edgeward attest enroll --replace --cert CERT")
+                    raise _key_not_replaced(rec, old[0])
                 if old is None:
                     db.execute(
                         f"INSERT INTO verifier_devices ({_DEVICE_COLUMNS}) "  # noqa: S608
-                        "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
-                        (rec.device, rec.key_id, rec.spki, rec.endorsement, rec.issuer,
-                         rec.enrolled_at, rec.last_bootcount, rec.key_kind, rec.board, rec.ueid,
-                         rec.anchor, rec.certs))
+                        "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)", _device_values(rec))
                 else:
                     db.execute(
                         "UPDATE verifier_devices SET key_id=%s, spki=%s, endorsement=%s, "
                         "issuer=%s, enrolled_at=%s, key_kind=%s, board=COALESCE(%s, board), "
-                        "ueid=NULL, anchor=%s, certs=%s WHERE device=%s",
-                        (rec.key_id, rec.spki, rec.endorsement, rec.issuer, rec.enrolled_at,
-                         rec.key_kind, rec.board, rec.anchor, rec.certs, rec.device))
+                        "ueid=NULL, anchor=%s, certs=%s WHERE device=%s", _reenroll_values(rec))
         except Exception as e:
             cause = e.__cause__
             if psycopg_unique is not None and isinstance(cause, psycopg_unique):
-                raise UnknownDeviceError(
-                    f"key {rec.key_id.hex()[:16]} is already enrolled under another device name"
-                ) from cause
+                raise _key_under_another_name(rec) from cause
             raise
-        (logger.warning if old is not None else logger.info)(
-            "device %s %s (%s, key %s)", rec.device,
-            "RE-ENROLLED with a new key" if old is not None else "enrolled", rec.endorsement,
-            rec.key_id.hex()[:16])
+        _log_enrolled(logger, rec, replaced=old is not None)
         return True
 
     def _device(self, column: str, arg: object) -> DeviceRecord | None:

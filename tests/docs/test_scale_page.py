@@ -5,24 +5,14 @@ the EMQX ACL, which has no language) are not shell and are not run."""
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
-from walkthrough import REPO, blocks, free_port, run_page
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
+from walkthrough import REPO, blocks, free_port, port_free, run_page
 
 
 def test_scale_walkthrough_runs_as_written(tmp_path: Path) -> None:
     metrics = free_port()
-    while metrics + 1 > 65535 or not _free(metrics + 1):  # the second worker takes PORT + 1
+    while metrics + 1 > 65535 or not port_free(metrics + 1):  # the second worker takes PORT + 1
         metrics = free_port()
     failures = run_page(REPO / "docs" / "SCALE.md", tmp_path,
                         env_extra={"HOME": str(tmp_path), "MQTT_PORT": str(free_port()),

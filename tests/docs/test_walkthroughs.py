@@ -6,12 +6,11 @@ The harness is :mod:`walkthrough` (tests/walkthrough.py); its own tests below sh
 from __future__ import annotations
 
 import os
-import socket
 import time
 from pathlib import Path
 
 import pytest
-from walkthrough import REPO, blocks, free_port, run_page
+from walkthrough import REPO, blocks, free_port, port_free, run_page
 
 
 def test_readme_tour_runs_as_written(tmp_path: Path) -> None:
@@ -51,15 +50,6 @@ def test_harness_refuses_a_silent_skip(page, tmp_path: Path) -> None:
     assert run_page(page("<!-- not run:  -->\n```sh\nfalse\n```\n"), tmp_path)
 
 
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def _gone(pid: int) -> bool:
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
@@ -97,7 +87,7 @@ def test_attestation_walkthrough_runs_as_written(tmp_path: Path) -> None:
     """docs/ATTESTATION.md: a software-key lock and a swtpm lock reach `affirming`; a lock run
     with a configuration other than the measured one gets `warning`; a replay is refused."""
     port = free_port()
-    while port + 1 > 65535 or not _port_free(port + 1):  # swtpm takes PORT and PORT + 1
+    while port + 1 > 65535 or not port_free(port + 1):  # swtpm takes PORT and PORT + 1
         port = free_port()
     failures = run_page(REPO / "docs" / "ATTESTATION.md", tmp_path,
                         env_extra={"HOME": str(tmp_path), "TPM_PORT": str(port)})
