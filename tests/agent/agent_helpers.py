@@ -18,6 +18,16 @@ from edgeward.attestation.service.config import ServiceConfig
 from edgeward.attestation.service.service import VerifierService
 
 
+def wait_until(pred: Any, timeout: float = 10.0, step: float = 0.05) -> bool:
+    """Poll ``pred`` until it is true or ``timeout`` seconds pass; its last answer."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(step)
+    return bool(pred())
+
+
 def write_agent_config(
     path: Path, broker: Mosquitto, ca: TestCA, device: str, *, extra: str = "",
     interval: float = 0.2, max_bytes: int = 1024 * 1024, socket: Path | None = None,
@@ -114,12 +124,7 @@ class Collector:
         return [e for e in envs if type_ is None or e.type == type_]
 
     def wait_for(self, pred: Any, timeout: float = 10.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if pred():
-                return True
-            time.sleep(0.05)
-        return bool(pred())
+        return wait_until(pred, timeout)
 
     def stop(self) -> None:
         self._stop = True

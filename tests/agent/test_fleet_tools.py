@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from agent_helpers import service_cfg, start, write_agent_config
+from agent_helpers import service_cfg, start, wait_until, write_agent_config
 from fixtures_mqtt import Mosquitto, TestCA
 
 from edgeward.agent.compose import build_agent
@@ -96,12 +96,7 @@ class Fleet:
         return agent, th
 
     def wait(self, pred, timeout: float = 15.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if pred():
-                return True
-            time.sleep(0.1)
-        return bool(pred())
+        return wait_until(pred, timeout, 0.1)
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from agent_helpers import service_cfg, start
+from agent_helpers import service_cfg, start, wait_until
 from fixtures_mqtt import Mosquitto, TestCA, free_port
 from test_backend import device, env
 
@@ -42,12 +42,7 @@ def get(port: int, path: str) -> tuple[int, str]:
 
 
 def wait(pred: Callable[[], object], timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.1)
-    return bool(pred())
+    return wait_until(pred, timeout, 0.1)
 
 
 def sample(text: str, name: str, **labels: str) -> float:
