@@ -20,7 +20,8 @@ PIP_FLAGS := --disable-pip-version-check --no-input -q
 
 # The demo's last step boots two Pi 4 devices in QEMU: build (or reuse) their ARM64 image first.
 # If that cannot be done here, the demo says why and runs the same scenarios as processes.
-demo: sim-system venv
+# micropython: `edgeward sim run` after the demo runs every scenario, the lock one included
+demo: sim-system venv micropython
 	-$(VENV)/bin/edgeward sim image build
 	$(VENV)/bin/edgeward demo
 
