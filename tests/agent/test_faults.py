@@ -23,14 +23,20 @@ EDGEWARD = str(Path(sys.executable).parent / "edgeward")
 
 
 def run_agent(cfg: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([EDGEWARD, "agent", "run", "--config", str(cfg)],
-                            stderr=subprocess.PIPE)
+    # stderr goes to a file, not a pipe nobody reads: an outage at the outbox's bound logs a
+    # line per dropped batch, which once filled the 64 KiB pipe and blocked the agent's
+    # logging, so it could not stop on SIGTERM.
+    with open(cfg.with_suffix(".stderr"), "ab") as err:
+        return subprocess.Popen([EDGEWARD, "agent", "run", "--config", str(cfg)], stderr=err)
 
 
 def stop_cleanly(agent: subprocess.Popen[bytes]) -> None:
     """SIGTERM: the agent flushes its outbox and must exit 0."""
     agent.send_signal(signal.SIGTERM)
-    assert agent.wait(20) == 0, agent.stderr.read() if agent.stderr else ""
+    args = agent.args
+    assert isinstance(args, list)
+    log = Path(str(args[-1])).with_suffix(".stderr")
+    assert agent.wait(20) == 0, log.read_text(errors="replace")[-4000:]
 
 
 def sent_total(cfg_dir: Path, device: str) -> tuple[int, int]:
